@@ -1,0 +1,185 @@
+"""The `fleet` command: parse options, call the library, show the result. Nothing else."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from .model import FleetError
+
+EXIT_BAD_INPUT = 1
+
+
+class Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, and our exit code for bad input
+        self.exit(EXIT_BAD_INPUT, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def default_inventory() -> str | None:
+    """FLEET_INVENTORY, else ./inventories/local, else the built-in local inventory (None)."""
+    if os.environ.get("FLEET_INVENTORY"):
+        return os.environ["FLEET_INVENTORY"]
+    local = Path("inventories/local")
+    return str(local) if local.exists() else None
+
+
+def load_inventory_arg(path: str | None) -> Any:
+    from .inventory import Inventory, load_inventory
+
+    if path:
+        return load_inventory(path)
+    inv = Inventory(source="<built-in local>")
+    inv.group("all")
+    inv.add_host("localhost", "local", {"connection": "local"})
+    return inv
+
+
+def parse_extra_vars(values: Sequence[str]) -> dict[str, Any]:
+    import yaml
+
+    from .yamlfile import load_yaml
+
+    out: dict[str, Any] = {}
+    for value in values:
+        if value.startswith("@"):
+            data = load_yaml(value[1:])
+            if not isinstance(data, dict):
+                raise FleetError(f"{value[1:]}: extra vars file must be a mapping")
+            out.update(data)
+            continue
+        key, sep, raw = value.partition("=")
+        if not sep or not key.strip():
+            raise FleetError(f"-e {value!r}: expected key=value or @file.yaml")
+        try:
+            out[key.strip()] = yaml.safe_load(raw) if raw else ""
+        except yaml.YAMLError:
+            out[key.strip()] = raw
+    return out
+
+
+def _common(p: argparse.ArgumentParser, *, hosts_flag: str = "--hosts") -> None:
+    p.add_argument("-i", "--inventory", default=default_inventory(),
+                   help="inventory folder or file (default: $FLEET_INVENTORY, ./inventories/local, or this machine)")
+    p.add_argument(hosts_flag, "-l" if hosts_flag == "--limit" else "-H", dest="pattern", default=None,
+                   help="host pattern: names, globs (gh200-*), groups, a,b  !excluded  &intersection")
+    p.add_argument("-f", "--forks", type=int, default=32, help="hosts worked on at once (default 32)")
+    p.add_argument("--json", action="store_true", help="machine-readable output")
+    p.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE",
+                   help="variables that override all others (repeatable; @file.yaml reads a file)")
+    p.add_argument("--accept-new-host-keys", action="store_true",
+                   help="trust and remember keys of hosts never seen before (changed keys are still refused)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="fleet", description="Fleet automation for GPU training clusters.")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
+
+    run = sub.add_parser("run", help="converge hosts with a playbook (YAML or Python)")
+    run.add_argument("playbook")
+    _common(run, hosts_flag="--limit")
+    run.add_argument("-C", "--check", action="store_true", help="change nothing; report what would change")
+    run.add_argument("-D", "--diff", action="store_true", help="show what changes in files and packages")
+    run.add_argument("-t", "--tags", default="", help="only tasks with these tags (comma list)")
+    run.add_argument("--skip-tags", default="", help="skip tasks with these tags")
+    run.set_defaults(handler=cmd_run)
+
+    facts = sub.add_parser("facts", help="arch, OS, driver, CUDA, GPUs and training stack per host")
+    _common(facts)
+    facts.set_defaults(handler=cmd_facts)
+
+    inventory = sub.add_parser("inventory", help="list the hosts a pattern selects, with groups and vars")
+    _common(inventory)
+    inventory.set_defaults(handler=cmd_inventory)
+
+    for module in _extension_modules():
+        module.add_subcommand(sub, _common)
+    return parser
+
+
+def _extension_modules() -> list[Any]:
+    """Commands that live beside their library code (doctor, train)."""
+    import importlib
+
+    found = []
+    for name in ("fleet.doctor", "fleet.train.cli"):
+        try:
+            found.append(importlib.import_module(name))
+        except ModuleNotFoundError as exc:
+            if not exc.name or not name.startswith(exc.name):
+                raise
+    return found
+
+
+def run_options(args: argparse.Namespace, **extra: Any) -> Any:
+    from .executor import RunOptions
+
+    return RunOptions(
+        extra_vars=parse_extra_vars(args.extra_vars),
+        forks=max(1, args.forks),
+        accept_new_host_keys=args.accept_new_host_keys,
+        **extra,
+    )
+
+
+def _tagset(text: str) -> frozenset[str]:
+    return frozenset(t.strip() for t in text.split(",") if t.strip())
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .playbook import load_playbook
+    from .report import choose_reporter
+    from .runner import run_playbook
+
+    inventory = load_inventory_arg(args.inventory)
+    playbook = load_playbook(args.playbook)
+    options = run_options(
+        args, check=args.check, diff=args.diff, tags=_tagset(args.tags), skip_tags=_tagset(args.skip_tags)
+    )
+    report = run_playbook(playbook, inventory, options, choose_reporter(json_lines=args.json), limit=args.pattern)
+    return report.exit_code
+
+
+def cmd_facts(args: argparse.Namespace) -> int:
+    from .factsview import show_facts
+
+    inventory = load_inventory_arg(args.inventory)
+    return show_facts(inventory, inventory.require(args.pattern), run_options(args), as_json=args.json)
+
+
+def cmd_inventory(args: argparse.Namespace) -> int:
+    from .report import print_table
+    from .secrets import Redactor, secret_values
+
+    inventory = load_inventory_arg(args.inventory)
+    hosts = [inventory.host(h) for h in inventory.require(args.pattern)]
+    extra = parse_extra_vars(args.extra_vars)
+    redactor = Redactor(secret_values(extra, *(h.vars for h in hosts)))
+    if args.json:
+        data = {h.name: {"groups": h.groups, "vars": {**h.vars, **extra}} for h in hosts}
+        print(json.dumps(redactor.scrub(data), indent=2, default=str))
+        return 0
+    rows = [(h.name, ",".join(h.groups), json.dumps(redactor.scrub({**h.vars, **extra}), default=str)) for h in hosts]
+    print_table(rows, ("host", "groups", "vars"), title=f"{len(hosts)} host(s) in {inventory.source}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.handler(args) or 0)
+    except FleetError as exc:
+        print(f"fleet: error: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("fleet: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,261 @@
+"""One host's tasks, in order, over one connection: decide (when/loop), render, probe, plan,
+apply, register. An unchanged task costs one remote command; a changed one two."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from . import shell
+from .connection import Connection
+from .facts import PROBE, Facts, parse_facts
+from .model import FleetError, HostReport, Plan, Status, TaskResult
+from .playbook import Play
+from .report import Reporter
+from .secrets import Redactor
+from .task import Action, Context, Task, build
+from .templating import TemplateError, evaluate, render
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    check: bool = False
+    diff: bool = False
+    tags: frozenset[str] = frozenset()
+    skip_tags: frozenset[str] = frozenset()
+    extra_vars: Mapping[str, Any] = field(default_factory=dict)
+    forks: int = 16
+    accept_new_host_keys: bool = False
+
+
+def gather_facts(conn: Connection) -> Facts:
+    result = conn.run(PROBE, timeout=60)
+    return parse_facts(result.stdout)
+
+
+class HostExecutor:
+    """Runs plays on one host. Raises nothing for task failures: they become TaskResults."""
+
+    def __init__(
+        self,
+        host: str,
+        hostvars: Mapping[str, Any],
+        conn: Connection,
+        options: RunOptions,
+        report: HostReport,
+        reporter: Reporter,
+        redactor: Redactor,
+    ) -> None:
+        self.host = host
+        self.hostvars = dict(hostvars)
+        self.conn = conn
+        self.options = options
+        self.report = report
+        self.reporter = reporter
+        self.redactor = redactor
+        self.facts: Facts | None = None
+        self.registered: dict[str, Any] = {}
+
+    # ---- variables ---------------------------------------------------------------------------
+    def variables(self, play: Play) -> dict[str, Any]:
+        merged = {**self.hostvars, **play.vars, **self.registered, **self.options.extra_vars}
+        merged["inventory_hostname"] = self.host
+        merged["check_mode"] = self.options.check
+        merged["playbook_dir"] = play.base_dir
+        merged["facts"] = self.facts.as_dict() if self.facts else {}
+        return merged
+
+    # ---- play ----------------------------------------------------------------------------------
+    def run_play(self, play: Play) -> None:
+        """Run a play's tasks; stop this host at its first failure (unless ignored)."""
+        if play.gather_facts and self.facts is None:
+            self.facts = gather_facts(self.conn)
+        for task in play.tasks:
+            if not self._selected(task, play):
+                continue
+            results = self.run_task(task, play)
+            if any(r.status is Status.FAILED and not r.ignored for r in results):
+                return
+
+    def _selected(self, task: Task, play: Play) -> bool:
+        tags = set(task.tags) | set(play.tags)
+        if self.options.tags and not (tags & self.options.tags or "always" in tags):
+            return False
+        return not (self.options.skip_tags and tags & self.options.skip_tags)
+
+    # ---- task ----------------------------------------------------------------------------------
+    def run_task(self, task: Task, play: Play) -> list[TaskResult]:
+        self.reporter.task_started(self.host, task.title)
+        variables = self.variables(play)
+        try:
+            items = self._loop_items(task, variables)
+        except TemplateError as exc:
+            return [self._finish(task, Status.FAILED, self._explain(task, exc), 0.0)]
+        results = []
+        for item in items:
+            scope = variables if item is _NO_ITEM else {**variables, "item": item}
+            result = self._run_one(task, play, scope, None if item is _NO_ITEM else item)
+            results.append(result)
+            if result.status is Status.FAILED and not result.ignored:
+                break
+        if task.register:
+            if items == [_NO_ITEM]:
+                self.registered[task.register] = _registered(results[0])
+            else:
+                self.registered[task.register] = {
+                    "results": [_registered(r) for r in results],
+                    "changed": any(r.status is Status.CHANGED for r in results),
+                    "failed": any(r.status is Status.FAILED for r in results),
+                }
+        return results
+
+    def _loop_items(self, task: Task, variables: Mapping[str, Any]) -> list[Any]:
+        if task.loop is None:
+            return [_NO_ITEM]
+        items = render(task.loop, variables)
+        if isinstance(items, str):
+            items = evaluate(items, variables) if items.strip() else []
+        if not isinstance(items, list | tuple):
+            raise TemplateError(f"loop must give a list, got {type(items).__name__}")
+        return list(items)
+
+    def _explain(self, task: Task, exc: Exception) -> str:
+        return f"{task.source}: {exc}"
+
+    def _run_one(self, task: Task, play: Play, scope: Mapping[str, Any], item: Any) -> TaskResult:
+        started = time.monotonic()
+        try:
+            if task.when is not None and not evaluate(task.when, scope):
+                return self._finish(task, Status.SKIPPED, "condition false", started, item=item)
+            args = render(task.args, scope)
+            env = render({**play.environment, **task.environment}, scope)
+            action = build(task.action, args)
+        except (TemplateError, FleetError) as exc:
+            return self._finish(task, Status.FAILED, self._explain(task, exc), started, item=item)
+        become = play.become if task.become is None else task.become
+        run_kwargs = {
+            "env": env or None,
+            "become": bool(become),
+            "become_user": task.become_user or play.become_user,
+            "timeout": task.timeout or self.hostvars.get("command_timeout"),
+        }
+        ctx = Context(self.host, self.facts, scope, self.options.check)
+        observed = None
+        probe = action.probe()
+        if probe is not None:
+            observed = self.conn.run(probe, **run_kwargs)
+            if observed.timed_out:
+                return self._timed_out(task, started, item, run_kwargs["timeout"])
+        try:
+            plan = action.plan(observed, ctx)
+        except FleetError as exc:
+            return self._finish(task, Status.FAILED, str(exc), started, item=item)
+        if plan.fail:
+            return self._judge(task, scope, Status.FAILED, plan.fail, plan, started, item, plan.data)
+        if not plan.changes:
+            return self._judge(task, scope, Status.OK, plan.summary, plan, started, item, plan.data)
+        if self.options.check and not action.read_only:
+            status = Status.SKIPPED if plan.always_runs else Status.CHANGED
+            message = f"would {plan.summary}" if plan.summary else "would change"
+            return self._finish(task, status, message, started, diff=plan.diff, item=item)
+        return self._apply(task, scope, action, plan, ctx, run_kwargs, started, item)
+
+    def _apply(
+        self,
+        task: Task,
+        scope: Mapping[str, Any],
+        action: Action,
+        plan: Plan,
+        ctx: Context,
+        run_kwargs: dict[str, Any],
+        started: float,
+        item: Any,
+    ) -> TaskResult:
+        script = "".join(shell.write_file(u.path, u.content, u.mode) for u in plan.uploads)
+        script += plan.script or ""
+        result = self.conn.run(script, **run_kwargs)
+        if result.timed_out:
+            return self._timed_out(task, started, item, run_kwargs["timeout"])
+        data = {**plan.data, **action.applied(plan, result, ctx)}
+        if not result.ok:
+            return self._judge(task, scope, Status.FAILED, f"{plan.summary or 'apply'} failed: {result.brief()}", plan, started, item, data)
+        return self._judge(task, scope, Status.CHANGED, plan.summary, plan, started, item, data)
+
+    def _timed_out(self, task: Task, started: float, item: Any, timeout: Any) -> TaskResult:
+        message = f"timed out after {timeout}s and was stopped; raise the task's `timeout:` if it needs longer"
+        return self._finish(task, Status.FAILED, message, started, item=item)
+
+    def _judge(
+        self,
+        task: Task,
+        scope: Mapping[str, Any],
+        status: Status,
+        message: str,
+        plan: Plan,
+        started: float,
+        item: Any,
+        data: Mapping[str, Any],
+    ) -> TaskResult:
+        """Apply changed_when / failed_when, which see the task's data as `result`."""
+        if task.changed_when is not None or task.failed_when is not None:
+            view = {**scope, "result": {**data, "changed": status is Status.CHANGED, "failed": status is Status.FAILED}}
+            try:
+                if task.failed_when is not None:
+                    failed = bool(evaluate(task.failed_when, view))
+                    if failed:
+                        status, message = Status.FAILED, message or f"failed_when: {task.failed_when}"
+                    elif status is Status.FAILED:
+                        status = Status.CHANGED if plan.changes else Status.OK
+                if task.changed_when is not None and status is not Status.FAILED:
+                    status = Status.CHANGED if evaluate(task.changed_when, view) else Status.OK
+            except TemplateError as exc:
+                status, message = Status.FAILED, self._explain(task, exc)
+        return self._finish(task, status, message, started, diff=plan.diff, item=item, data=data)
+
+    def _finish(
+        self,
+        task: Task,
+        status: Status,
+        message: str,
+        started: float,
+        *,
+        diff: str | None = None,
+        item: Any = None,
+        data: Mapping[str, Any] | None = None,
+    ) -> TaskResult:
+        if task.no_log:
+            message, diff, data = ("output hidden (no_log)" if message else ""), None, {}
+        ignored = status is Status.FAILED and task.ignore_errors
+        result = TaskResult(
+            host=self.host,
+            task=task.title,
+            action=task.action,
+            status=status,
+            message=self.redactor.text(message),
+            diff=self.redactor.text(diff) if diff and (self.options.diff or self.options.check) else None,
+            duration=time.monotonic() - started if started else 0.0,
+            item=self.redactor.scrub(item),
+            data=dict(data or {}),
+            ignored=ignored,
+        )
+        self.report.results.append(result)
+        self.reporter.task_done(result)
+        return result
+
+
+_NO_ITEM = object()
+
+
+def _registered(result: TaskResult) -> dict[str, Any]:
+    return {
+        **result.data,
+        "status": str(result.status),
+        "changed": result.status is Status.CHANGED,
+        "failed": result.status is Status.FAILED,
+        "skipped": result.status is Status.SKIPPED,
+        "msg": result.message,
+        **({"item": result.item} if result.item is not None else {}),
+    }
+

@@ -1,0 +1,181 @@
+"""Host facts from one batched command: system, NVIDIA driver/CUDA/GPUs, tools, and the
+training stack that the setup playbook records in ~/.fleet/facts.d/*.json."""
+
+from __future__ import annotations
+
+import csv
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+FACTS_DIR = "$HOME/.fleet/facts.d"
+
+# One section per marker; every command's failure is tolerated so one missing tool never
+# costs the others. nvidia-smi's header holds the CUDA version the driver supports.
+PROBE = r"""
+s() { printf '\n@@%s\n' "$1"; }
+s hostname; hostname 2>/dev/null || cat /proc/sys/kernel/hostname
+s arch; uname -m
+s kernel; uname -r
+s os; cat /etc/os-release 2>/dev/null
+s cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
+s mem; grep -E '^MemTotal:' /proc/meminfo
+s disk; df -Pk "$HOME" 2>/dev/null | tail -n 1
+s python; python3 --version 2>&1
+s uv; PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH" uv --version 2>/dev/null
+s smi; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi 2>&1 | head -n 5
+s gpus; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=index,name,driver_version,memory.total,memory.used,compute_cap --format=csv,noheader,nounits 2>&1
+s nvcc; (command -v nvcc >/dev/null 2>&1 && nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>/dev/null | tail -n 2
+s custom; for f in "$HOME"/.fleet/facts.d/*.json; do [ -f "$f" ] && printf '%s\t' "$(basename "$f" .json)" && tr -d '\n' <"$f" && echo; done
+s end
+"""
+
+
+@dataclass(frozen=True)
+class GPU:
+    index: int
+    name: str
+    memory_total_mib: int
+    memory_used_mib: int
+    compute_capability: str
+
+    @property
+    def memory_free_mib(self) -> int:
+        return self.memory_total_mib - self.memory_used_mib
+
+
+@dataclass(frozen=True)
+class Facts:
+    hostname: str = ""
+    arch: str = ""
+    kernel: str = ""
+    os_id: str = ""
+    os_version: str = ""
+    os_name: str = ""
+    cpus: int = 0
+    memory_bytes: int = 0
+    disk_free_bytes: int = 0
+    python: str | None = None
+    uv: str | None = None
+    driver: str | None = None
+    cuda: str | None = None  # the CUDA version the driver supports (nvidia-smi header)
+    cuda_toolkit: str | None = None  # nvcc's release, when a toolkit is installed
+    gpus: tuple[GPU, ...] = ()
+    gpu_error: str | None = None
+    custom: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def gpu_count(self) -> int:
+        return len(self.gpus)
+
+    @property
+    def gpu_name(self) -> str | None:
+        return self.gpus[0].name if self.gpus else None
+
+    @property
+    def stack(self) -> dict[str, Any]:
+        return self.custom.get("stack", {})
+
+    def as_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["gpu_count"] = self.gpu_count
+        out["gpu_name"] = self.gpu_name
+        out["gpus"] = [asdict(g) | {"memory_free_mib": g.memory_free_mib} for g in self.gpus]
+        return out
+
+
+def sections(text: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    name = None
+    lines: list[str] = []
+    for line in text.splitlines():
+        if line.startswith("@@"):
+            if name:
+                out[name] = "\n".join(lines).strip()
+            name, lines = line[2:].strip(), []
+        elif name:
+            lines.append(line)
+    if name:
+        out[name] = "\n".join(lines).strip()
+    return out
+
+
+def parse_os_release(text: str) -> dict[str, str]:
+    import shlex
+
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, sep, value = line.partition("=")
+        if sep and key.strip():
+            try:
+                parts = shlex.split(value)
+            except ValueError:
+                parts = [value]
+            values[key.strip()] = parts[0] if parts else ""
+    return values
+
+
+def parse_gpu_csv(text: str) -> tuple[tuple[GPU, ...], str | None]:
+    """Rows of `nvidia-smi --query-gpu=index,name,driver_version,memory.total,memory.used,
+    compute_cap --format=csv,noheader,nounits`, plus the driver version they report."""
+    gpus: list[GPU] = []
+    driver = None
+    for row in csv.reader(text.splitlines(), skipinitialspace=True):
+        if len(row) != 6 or not row[0].strip().isdigit():
+            continue
+        index, name, drv, total, used, cap = (c.strip() for c in row)
+        driver = driver or drv
+        gpus.append(GPU(int(index), name, _int(total), _int(used), cap))
+    return tuple(gpus), driver
+
+
+def _int(text: str) -> int:
+    match = re.search(r"\d+", text)
+    return int(match.group()) if match else 0
+
+
+_SMI_HEADER = re.compile(r"Driver Version:\s*([\d.]+)\s+CUDA Version:\s*([\d.]+)")
+_NVCC = re.compile(r"release\s+([\d.]+)")
+
+
+def parse_facts(text: str) -> Facts:
+    sec = sections(text)
+    osr = parse_os_release(sec.get("os", ""))
+    gpus, gpu_driver = parse_gpu_csv(sec.get("gpus", ""))
+    header = _SMI_HEADER.search(sec.get("smi", ""))
+    gpu_error = None
+    smi = sec.get("smi", "")
+    if smi and not gpus:
+        gpu_error = smi.splitlines()[0].strip()[:200]
+    disk_fields = sec.get("disk", "").split()
+    mem = re.search(r"(\d+)", sec.get("mem", ""))
+    python = sec.get("python", "")
+    uv = sec.get("uv", "")
+    nvcc = _NVCC.search(sec.get("nvcc", ""))
+    custom: dict[str, Any] = {}
+    for line in sec.get("custom", "").splitlines():
+        key, _, body = line.partition("\t")
+        try:
+            custom[key] = json.loads(body)
+        except json.JSONDecodeError:
+            custom[key] = {"error": "unreadable JSON"}
+    return Facts(
+        hostname=sec.get("hostname", ""),
+        arch=sec.get("arch", ""),
+        kernel=sec.get("kernel", ""),
+        os_id=osr.get("ID", ""),
+        os_version=osr.get("VERSION_ID", ""),
+        os_name=osr.get("PRETTY_NAME", ""),
+        cpus=_int(sec.get("cpus", "0")),
+        memory_bytes=int(mem.group(1)) * 1024 if mem else 0,
+        disk_free_bytes=int(disk_fields[3]) * 1024 if len(disk_fields) > 3 and disk_fields[3].isdigit() else 0,
+        python=python.split()[-1] if python.startswith("Python") else None,
+        uv=uv.split()[1] if uv.startswith("uv ") else None,
+        driver=(header.group(1) if header else None) or gpu_driver,
+        cuda=header.group(2) if header else None,
+        cuda_toolkit=nvcc.group(1) if nvcc else None,
+        gpus=gpus,
+        gpu_error=gpu_error,
+        custom=custom,
+    )

@@ -1,0 +1,98 @@
+"""`fleet facts`: gather facts from many hosts at once and show them as a table or JSON."""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from collections.abc import Mapping
+from typing import Any
+
+from .executor import RunOptions, gather_facts
+from .facts import Facts
+from .inventory import Inventory
+from .model import Unreachable
+from .report import print_line, print_table
+from .runner import Session, each_host
+
+STACK_KEYS = ("torch", "torch_cuda", "vllm", "transformers", "trl", "flash_attn_3", "attn_impl")
+
+
+def stack_signature(facts: Facts) -> tuple[Any, ...]:
+    stack = facts.stack
+    return tuple(stack.get(k) for k in STACK_KEYS)
+
+
+def odd_stacks(all_facts: Mapping[str, Facts]) -> set[str]:
+    """Hosts whose recorded stack differs from the most common one in the fleet."""
+    recorded = {h: stack_signature(f) for h, f in all_facts.items() if f.stack}
+    if len(recorded) < 2:
+        return set()
+    common, _ = Counter(recorded.values()).most_common(1)[0]
+    return {h for h, sig in recorded.items() if sig != common}
+
+
+def stack_text(facts: Facts) -> str:
+    s = facts.stack
+    if not s:
+        return "-"
+    parts = []
+    if s.get("torch"):
+        parts.append(f"torch {s['torch']}" + (f"+cu{s['torch_cuda']}" if s.get("torch_cuda") else ""))
+    for key in ("vllm", "transformers", "trl"):
+        if s.get(key):
+            parts.append(f"{key} {s[key]}")
+    if s.get("attn_impl"):
+        parts.append(f"attn {s['attn_impl']}")
+    return ", ".join(parts) or "-"
+
+
+def _gib(n: int) -> str:
+    return f"{n / 2**30:.0f}G" if n else "?"
+
+
+def gpu_text(facts: Facts) -> str:
+    if not facts.gpus:
+        return "no GPU" + (f" ({facts.gpu_error})" if facts.gpu_error else "")
+    names = Counter(g.name for g in facts.gpus)
+    return ", ".join(f"{n}x {name}" for name, n in names.items())
+
+
+def gpu_memory_text(facts: Facts) -> str:
+    if not facts.gpus:
+        return "-"
+    used = sum(g.memory_used_mib for g in facts.gpus)
+    total = sum(g.memory_total_mib for g in facts.gpus)
+    return f"{used}/{total} MiB"
+
+
+def collect(inventory: Inventory, hosts: list[str], options: RunOptions) -> dict[str, Facts | Unreachable]:
+    with Session(inventory, options) as session:
+        return each_host(session, hosts, lambda host, conn: gather_facts(conn), options.forks)
+
+
+def show_facts(inventory: Inventory, hosts: list[str], options: RunOptions, *, as_json: bool) -> int:
+    found = collect(inventory, hosts, options)
+    reachable = {h: f for h, f in found.items() if isinstance(f, Facts)}
+    odd = odd_stacks(reachable)
+    if as_json:
+        out = {
+            h: ({"unreachable": str(f)} if isinstance(f, Unreachable) else f.as_dict() | {"stack_differs": h in odd})
+            for h, f in found.items()
+        }
+        print(json.dumps(out, indent=2, default=str))
+    else:
+        rows = []
+        for host, f in found.items():
+            if isinstance(f, Unreachable):
+                rows.append((host, "unreachable", str(f), "", "", "", "", "", ""))
+                continue
+            rows.append((
+                host, f.arch, f"{f.os_id} {f.os_version}".strip(), f"{f.cpus}/{_gib(f.memory_bytes)}",
+                f.driver or "-", f.cuda or "-", gpu_text(f), gpu_memory_text(f),
+                ("≠ " if host in odd else "") + stack_text(f),
+            ))  # fmt: skip
+        columns = ("host", "arch", "os", "cpu/mem", "driver", "cuda", "gpus", "gpu mem", "stack")
+        print_table(rows, columns, title=f"facts of {len(hosts)} host(s)")
+        if odd:
+            print_line(f"≠ stack differs from the rest of the fleet on: {', '.join(sorted(odd))}", style="yellow")
+    return 4 if len(reachable) < len(found) else 0

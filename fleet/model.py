@@ -1,0 +1,155 @@
+"""Plain, frozen records that flow between the layers: what a command returned, what a task
+plans, what happened on a host, what happened in a run."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class FleetError(Exception):
+    """Bad input a person can fix. Printed as one line, never with a traceback."""
+
+
+class Unreachable(Exception):
+    """A host could not be connected to, or stopped answering."""
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    stdout: str
+    stderr: str
+    exited: int
+    duration: float = 0.0
+    timed_out: bool = False
+
+    @property
+    def ok(self) -> bool:
+        return self.exited == 0 and not self.timed_out
+
+    def brief(self) -> str:
+        """The most telling line of the output, for one-line messages."""
+        if self.timed_out:
+            return "timed out"
+        for text in (self.stderr, self.stdout):
+            lines = [line.strip() for line in text.strip().splitlines() if line.strip()]
+            if lines:
+                return lines[-1]
+        return f"exit code {self.exited}"
+
+
+@dataclass(frozen=True)
+class Upload:
+    """A file a plan writes before its script runs (written atomically by the connection)."""
+
+    path: str
+    content: bytes
+    mode: int | None = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """What a task would do to a host, decided purely from what its probe observed.
+
+    No script means the host already matches: the task is ok and costs nothing more.
+    """
+
+    script: str | None = None
+    summary: str = ""
+    diff: str | None = None
+    fail: str | None = None
+    uploads: tuple[Upload, ...] = ()
+    data: Mapping[str, Any] = field(default_factory=dict)
+    # Whether the apply's output decides "changed" (e.g. a command that always runs).
+    always_runs: bool = False
+
+    @property
+    def changes(self) -> bool:
+        return self.script is not None or bool(self.uploads)
+
+
+class Status(StrEnum):
+    OK = "ok"
+    CHANGED = "changed"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    UNREACHABLE = "unreachable"
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    host: str
+    task: str
+    action: str
+    status: Status
+    message: str = ""
+    diff: str | None = None
+    duration: float = 0.0
+    item: Any = None
+    data: Mapping[str, Any] = field(default_factory=dict)
+    ignored: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "host": self.host,
+            "task": self.task,
+            "action": self.action,
+            "status": str(self.status),
+            "message": self.message,
+            "duration": round(self.duration, 4),
+        }
+        if self.diff:
+            out["diff"] = self.diff
+        if self.item is not None:
+            out["item"] = self.item
+        if self.ignored:
+            out["ignored"] = True
+        return out
+
+
+@dataclass
+class HostReport:
+    host: str
+    results: list[TaskResult] = field(default_factory=list)
+    unreachable: str | None = None
+    commands: int = 0
+    duration: float = 0.0
+
+    def count(self, status: Status) -> int:
+        return sum(1 for r in self.results if r.status is status and not r.ignored)
+
+    @property
+    def failed(self) -> bool:
+        return self.count(Status.FAILED) > 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "ok": self.count(Status.OK),
+            "changed": self.count(Status.CHANGED),
+            "failed": self.count(Status.FAILED),
+            "skipped": self.count(Status.SKIPPED),
+            "unreachable": self.unreachable,
+            "commands": self.commands,
+            "duration": round(self.duration, 3),
+        }
+
+
+@dataclass
+class RunReport:
+    hosts: dict[str, HostReport] = field(default_factory=dict)
+
+    def host(self, name: str) -> HostReport:
+        return self.hosts.setdefault(name, HostReport(name))
+
+    @property
+    def exit_code(self) -> int:
+        """0 all good; 2 some host failed; 4 some host unreachable; 6 both."""
+        code = 0
+        if any(h.failed for h in self.hosts.values()):
+            code |= 2
+        if any(h.unreachable for h in self.hosts.values()):
+            code |= 4
+        return code

@@ -1,0 +1,156 @@
+"""Hosts in parallel on a bounded pool: one connection per host for the whole run, plays in
+order, `serial:` batches, and a host's failure stopping only that host."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, TypeVar
+
+from .connection import Connection, connect
+from .executor import HostExecutor, RunOptions
+from .inventory import Inventory
+from .model import FleetError, HostReport, RunReport, Unreachable
+from .playbook import Play, Playbook
+from .report import Reporter
+from .secrets import Redactor, secret_values
+
+T = TypeVar("T")
+
+
+class Session:
+    """The connections of one run, opened lazily, reused by every play and command."""
+
+    def __init__(self, inventory: Inventory, options: RunOptions) -> None:
+        self.inventory = inventory
+        self.options = options
+        self._connections: dict[str, Connection] = {}
+
+    def hostvars(self, host: str) -> dict[str, Any]:
+        return {**self.inventory.host(host).vars, **self.options.extra_vars}
+
+    def connection(self, host: str) -> Connection:
+        if host not in self._connections:
+            try:
+                conn = connect(host, self.hostvars(host), accept_new_host_keys=self.options.accept_new_host_keys)
+            except ValueError as exc:
+                raise FleetError(f"host {host}: {exc}") from None
+            self._connections[host] = conn
+        return self._connections[host]
+
+    def commands(self, host: str) -> int:
+        conn = self._connections.get(host)
+        return conn.commands if conn else 0
+
+    def redactor(self, host: str | None = None) -> Redactor:
+        hosts = [host] if host else self.inventory.hosts
+        values = secret_values(self.options.extra_vars)
+        for name in hosts:
+            values |= secret_values(self.inventory.host(name).vars)
+        return Redactor(values)
+
+    def close(self) -> None:
+        for conn in self._connections.values():
+            try:
+                conn.close()
+            except Exception:  # closing is best effort; the run's result is already known
+                pass
+        self._connections.clear()
+
+    def __enter__(self) -> Session:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def parallel(hosts: Iterable[str], work: Callable[[str], T], forks: int) -> dict[str, T]:
+    """work(host) for every host on at most `forks` threads, results keyed by host."""
+    hosts = list(hosts)
+    if not hosts:
+        return {}
+    with ThreadPoolExecutor(max_workers=max(1, min(forks, len(hosts)))) as pool:
+        return dict(zip(hosts, pool.map(work, hosts), strict=True))
+
+
+def batches(hosts: list[str], serial: int | str | None) -> list[list[str]]:
+    if not serial:
+        return [hosts]
+    if isinstance(serial, str) and serial.endswith("%"):
+        size = max(1, len(hosts) * int(serial[:-1]) // 100)
+    else:
+        size = int(serial)
+    if size < 1:
+        raise FleetError(f"serial must be at least 1 (or a percentage), got {serial!r}")
+    return [hosts[i : i + size] for i in range(0, len(hosts), size)]
+
+
+def run_playbook(
+    playbook: Playbook,
+    inventory: Inventory,
+    options: RunOptions,
+    reporter: Reporter,
+    limit: str | None = None,
+) -> RunReport:
+    limited = set(inventory.require(limit)) if limit else None
+    plays = [(play, _play_hosts(inventory, play, limited)) for play in playbook.plays]
+    report = RunReport()
+    started: dict[str, float] = {}
+    executors: dict[str, HostExecutor] = {}
+    with Session(inventory, options) as session:
+        redactor = session.redactor()
+        reporter.redactor = redactor
+
+        def run_host(play: Play, host: str) -> None:
+            host_report = report.host(host)
+            if host_report.unreachable or host_report.failed:
+                return  # a host that failed earlier sits out the rest of the run
+            started.setdefault(host, time.monotonic())
+            if host not in executors:
+                executors[host] = HostExecutor(
+                    host, session.hostvars(host), session.connection(host), options, host_report, reporter, redactor
+                )
+            try:
+                executors[host].run_play(play)
+            except Unreachable as exc:
+                host_report.unreachable = redactor.text(str(exc))
+                reporter.host_unreachable(host, host_report.unreachable)
+            finally:
+                host_report.commands = session.commands(host)
+                host_report.duration = time.monotonic() - started[host]
+
+        for play, hosts in plays:
+            reporter.play_started(play.title, hosts)
+            for batch in batches(hosts, play.serial):
+                parallel(batch, lambda h, play=play: run_host(play, h), options.forks)
+    reporter.run_done(report)
+    return report
+
+
+def _play_hosts(inventory: Inventory, play: Play, limited: set[str] | None) -> list[str]:
+    try:
+        hosts = inventory.require(play.hosts)
+    except FleetError as exc:
+        raise FleetError(f"{play.source}: {exc}") from None
+    if limited is not None:
+        hosts = [h for h in hosts if h in limited]
+    return hosts
+
+
+def each_host(
+    session: Session,
+    hosts: list[str],
+    work: Callable[[str, Connection], T],
+    forks: int = 16,
+) -> dict[str, T | Unreachable]:
+    """work(host, connection) on every host in parallel; unreachable hosts give their error."""
+
+    def guarded(host: str) -> T | Unreachable:
+        try:
+            return work(host, session.connection(host))
+        except Unreachable as exc:
+            return exc
+
+    return parallel(hosts, guarded, forks)
+

@@ -1,0 +1,37 @@
+"""Small helpers that build shell text safely: every value goes through shlex.quote."""
+
+from __future__ import annotations
+
+import base64
+import shlex
+
+
+def path(value: str) -> str:
+    """Quote a path for sh, keeping a leading `~/` meaning the remote user's home."""
+    if value == "~":
+        return '"$HOME"'
+    if value.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(value[2:])
+    return shlex.quote(value)
+
+
+def quote(value: object) -> str:
+    return shlex.quote(str(value))
+
+
+def join(words: list[str]) -> str:
+    return shlex.join(words)
+
+
+def write_file(target: str, content: bytes, mode: int | None = None) -> str:
+    """A script that writes content to target atomically: a temp file beside it, then rename,
+    so a reader never sees half a file and a failure leaves the old one in place."""
+    p = path(target)
+    data = base64.b64encode(content).decode()
+    keep_mode = f'if [ -e {p} ]; then chmod --reference={p} "$t"; else chmod 644 "$t"; fi; '
+    set_mode = f'chmod {mode:o} "$t"; ' if mode is not None else keep_mode
+    return (
+        f'd=$(dirname -- {p}); mkdir -p -- "$d"; t=$(mktemp "$d/.fleet.XXXXXX") || exit 1; '
+        f"printf %s {data} | base64 -d >\"$t\" || {{ rm -f \"$t\"; exit 1; }}; "
+        f'{set_mode}mv -f -- "$t" {p} || {{ rm -f "$t"; exit 1; }}\n'
+    )

@@ -1,0 +1,147 @@
+"""The task model: an Action observes a host with one probe script and plans purely from what it
+saw; a Task is an Action in a playbook, with its keywords (when, loop, register, ...)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from .model import CommandResult, FleetError, Plan
+
+
+class Args(BaseModel):
+    """Base of every action's arguments: unknown names are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class Context:
+    """What a planner may look at besides its probe's output."""
+
+    host: str
+    facts: Any = None
+    vars: Mapping[str, Any] = field(default_factory=dict)
+    check: bool = False
+
+
+class Action:
+    """One kind of task. Subclasses set `name` and `Args`, and implement `plan` (and `probe`
+    when they need to look at the host first). Both must be pure: no I/O, no clock."""
+
+    name: ClassVar[str]
+    Args: ClassVar[type[Args]]
+    # Actions whose apply only reads (e.g. a check) still run in --check mode.
+    read_only: ClassVar[bool] = False
+
+    def __init__(self, args: Args) -> None:
+        self.args = args
+
+    def probe(self) -> str | None:
+        """A script whose output tells the host's current state, or None if none is needed."""
+        return None
+
+    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+        raise NotImplementedError
+
+    def applied(self, plan: Plan, result: CommandResult, ctx: Context) -> Mapping[str, Any]:
+        """Data to register after the apply script ran (stdout etc.)."""
+        return {"rc": result.exited, "stdout": result.stdout, "stderr": result.stderr}
+
+
+ACTIONS: dict[str, type[Action]] = {}
+
+
+def action(cls: type[Action]) -> type[Action]:
+    """Class decorator: make an action available to playbooks under its name."""
+    ACTIONS[cls.name] = cls
+    return cls
+
+
+def lookup(name: str) -> type[Action]:
+    from . import tasks  # noqa: F401 - importing registers the built-in actions
+
+    try:
+        return ACTIONS[name]
+    except KeyError:
+        raise FleetError(f"unknown task type {name!r} (known: {', '.join(sorted(ACTIONS))})") from None
+
+
+def describe_validation(error: ValidationError) -> str:
+    parts = []
+    for item in error.errors():
+        where = ".".join(str(p) for p in item["loc"]) or "arguments"
+        kind = item["type"]
+        if kind == "missing":
+            parts.append(f"missing required argument {where!r}")
+        elif kind == "extra_forbidden":
+            parts.append(f"unknown argument {where!r}")
+        else:
+            parts.append(f"argument {where!r}: {item['msg']}")
+    return "; ".join(parts)
+
+
+def build(action_name: str, args: Mapping[str, Any]) -> Action:
+    cls = lookup(action_name)
+    try:
+        return cls(cls.Args.model_validate(dict(args)))
+    except ValidationError as exc:
+        raise FleetError(f"{action_name}: {describe_validation(exc)}") from None
+
+
+def precheck(action_name: str, args: Mapping[str, Any]) -> None:
+    """Load-time check of what can be known before templates render: the action exists, no
+    unknown argument names, every required argument given."""
+    cls = lookup(action_name)
+    fields = cls.Args.model_fields
+    unknown = sorted(set(map(str, args)) - set(fields))
+    if unknown:
+        raise FleetError(
+            f"{action_name}: unknown argument {unknown[0]!r} (allowed: {', '.join(sorted(fields))})"
+        )
+    missing = [name for name, f in fields.items() if f.is_required() and name not in args]
+    if missing:
+        raise FleetError(f"{action_name}: missing required argument {missing[0]!r}")
+
+
+KEYWORDS = (
+    "name", "when", "loop", "register", "tags", "become", "become_user", "environment",
+    "ignore_errors", "changed_when", "failed_when", "timeout", "no_log",
+)  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Task:
+    """An action in a playbook. The same object comes from YAML and from Python playbooks."""
+
+    action: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+    name: str | None = None
+    when: Any = None
+    loop: Any = None
+    register: str | None = None
+    tags: tuple[str, ...] = ()
+    become: bool | None = None
+    become_user: str | None = None
+    environment: Mapping[str, Any] = field(default_factory=dict)
+    ignore_errors: bool = False
+    changed_when: Any = None
+    failed_when: Any = None
+    timeout: float | None = None
+    no_log: bool = False
+    source: str = "<python>"
+
+    def __post_init__(self) -> None:
+        try:
+            precheck(self.action, self.args)
+        except FleetError as exc:
+            raise FleetError(f"{self.source}: task {self.title!r}: {exc}") from None
+        if isinstance(self.tags, str):
+            object.__setattr__(self, "tags", (self.tags,))
+
+    @property
+    def title(self) -> str:
+        return self.name or self.action

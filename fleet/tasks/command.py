@@ -1,0 +1,75 @@
+"""`command` and `shell`: run something, unless `creates` already exists / `removes` is gone."""
+
+from __future__ import annotations
+
+import shlex
+from typing import ClassVar
+
+from .. import shell
+from ..model import CommandResult, Plan
+from ..task import Action, Args, Context, action
+
+
+class CommandArgs(Args):
+    cmd: str | list[str]
+    chdir: str | None = None
+    creates: str | None = None
+    removes: str | None = None
+
+
+class ShellArgs(CommandArgs):
+    executable: str = "sh"
+
+
+@action
+class Command(Action):
+    """Run a program with arguments (no shell features: every word is quoted)."""
+
+    name = "command"
+    Args: ClassVar = CommandArgs
+
+    def probe(self) -> str | None:
+        a = self.args
+        if not (a.creates or a.removes):
+            return None
+        checks = []
+        if a.creates:
+            checks.append(f"[ -e {shell.path(a.creates)} ] && echo creates-present || echo creates-absent")
+        if a.removes:
+            checks.append(f"[ -e {shell.path(a.removes)} ] && echo removes-present || echo removes-absent")
+        return "; ".join(checks)
+
+    def command_text(self) -> str:
+        cmd = self.args.cmd
+        words = cmd if isinstance(cmd, list) else shlex.split(cmd)
+        return " ".join(shell.path(str(w)) for w in words)  # `~/x` still means the home folder
+
+    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+        seen = observed.stdout.split() if observed else []
+        if "creates-present" in seen:
+            return Plan(summary=f"{self.args.creates} exists")
+        if "removes-absent" in seen:
+            return Plan(summary=f"{self.args.removes} does not exist")
+        text = self.command_text()
+        if self.args.chdir:
+            text = f"cd {shell.path(self.args.chdir)} && {text}"
+        return Plan(script=text + "\n", summary=f"run {_short(self.command_text())}", always_runs=True)
+
+
+@action
+class Shell(Command):
+    """Run a shell snippet (pipes, redirects, variables) with sh, or `executable: bash`."""
+
+    name = "shell"
+    Args: ClassVar = ShellArgs
+
+    def command_text(self) -> str:
+        cmd = self.args.cmd if isinstance(self.args.cmd, str) else shlex.join(self.args.cmd)
+        if self.args.executable == "sh":
+            return cmd
+        return f"{shlex.quote(self.args.executable)} -c {shlex.quote(cmd)}"
+
+
+def _short(text: str, limit: int = 60) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"

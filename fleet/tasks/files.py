@@ -1,0 +1,240 @@
+"""Files on the host: `directory`, `copy`, `template` and `line` (one line in a file).
+
+Each probes the path once (kind, mode, sha256 and, for small files, the content for diffs) and
+uploads the whole new content atomically when it differs."""
+
+from __future__ import annotations
+
+import base64
+import difflib
+import hashlib
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar, Literal
+
+from .. import shell
+from ..model import CommandResult, FleetError, Plan, Upload
+from ..task import Action, Args, Context, action
+from ..templating import TemplateError, render
+
+DIFF_LIMIT = 256 * 1024
+
+
+def file_probe(target: str) -> str:
+    p = shell.path(target)
+    return (
+        f"if [ -f {p} ]; then echo file; stat -c %a {p}; sha256sum {p} | cut -d' ' -f1; "
+        f"if [ $(stat -c %s {p}) -le {DIFF_LIMIT} ]; then base64 -w0 {p}; fi; echo; "
+        f"elif [ -d {p} ]; then echo directory; stat -c %a {p}; "
+        f"elif [ -e {p} ]; then echo other; else echo absent; fi"
+    )
+
+
+@dataclass(frozen=True)
+class FileState:
+    kind: str  # file | directory | other | absent
+    mode: int | None = None
+    sha256: str | None = None
+    content: bytes | None = None  # None when too large to fetch
+
+    @classmethod
+    def parse(cls, output: str) -> FileState:
+        lines = output.split("\n")
+        kind = lines[0].strip() if lines else "absent"
+        mode = int(lines[1], 8) if len(lines) > 1 and lines[1].strip().isdigit() else None
+        if kind != "file":
+            return cls(kind, mode)
+        body = lines[3].strip() if len(lines) > 3 else ""
+        return cls(kind, mode, lines[2].strip(), base64.b64decode(body) if body else None)
+
+
+def parse_mode(mode: str | int | None) -> int | None:
+    if mode is None:
+        return None
+    try:
+        return int(str(mode), 8)
+    except ValueError:
+        raise FleetError(f"mode {mode!r} is not an octal mode such as '0644'") from None
+
+
+def text_diff(path: str, old: bytes | None, new: bytes) -> str | None:
+    try:
+        a = (old or b"").decode().splitlines(keepends=True)
+        b = new.decode().splitlines(keepends=True)
+    except UnicodeDecodeError:
+        return f"binary file {path} changes\n"
+    return "".join(difflib.unified_diff(a, b, f"{path} (before)", f"{path} (after)")) or None
+
+
+def plan_content(dest: str, observed: CommandResult | None, content: bytes, mode: str | None) -> Plan:
+    """The shared heart of copy/template/line: upload when content or mode differs."""
+    state = FileState.parse(observed.stdout if observed else "absent")
+    wanted_mode = parse_mode(mode)
+    if state.kind not in ("file", "absent"):
+        return Plan(fail=f"{dest} exists and is a {state.kind}, not a file")
+    same_content = state.sha256 == hashlib.sha256(content).hexdigest()
+    if same_content and (wanted_mode is None or wanted_mode == state.mode):
+        return Plan(summary=f"{dest} up to date")
+    if same_content:
+        return Plan(
+            script=f"chmod {wanted_mode:o} {shell.path(dest)}\n",
+            summary=f"chmod {wanted_mode:o} {dest}",
+            diff=f"mode {state.mode:o} -> {wanted_mode:o}\n" if state.mode is not None else None,
+        )
+    verb = "create" if state.kind == "absent" else "update"
+    return Plan(
+        uploads=(Upload(dest, content, wanted_mode),),
+        summary=f"{verb} {dest}",
+        diff=text_diff(dest, state.content, content),
+    )
+
+
+class DirectoryArgs(Args):
+    path: str
+    mode: str | None = None
+    state: Literal["present", "absent"] = "present"
+
+
+@action
+class Directory(Action):
+    name = "directory"
+    Args: ClassVar = DirectoryArgs
+
+    def probe(self) -> str:
+        return file_probe(self.args.path)
+
+    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+        state = FileState.parse(observed.stdout if observed else "absent")
+        p = shell.path(self.args.path)
+        if self.args.state == "absent":
+            if state.kind == "absent":
+                return Plan(summary=f"{self.args.path} absent")
+            return Plan(script=f"rm -rf -- {p}\n", summary=f"remove {self.args.path}")
+        mode = parse_mode(self.args.mode)
+        if state.kind == "directory":
+            if mode is None or mode == state.mode:
+                return Plan(summary=f"{self.args.path} exists")
+            return Plan(script=f"chmod {mode:o} {p}\n", summary=f"chmod {mode:o} {self.args.path}")
+        if state.kind != "absent":
+            return Plan(fail=f"{self.args.path} exists and is a {state.kind}, not a directory")
+        chmod = f" && chmod {mode:o} {p}" if mode is not None else ""
+        return Plan(script=f"mkdir -p -- {p}{chmod}\n", summary=f"create {self.args.path}/")
+
+
+class CopyArgs(Args):
+    dest: str
+    content: str | None = None
+    src: str | None = None
+    mode: str | None = None
+
+
+def _local_source(src: str, ctx: Context) -> Path:
+    path = Path(src)
+    if not path.is_absolute():
+        path = Path(str(ctx.vars.get("playbook_dir", "."))) / path
+    if not path.is_file():
+        raise FleetError(f"source file {path} does not exist")
+    return path
+
+
+@action
+class Copy(Action):
+    name = "copy"
+    Args: ClassVar = CopyArgs
+
+    def probe(self) -> str:
+        return file_probe(self.args.dest)
+
+    def content(self, ctx: Context) -> bytes:
+        if (self.args.content is None) == (self.args.src is None):
+            raise FleetError("copy: give exactly one of `content` or `src`")
+        if self.args.content is not None:
+            return self.args.content.encode()
+        return _local_source(self.args.src, ctx).read_bytes()
+
+    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+        return plan_content(self.args.dest, observed, self.content(ctx), self.args.mode)
+
+
+class TemplateArgs(Args):
+    src: str
+    dest: str
+    mode: str | None = None
+
+
+@action
+class Template(Action):
+    """Render a Jinja2 file from the playbook's folder with the host's variables."""
+
+    name = "template"
+    Args: ClassVar = TemplateArgs
+
+    def probe(self) -> str:
+        return file_probe(self.args.dest)
+
+    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+        source = _local_source(self.args.src, ctx)
+        try:
+            text = render(source.read_text(), ctx.vars)
+        except TemplateError as exc:
+            raise FleetError(f"template {source}: {exc}") from None
+        return plan_content(self.args.dest, observed, text.encode(), self.args.mode)
+
+
+class LineArgs(Args):
+    path: str
+    line: str | None = None
+    regexp: str | None = None
+    state: Literal["present", "absent"] = "present"
+    create: bool = True
+    mode: str | None = None
+
+
+def edit_lines(text: str, line: str | None, regexp: str | None, present: bool) -> str:
+    """The file's text with `line` present once (replacing the last regexp match) or absent."""
+    lines = text.splitlines()
+    pattern = re.compile(regexp) if regexp else None
+
+    def matches(candidate: str) -> bool:
+        return bool(pattern.search(candidate)) if pattern else candidate == line
+
+    hits = [i for i, candidate in enumerate(lines) if matches(candidate)]
+    if not present:
+        lines = [c for i, c in enumerate(lines) if i not in hits]
+    elif line in lines and (not pattern or lines.index(line) in hits or not hits):
+        return text
+    elif hits:
+        lines[hits[-1]] = line
+    else:
+        lines.append(line)
+    return "\n".join(lines) + ("\n" if lines else "")
+
+
+@action
+class Line(Action):
+    name = "line"
+    Args: ClassVar = LineArgs
+
+    def probe(self) -> str:
+        return file_probe(self.args.path)
+
+    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+        a = self.args
+        if a.state == "present" and a.line is None:
+            raise FleetError("line: state present needs `line`")
+        if a.state == "absent" and a.line is None and a.regexp is None:
+            raise FleetError("line: state absent needs `line` or `regexp`")
+        state = FileState.parse(observed.stdout if observed else "absent")
+        if state.kind == "absent":
+            if a.state == "absent":
+                return Plan(summary=f"{a.path} absent")
+            if not a.create:
+                return Plan(fail=f"{a.path} does not exist (set create: true to create it)")
+        if state.kind == "file" and state.content is None:
+            return Plan(fail=f"{a.path} is larger than {DIFF_LIMIT} bytes; line edits only small files")
+        old = (state.content or b"").decode()
+        new = edit_lines(old, a.line, a.regexp, a.state == "present")
+        if new == old and state.kind == "file":
+            return plan_content(a.path, observed, new.encode(), a.mode)
+        return plan_content(a.path, observed, new.encode(), a.mode)

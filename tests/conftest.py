@@ -1,0 +1,62 @@
+"""Shared fixtures: a fleet of real sshd hosts on loopback addresses, and a CLI runner."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from sshfleet import SSHFleet, allow_sudo  # noqa: E402
+
+REPO = Path(__file__).resolve().parent.parent
+RECORDED = Path(__file__).parent / "recorded"
+
+
+def _can_run_sshd() -> str | None:
+    if os.geteuid() != 0:
+        return "the sshd hosts need root (to create their login users)"
+    if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
+        return "sshd is not installed (apt-get install -y openssh-server)"
+    return None
+
+
+@pytest.fixture(scope="session")
+def ssh_fleet():
+    """Four real sshd hosts, node-01..node-04 on 127.0.0.21-24, each with its own user and home."""
+    reason = _can_run_sshd()
+    if reason:
+        pytest.fail(reason)  # never a silent skip: CI must run these
+    root = Path(tempfile.mkdtemp(prefix="fleet-sshd-", dir="/tmp"))
+    fleet = SSHFleet(root, 4)
+    allow_sudo([h.user for h in fleet.hosts])
+    fleet.start()
+    try:
+        yield fleet
+    finally:
+        fleet.stop()
+        Path("/etc/sudoers.d/fleet-tests").unlink(missing_ok=True)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def ssh_inventory(ssh_fleet, tmp_path):
+    return ssh_fleet.inventory(tmp_path / "inv")
+
+
+def run_fleet(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):
+    """Run the real `fleet` CLI as a user would, in a subprocess."""
+    return subprocess.run(
+        [sys.executable, "-m", "fleet.cli", *map(str, args)],
+        cwd=cwd or REPO,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
