@@ -63,16 +63,34 @@ def parse_extra_vars(values: Sequence[str]) -> dict[str, Any]:
 
 
 def _common(p: argparse.ArgumentParser, *, hosts_flag: str = "--hosts") -> None:
-    p.add_argument("-i", "--inventory", default=default_inventory(),
-                   help="inventory folder or file (default: $FLEET_INVENTORY, ./inventories/local, or this machine)")
-    p.add_argument(hosts_flag, "-l" if hosts_flag == "--limit" else "-H", dest="pattern", default=None,
-                   help="host pattern: names, globs (gh200-*), groups, a,b  !excluded  &intersection")
+    p.add_argument(
+        "-i",
+        "--inventory",
+        default=default_inventory(),
+        help="inventory folder or file (default: $FLEET_INVENTORY, ./inventories/local, or this machine)",
+    )
+    p.add_argument(
+        hosts_flag,
+        "-l" if hosts_flag == "--limit" else "-H",
+        dest="pattern",
+        default=None,
+        help="host pattern: names, globs (gh200-*), groups, a,b  !excluded  &intersection",
+    )
     p.add_argument("-f", "--forks", type=int, default=32, help="hosts worked on at once (default 32)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
-    p.add_argument("-e", "--extra-vars", action="append", default=[], metavar="KEY=VALUE",
-                   help="variables that override all others (repeatable; @file.yaml reads a file)")
-    p.add_argument("--accept-new-host-keys", action="store_true",
-                   help="trust and remember keys of hosts never seen before (changed keys are still refused)")
+    p.add_argument(
+        "-e",
+        "--extra-vars",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="variables that override all others (repeatable; @file.yaml reads a file)",
+    )
+    p.add_argument(
+        "--accept-new-host-keys",
+        action="store_true",
+        help="trust and remember keys of hosts never seen before (changed keys are still refused)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

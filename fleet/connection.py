@@ -28,9 +28,7 @@ _RUN_STDIN_SCRIPT = 'f=$(cat) && eval "$f" </dev/null'
 _KILL_GRACE = 5
 
 
-def remote_command(
-    *, timeout: float | None = None, become: bool = False, become_user: str = "root"
-) -> str:
+def remote_command(*, timeout: float | None = None, become: bool = False, become_user: str = "root") -> str:
     """The command line that runs a script fed on stdin, as the right user, within a limit."""
     parts = ["sh", "-c", _RUN_STDIN_SCRIPT]
     if become:
@@ -309,7 +307,7 @@ class SSHConnection:
                 err += chan.recv_stderr(65536)
             if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
                 # Collect whatever raced with the exit status, then stop.
-                while (chunk := chan.recv(65536)):
+                while chunk := chan.recv(65536):
                     out += chunk
                 return bytes(out), bytes(err)
             if chan.closed and chan.eof_received:

@@ -180,7 +180,8 @@ class HostExecutor:
             return self._timed_out(task, started, item, run_kwargs["timeout"])
         data = {**plan.data, **action.applied(plan, result, ctx)}
         if not result.ok:
-            return self._judge(task, scope, Status.FAILED, f"{plan.summary or 'apply'} failed: {result.brief()}", plan, started, item, data)
+            message = f"{plan.summary or 'apply'} failed: {result.brief()}"
+            return self._judge(task, scope, Status.FAILED, message, plan, started, item, data)
         return self._judge(task, scope, Status.CHANGED, plan.summary, plan, started, item, data)
 
     def _timed_out(self, task: Task, started: float, item: Any, timeout: Any) -> TaskResult:
@@ -258,4 +259,3 @@ def _registered(result: TaskResult) -> dict[str, Any]:
         "msg": result.message,
         **({"item": result.item} if result.item is not None else {}),
     }
-

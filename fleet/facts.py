@@ -24,10 +24,13 @@ s mem; grep -E '^MemTotal:' /proc/meminfo
 s disk; df -Pk "$HOME" 2>/dev/null | tail -n 1
 s python; python3 --version 2>&1
 s uv; PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH" uv --version 2>/dev/null
+q=index,name,driver_version,memory.total,memory.used,compute_cap
 s smi; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi 2>&1 | head -n 5
-s gpus; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=index,name,driver_version,memory.total,memory.used,compute_cap --format=csv,noheader,nounits 2>&1
-s nvcc; (command -v nvcc >/dev/null 2>&1 && nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>/dev/null | tail -n 2
-s custom; for f in "$HOME"/.fleet/facts.d/*.json; do [ -f "$f" ] && printf '%s\t' "$(basename "$f" .json)" && tr -d '\n' <"$f" && echo; done
+s gpus; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=$q --format=csv,noheader,nounits 2>&1
+s nvcc; (command -v nvcc >/dev/null 2>&1 && nvcc --version || /usr/local/cuda/bin/nvcc --version) 2>/dev/null
+s custom; for f in "$HOME"/.fleet/facts.d/*.json; do
+  [ -f "$f" ] && printf '%s\t' "$(basename "$f" .json)" && tr -d '\n' <"$f" && echo
+done
 s end
 """
 

@@ -26,7 +26,10 @@ from .model import FleetError
 from .task import KEYWORDS, Task, lookup
 from .yamlfile import line_of, load_yaml
 
-PLAY_KEYS = ("name", "hosts", "vars", "tasks", "become", "become_user", "serial", "gather_facts", "environment", "tags", "vars_files")  # fmt: skip
+PLAY_KEYS = (
+    "name", "hosts", "vars", "tasks", "become", "become_user", "serial", "gather_facts", "environment", "tags",
+    "vars_files",
+)  # fmt: skip
 
 
 @dataclass(frozen=True)

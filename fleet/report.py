@@ -202,8 +202,9 @@ def print_recap(report: RunReport, console: Any) -> None:
     console.print(table)
 
 
-def print_table(rows: Iterable[Sequence[Any]], columns: Sequence[str], *, title: str | None = None,
-                stream: IO[str] | None = None) -> None:
+def print_table(
+    rows: Iterable[Sequence[Any]], columns: Sequence[str], *, title: str | None = None, stream: IO[str] | None = None
+) -> None:
     """A plain table for commands such as `fleet facts` and `fleet train status`."""
     from rich.table import Table
 

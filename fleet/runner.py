@@ -3,6 +3,7 @@ order, `serial:` batches, and a host's failure stopping only that host."""
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
@@ -11,7 +12,7 @@ from typing import Any, TypeVar
 from .connection import Connection, connect
 from .executor import HostExecutor, RunOptions
 from .inventory import Inventory
-from .model import FleetError, HostReport, RunReport, Unreachable
+from .model import FleetError, RunReport, Unreachable
 from .playbook import Play, Playbook
 from .report import Reporter
 from .secrets import Redactor, secret_values
@@ -52,10 +53,8 @@ class Session:
 
     def close(self) -> None:
         for conn in self._connections.values():
-            try:
+            with contextlib.suppress(Exception):  # best effort: the run's result is already known
                 conn.close()
-            except Exception:  # closing is best effort; the run's result is already known
-                pass
         self._connections.clear()
 
     def __enter__(self) -> Session:
@@ -153,4 +152,3 @@ def each_host(
             return exc
 
     return parallel(hosts, guarded, forks)
-

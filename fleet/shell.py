@@ -32,6 +32,6 @@ def write_file(target: str, content: bytes, mode: int | None = None) -> str:
     set_mode = f'chmod {mode:o} "$t"; ' if mode is not None else keep_mode
     return (
         f'd=$(dirname -- {p}); mkdir -p -- "$d"; t=$(mktemp "$d/.fleet.XXXXXX") || exit 1; '
-        f"printf %s {data} | base64 -d >\"$t\" || {{ rm -f \"$t\"; exit 1; }}; "
+        f'printf %s {data} | base64 -d >"$t" || {{ rm -f "$t"; exit 1; }}; '
         f'{set_mode}mv -f -- "$t" {p} || {{ rm -f "$t"; exit 1; }}\n'
     )

@@ -99,9 +99,7 @@ def precheck(action_name: str, args: Mapping[str, Any]) -> None:
     fields = cls.Args.model_fields
     unknown = sorted(set(map(str, args)) - set(fields))
     if unknown:
-        raise FleetError(
-            f"{action_name}: unknown argument {unknown[0]!r} (allowed: {', '.join(sorted(fields))})"
-        )
+        raise FleetError(f"{action_name}: unknown argument {unknown[0]!r} (allowed: {', '.join(sorted(fields))})")
     missing = [name for name, f in fields.items() if f.is_required() and name not in args]
     if missing:
         raise FleetError(f"{action_name}: missing required argument {missing[0]!r}")

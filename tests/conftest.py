@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sshfleet import SSHFleet, allow_sudo  # noqa: E402
+from sshfleet import SSHFleet, allow_sudo
 
 REPO = Path(__file__).resolve().parent.parent
 RECORDED = Path(__file__).parent / "recorded"
@@ -29,19 +29,22 @@ def _can_run_sshd() -> str | None:
 
 @pytest.fixture(scope="session")
 def ssh_fleet():
-    """Four real sshd hosts, node-01..node-04 on 127.0.0.21-24, each with its own user and home."""
+    """Four real sshd hosts, node-01..node-04 on this run's loopback subnet, each with its own
+    host key, login user (passwordless sudo) and home."""
     reason = _can_run_sshd()
     if reason:
         pytest.fail(reason)  # never a silent skip: CI must run these
     root = Path(tempfile.mkdtemp(prefix="fleet-sshd-", dir="/tmp"))
     fleet = SSHFleet(root, 4)
-    allow_sudo([h.user for h in fleet.hosts])
-    fleet.start()
+    sudoers = Path(f"/etc/sudoers.d/fleet-tests-{fleet.run_id}")
+    allow_sudo([h.user for h in fleet.hosts], sudoers)
     try:
+        fleet.start()
         yield fleet
     finally:
         fleet.stop()
-        Path("/etc/sudoers.d/fleet-tests").unlink(missing_ok=True)
+        sudoers.unlink(missing_ok=True)
+        fleet.remove_users()
         shutil.rmtree(root, ignore_errors=True)
 
 

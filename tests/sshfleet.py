@@ -3,6 +3,7 @@ host key, login user and home. Started and stopped by PID; nothing outside 127.0
 
 from __future__ import annotations
 
+import contextlib
 import os
 import pwd
 import shutil
@@ -60,10 +61,8 @@ class SSHHost:
         """Stop this host's sshd and every session it started (by PID / process group)."""
         if self.pid is None:
             return
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
         try:
             self._proc.wait(5)
         except subprocess.TimeoutExpired:
@@ -119,10 +118,15 @@ LogLevel ERROR
 
 
 class SSHFleet:
-    """N sshd hosts named node-01.. on 127.0.0.<base+i>, plus a shared client key and known_hosts."""
+    """N sshd hosts named node-01.. plus a shared client key and known_hosts.
 
-    def __init__(self, root: Path, count: int, *, prefix: str = "node", base: int = 20) -> None:
+    Each test run gets its own loopback subnet (127.A.B.x) and login users derived from its run
+    id, so runs in parallel (several developers, CI) never share a host, user or home."""
+
+    def __init__(self, root: Path, count: int, *, prefix: str = "node", run_id: int | None = None) -> None:
         self.root = root
+        self.run_id = os.getpid() % 60000 if run_id is None else run_id
+        self.subnet = f"127.{1 + self.run_id // 250}.{self.run_id % 250}"
         self.hosts: list[SSHHost] = []
         Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)
         root.mkdir(parents=True, exist_ok=True)
@@ -132,9 +136,9 @@ class SSHFleet:
         self.known_hosts = root / "known_hosts"
         for i in range(1, count + 1):
             name = f"{prefix}-{i:02d}"
-            address = f"127.0.0.{base + i}"
+            address = f"{self.subnet}.{i}"
             port = free_port(address)
-            user = f"fleet-{prefix}{i:02d}"
+            user = f"fl{self.run_id}{prefix[0]}{i:02d}"
             hdir = root / name
             hdir.mkdir()
             home = root / "home" / name
@@ -157,6 +161,14 @@ class SSHFleet:
         for host in self.hosts:
             host.stop()
 
+    def unused_address(self) -> str:
+        """An address in this run's subnet where nothing listens: an unreachable host."""
+        return f"{self.subnet}.250"
+
+    def remove_users(self) -> None:
+        for host in self.hosts:
+            subprocess.run(["userdel", host.user], capture_output=True)
+
     def host(self, name: str) -> SSHHost:
         return next(h for h in self.hosts if h.name == name)
 
@@ -165,9 +177,7 @@ class SSHFleet:
         import yaml
 
         path.mkdir(parents=True, exist_ok=True)
-        hosts = {
-            h.name: {"address": h.address, "port": h.port, "user": h.user} for h in self.hosts
-        }
+        hosts = {h.name: {"address": h.address, "port": h.port, "user": h.user} for h in self.hosts}
         hosts.update(extra_hosts or {})
         data = {
             "all": {
@@ -184,6 +194,6 @@ class SSHFleet:
         return path
 
 
-def allow_sudo(users: list[str], path: Path = Path("/etc/sudoers.d/fleet-tests")) -> None:
+def allow_sudo(users: list[str], path: Path) -> None:
     path.write_text("".join(f"{u} ALL=(ALL) NOPASSWD: ALL\n" for u in users))
     path.chmod(0o440)

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import pytest
 import yaml
-
 from conftest import run_fleet
 
 pytestmark = pytest.mark.ssh
@@ -47,13 +46,13 @@ def test_check_mode_changes_nothing_on_disk(ssh_fleet, ssh_inventory):
 
 
 def test_unreachable_host_stops_only_itself(ssh_fleet, tmp_path):
-    down = {"address": "127.0.0.29", "port": 1, "user": "nobody"}
+    down = {"address": ssh_fleet.unused_address(), "port": 1, "user": "nobody"}
     inv = ssh_fleet.inventory(tmp_path / "inv", extra_hosts={"node-down": down})
     result = run_fleet("run", DEMO, "-i", inv, "--json", "-e", "demo_dir=~/demo-down")
     assert result.returncode == 4, result.stderr
     hosts = recap(result.stdout)
     assert hosts["node-down"]["unreachable"]
-    assert "127.0.0.29:1" in hosts["node-down"]["unreachable"]
+    assert f"{ssh_fleet.unused_address()}:1" in hosts["node-down"]["unreachable"]
     for host in ssh_fleet.hosts:
         assert hosts[host.name]["failed"] == 0 and not hosts[host.name]["unreachable"]
 
