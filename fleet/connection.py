@@ -8,6 +8,7 @@ fabric or paramiko.
 from __future__ import annotations
 
 import os
+import re
 import select
 import shlex
 import socket
@@ -26,15 +27,19 @@ from .model import CommandResult, Unreachable
 # never shows in `ps`, and commands inside it cannot swallow the rest of it as their input.
 _RUN_STDIN_SCRIPT = 'f=$(cat) && eval "$f" </dev/null'
 _KILL_GRACE = 5
+_EXIT_GRACE = 1.0  # how long output may trail a command's exit status
+_POLL = 0.5
 
 
 def remote_command(*, timeout: float | None = None, become: bool = False, become_user: str = "root") -> str:
     """The command line that runs a script fed on stdin, as the right user, within a limit."""
     parts = ["sh", "-c", _RUN_STDIN_SCRIPT]
+    if timeout:
+        # `timeout` ends its whole process group. Inside sudo it runs as the become user, so it may
+        # signal every process the command started; outside, sudo would relay the signal to sh only.
+        parts = ["timeout", "-k", f"{_KILL_GRACE}s", f"{int(max(1, timeout))}s", *parts]
     if become:
         parts = ["sudo", "-n", "-H", "-u", become_user, "--", *parts]
-    if timeout:
-        parts = ["timeout", "-k", f"{_KILL_GRACE}s", f"{int(max(1, timeout))}s", *parts]
     return shlex.join(parts)
 
 
@@ -167,6 +172,31 @@ class SSHOptions:
 
 
 _known_hosts_lock = threading.Lock()
+_parsed_known_hosts: dict[str, tuple[tuple[int, int], Any]] = {}  # path -> ((mtime, size), HostKeys)
+
+
+def _hostkey_name(host: str, port: int | None) -> str:
+    """How paramiko names a host in known_hosts."""
+    return f"[{host}]:{port}" if port and port != 22 else host
+
+
+def _known_keys(known_hosts: Path, host: str, port: int | None) -> Mapping[str, Any]:
+    """The keys known_hosts holds for one host, key type -> key. The file is parsed once per run,
+    not once per host: paramiko decodes every key of every line, and 50 hosts each parsing a
+    50-line file cost seconds of CPU."""
+    import paramiko
+
+    try:
+        stat = known_hosts.stat()
+    except OSError:
+        return {}
+    version = (stat.st_mtime_ns, stat.st_size)
+    with _known_hosts_lock:  # also held while --accept-new-host-keys appends to the file
+        seen, parsed = _parsed_known_hosts.get(str(known_hosts), (None, None))
+        if seen != version:
+            parsed = paramiko.HostKeys(str(known_hosts))
+            _parsed_known_hosts[str(known_hosts)] = (version, parsed)
+    return dict(parsed.lookup(_hostkey_name(host, port)) or {})
 
 
 def _host_key_policy(accept_new: bool, known_hosts: Path) -> Any:
@@ -229,32 +259,42 @@ class SSHConnection:
             connect_kwargs=connect_kwargs,
         )
         known_hosts = Path(os.path.expanduser(o.known_hosts))
-        hop: Any = conn
-        while isinstance(hop, FabricConnection):  # the ProxyJump chain checks host keys too
+        for hop in _hops(conn):  # the ProxyJump chain checks host keys too
             hop.client.set_missing_host_key_policy(_host_key_policy(o.accept_new_host_keys, known_hosts))
-            if known_hosts.exists():
-                hop.client.load_host_keys(str(known_hosts))
-            hop = hop.gateway
+            for kind, key in _known_keys(known_hosts, hop.host, hop.port).items():
+                hop.client.get_host_keys().add(_hostkey_name(hop.host, hop.port), kind, key)
+            if hop is not conn:  # a jump host: the same key (besides its own) and time limits, no password
+                keys = [*hop.connect_kwargs.get("key_filename", []), *connect_kwargs.get("key_filename", [])]
+                hop.connect_kwargs = {k: v for k, v in connect_kwargs.items() if k != "password"} | {
+                    "key_filename": keys
+                }
+                hop.connect_timeout = hop.connect_timeout or conn.connect_timeout
+        route = self._target() + "".join(f" via {h.host}:{h.port}" for h in _hops(conn.gateway))
         try:
             conn.open()
         except paramiko.BadHostKeyException as exc:
-            shown = f"[{o.address}]:{o.port}" if o.port and o.port != 22 else o.address
+            _close_hops(conn)
+            port = next((h.port for h in _hops(conn) if h.host == exc.hostname), 22)  # maybe a jump host's
+            shown = f"[{exc.hostname}]:{port}" if port != 22 else exc.hostname
             raise Unreachable(
                 f"host key for {shown} has CHANGED (got {exc.key.get_name()} "
                 f"{exc.key.get_fingerprint().hex()[:16]}…); refusing to connect. If the host was "
                 f"reinstalled, remove the old key: ssh-keygen -R '{shown}' -f {o.known_hosts}"
             ) from None
         except paramiko.SSHException as exc:
+            _close_hops(conn)
             text = str(exc)
-            if "not found in known_hosts" in text:
+            unknown = re.search(r"Server '(.+)' not found in known_hosts", text)
+            if unknown:
                 raise Unreachable(
-                    f"{self._target()} is not in {o.known_hosts}; verify and add its key "
+                    f"{unknown.group(1)} is not in {o.known_hosts}; verify and add its key "
                     "(ssh-keyscan), or pass --accept-new-host-keys to trust it on first contact"
                 ) from None
-            raise Unreachable(f"ssh to {self._target()} failed: {text}") from None
+            raise Unreachable(f"ssh to {route} failed: {text or type(exc).__name__}") from None
         except (OSError, EOFError) as exc:
+            _close_hops(conn)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
-            raise Unreachable(f"cannot connect to {self._target()}: {reason}") from None
+            raise Unreachable(f"cannot connect to {route}: {reason}") from None
         sock = conn.transport.sock
         if isinstance(sock, socket.socket):
             # Without this each small command waits ~40 ms for delayed ACKs (Nagle).
@@ -288,30 +328,36 @@ class SSHConnection:
             if type(exc).__module__.startswith("paramiko"):
                 raise Unreachable(f"connection to {self._target()} lost: {exc}") from None
             raise
-        if code == -1:
-            return CommandResult("".join(out), err, 124, time.monotonic() - started, timed_out=True)
+        if code == -1:  # no exit status: we gave up at the deadline, a signal ended it, or the link died
+            if not self._conn.transport.is_active():
+                raise Unreachable(f"connection to {self._target()} lost while running a command")
+            code = 124 if timeout else 255
         return _finish(out, err, code, started, timeout)
 
     @staticmethod
     def _drain(chan: Any, deadline: float | None) -> tuple[bytes, bytes]:
+        """stdout and stderr until EOF; or until the deadline; or shortly after the command
+        exited, since a background process it left behind may hold its output open for good."""
         out, err = bytearray(), bytearray()
+        exited = False
         while True:
-            wait = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if wait == 0.0:
-                chan.close()  # the remote `timeout` should have fired; give up waiting
-                return bytes(out), bytes(err)
-            select.select([chan], [], [], wait)
+            done = chan.eof_received or chan.closed  # read before draining: data sent before is buffered
             while chan.recv_ready():
                 out += chan.recv(65536)
             while chan.recv_stderr_ready():
                 err += chan.recv_stderr(65536)
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                # Collect whatever raced with the exit status, then stop.
-                while chunk := chan.recv(65536):
-                    out += chunk
+            if done:
                 return bytes(out), bytes(err)
-            if chan.closed and chan.eof_received:
+            if not exited and chan.exit_status_ready():
+                exited = True
+                grace = time.monotonic() + _EXIT_GRACE
+                deadline = grace if deadline is None else min(deadline, grace)
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                chan.close()  # the remote `timeout` should have ended it by now: stop waiting
                 return bytes(out), bytes(err)
+            # An exit status wakes no file descriptor, so look for it now and then.
+            select.select([chan], [], [], _POLL if left is None else min(left, _POLL))
 
     def put(self, content: bytes, path: str, mode: int | None = None) -> None:
         import io
@@ -334,8 +380,24 @@ class SSHConnection:
 
     def close(self) -> None:
         if self._conn is not None:
-            self._conn.close()
+            _close_hops(self._conn)
             self._conn = None
+
+
+def _hops(conn: Any) -> list[Any]:
+    """A fabric connection and the ProxyJump connections behind it, nearest first."""
+    from fabric import Connection as FabricConnection
+
+    chain = []
+    while isinstance(conn, FabricConnection):
+        chain.append(conn)
+        conn = conn.gateway
+    return chain
+
+
+def _close_hops(conn: Any) -> None:
+    for hop in _hops(conn):  # fabric closes only the outermost connection itself
+        hop.close()
 
 
 def connect(host: str, hostvars: Mapping[str, Any], *, accept_new_host_keys: bool = False) -> Connection:

@@ -10,13 +10,13 @@ from typing import Any
 
 from . import shell
 from .connection import Connection
-from .facts import PROBE, Facts, parse_facts
-from .model import FleetError, HostReport, Plan, Status, TaskResult
+from .facts import PROBE, Facts, parse_facts, with_overrides
+from .model import FleetError, HostReport, Plan, Status, TaskResult, Unreachable
 from .playbook import Play
 from .report import Reporter
 from .secrets import Redactor
 from .task import Action, Context, Task, build
-from .templating import TemplateError, evaluate, render
+from .templating import TemplateError, evaluate, render, with_defaults
 
 
 @dataclass(frozen=True)
@@ -65,13 +65,14 @@ class HostExecutor:
         merged["check_mode"] = self.options.check
         merged["playbook_dir"] = play.base_dir
         merged["facts"] = self.facts.as_dict() if self.facts else {}
-        return merged
+        return with_defaults(merged, play.defaults)
 
     # ---- play ----------------------------------------------------------------------------------
     def run_play(self, play: Play) -> None:
         """Run a play's tasks; stop this host at its first failure (unless ignored)."""
         if play.gather_facts and self.facts is None:
-            self.facts = gather_facts(self.conn)
+            # `facts_override` (a dry-run/test aid) replaces gathered fields, e.g. a GPU's.
+            self.facts = with_overrides(gather_facts(self.conn), self.hostvars.get("facts_override"))
         for task in play.tasks:
             if not self._selected(task, play):
                 continue
@@ -88,15 +89,22 @@ class HostExecutor:
     # ---- task ----------------------------------------------------------------------------------
     def run_task(self, task: Task, play: Play) -> list[TaskResult]:
         self.reporter.task_started(self.host, task.title)
-        variables = self.variables(play)
         try:
+            variables = self.variables(play)
             items = self._loop_items(task, variables)
         except TemplateError as exc:
             return [self._finish(task, Status.FAILED, self._explain(task, exc), 0.0)]
         results = []
         for item in items:
             scope = variables if item is _NO_ITEM else {**variables, "item": item}
-            result = self._run_one(task, play, scope, None if item is _NO_ITEM else item)
+            shown = None if item is _NO_ITEM else item
+            try:
+                result = self._run_one(task, play, scope, shown)
+            except Unreachable:
+                raise
+            except Exception as exc:  # odd input or a bug in one task fails that task, not the whole run
+                message = f"{task.source}: {type(exc).__name__}: {exc}"
+                result = self._finish(task, Status.FAILED, message, 0.0, item=shown)
             results.append(result)
             if result.status is Status.FAILED and not result.ignored:
                 break
@@ -139,7 +147,7 @@ class HostExecutor:
             "env": env or None,
             "become": bool(become),
             "become_user": task.become_user or play.become_user,
-            "timeout": task.timeout or self.hostvars.get("command_timeout"),
+            "timeout": task.timeout or float(self.hostvars.get("command_timeout") or 0) or None,
         }
         ctx = Context(self.host, self.facts, scope, self.options.check)
         observed = None
@@ -159,7 +167,7 @@ class HostExecutor:
         if self.options.check and not action.read_only:
             status = Status.SKIPPED if plan.always_runs else Status.CHANGED
             message = f"would {plan.summary}" if plan.summary else "would change"
-            return self._finish(task, status, message, started, diff=plan.diff, item=item)
+            return self._finish(task, status, message, started, diff=plan.diff, item=item, data=plan.data)
         return self._apply(task, scope, action, plan, ctx, run_kwargs, started, item)
 
     def _apply(
@@ -185,7 +193,7 @@ class HostExecutor:
         return self._judge(task, scope, Status.CHANGED, plan.summary, plan, started, item, data)
 
     def _timed_out(self, task: Task, started: float, item: Any, timeout: Any) -> TaskResult:
-        message = f"timed out after {timeout}s and was stopped; raise the task's `timeout:` if it needs longer"
+        message = f"timed out after {timeout:g}s and was stopped; raise the task's `timeout:` if it needs longer"
         return self._finish(task, Status.FAILED, message, started, item=item)
 
     def _judge(
@@ -199,16 +207,18 @@ class HostExecutor:
         item: Any,
         data: Mapping[str, Any],
     ) -> TaskResult:
-        """Apply changed_when / failed_when, which see the task's data as `result`."""
+        """Apply changed_when / failed_when, which see the task's data as `result` (and by the name
+        it registers, as in Ansible)."""
         if task.changed_when is not None or task.failed_when is not None:
-            view = {**scope, "result": {**data, "changed": status is Status.CHANGED, "failed": status is Status.FAILED}}
+            outcome = {**data, "changed": status is Status.CHANGED, "failed": status is Status.FAILED}
+            view = {**scope, "result": outcome, **({task.register: outcome} if task.register else {})}
             try:
                 if task.failed_when is not None:
                     failed = bool(evaluate(task.failed_when, view))
-                    if failed:
-                        status, message = Status.FAILED, message or f"failed_when: {task.failed_when}"
-                    elif status is Status.FAILED:
-                        status = Status.CHANGED if plan.changes else Status.OK
+                    if failed and status is not Status.FAILED:
+                        status, message = Status.FAILED, f"failed_when is true: {task.failed_when}"
+                    elif not failed and status is Status.FAILED:
+                        status, message = (Status.CHANGED if plan.changes else Status.OK), plan.summary
                 if task.changed_when is not None and status is not Status.FAILED:
                     status = Status.CHANGED if evaluate(task.changed_when, view) else Status.OK
             except TemplateError as exc:

@@ -6,8 +6,11 @@ from __future__ import annotations
 import csv
 import json
 import re
-from dataclasses import asdict, dataclass, field
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
+
+from .model import FleetError
 
 FACTS_DIR = "$HOME/.fleet/facts.d"
 
@@ -182,3 +185,32 @@ def parse_facts(text: str) -> Facts:
         gpu_error=gpu_error,
         custom=custom,
     )
+
+
+def with_overrides(facts: Facts, overrides: Mapping[str, Any] | None) -> Facts:
+    """The facts with some fields replaced (host var `facts_override`).
+
+    A dry-run and test aid: it lets `--check` rehearse GPU-only steps on a host without the GPU,
+    with values recorded on a real GPU machine. Never set it for real nodes."""
+    if not overrides:
+        return facts
+    if not isinstance(overrides, Mapping):
+        raise FleetError("facts_override must be a mapping of fact names to values")
+    known = {f.name for f in fields(Facts)}
+    unknown = sorted(set(map(str, overrides)) - known)
+    if unknown:
+        raise FleetError(f"facts_override: unknown fact {unknown[0]!r} (known: {', '.join(sorted(known))})")
+    values = dict(overrides)
+    if "gpus" in values:
+        gpu_fields = {f.name for f in fields(GPU)}
+        try:
+            values["gpus"] = tuple(
+                g if isinstance(g, GPU) else GPU(**{k: v for k, v in dict(g).items() if k in gpu_fields})
+                for g in values["gpus"] or ()
+            )
+        except (TypeError, ValueError) as exc:
+            raise FleetError(f"facts_override: gpus: {exc}") from None
+    for name in ("driver", "cuda", "cuda_toolkit", "python", "uv"):
+        if values.get(name) is not None:
+            values[name] = str(values[name])  # YAML reads 12.8 as a number; facts keep version text
+    return replace(facts, **values)

@@ -37,10 +37,13 @@ def stack_text(facts: Facts) -> str:
         return "-"
     parts = []
     if s.get("torch"):
-        parts.append(f"torch {s['torch']}" + (f"+cu{s['torch_cuda']}" if s.get("torch_cuda") else ""))
+        # torch's own version often carries the CUDA tag already (2.9.0.dev…+cu128): say CUDA apart
+        parts.append(f"torch {s['torch']} (" + (f"CUDA {s['torch_cuda']})" if s.get("torch_cuda") else "CPU only)"))
     for key in ("vllm", "transformers", "trl"):
         if s.get(key):
             parts.append(f"{key} {s[key]}")
+    if "flash_attn_3" in s:
+        parts.append("FA3 " + ("ok" if s["flash_attn_3"] else "missing"))
     if s.get("attn_impl"):
         parts.append(f"attn {s['attn_impl']}")
     return ", ".join(parts) or "-"

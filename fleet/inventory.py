@@ -168,7 +168,7 @@ class Inventory:
         host name, a group name, a glob over either (`gh200-*`), or `all`/`*`.
         """
         pattern = (pattern or "all").strip()
-        terms = [t.strip() for t in re.split(r"[,:]", pattern) if t.strip()]
+        terms = [t.strip() for t in re.split(r",|:(?![^\[]*\])", pattern) if t.strip()]  # not a [01:16] colon
         if not terms:
             raise FleetError("empty host pattern")
         chosen: set[str] = set()
@@ -189,11 +189,11 @@ class Inventory:
             return set(self.members(term))
         if term in self.host_vars:
             return {term}
+        if _RANGE.search(term):  # gh200-[01:04] is a range, not a glob's character class
+            return {h for h in expand_range(term) if h in self.host_vars}
         names = set(fnmatch.filter(self.order, term))
         for group in fnmatch.filter(self.groups, term):
             names |= set(self.members(group))
-        if not names and _RANGE.search(term):
-            names = {h for h in expand_range(term) if h in self.host_vars}
         return names
 
     def require(self, pattern: str | None) -> list[str]:
@@ -240,7 +240,7 @@ def _looks_yaml(text: str) -> bool:
     for line in text.splitlines():
         stripped = line.strip()
         if stripped and not stripped.startswith(("#", ";")):
-            return not stripped.startswith("[") and stripped.endswith(":")
+            return stripped == "---" or (not stripped.startswith("[") and stripped.endswith(":"))
     return False
 
 

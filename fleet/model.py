@@ -124,6 +124,11 @@ class HostReport:
     def failed(self) -> bool:
         return self.count(Status.FAILED) > 0
 
+    @property
+    def notes(self) -> list[str]:
+        """What a task asked the recap to say in words (its data's `note`), e.g. an FA3 fallback."""
+        return [r.data["note"] for r in self.results if r.data.get("note")]
+
     def as_dict(self) -> dict[str, Any]:
         return {
             "host": self.host,
@@ -134,6 +139,7 @@ class HostReport:
             "unreachable": self.unreachable,
             "commands": self.commands,
             "duration": round(self.duration, 3),
+            **({"notes": self.notes} if self.notes else {}),
         }
 
 

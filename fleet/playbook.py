@@ -9,6 +9,10 @@ YAML:
           apt: {packages: [build-essential, git]}
           become: true
 
+`defaults:` are a play's variables of lowest precedence (below inventory group/host vars, unlike
+`vars:`), so a playbook can ship defaults that an inventory's group_vars override. A default may
+use the other variables (`venv: "{{ project_dir }}/.venv"`); it is rendered per host and task.
+
 Python (the same objects):
     from fleet import Play, Task
     PLAYS = [Play(hosts="gh200", tasks=[Task("apt", {"packages": ["git"]}, become=True)])]
@@ -28,7 +32,7 @@ from .yamlfile import line_of, load_yaml
 
 PLAY_KEYS = (
     "name", "hosts", "vars", "tasks", "become", "become_user", "serial", "gather_facts", "environment", "tags",
-    "vars_files",
+    "vars_files", "defaults",
 )  # fmt: skip
 
 
@@ -38,6 +42,7 @@ class Play:
     tasks: Sequence[Task] = ()
     name: str | None = None
     vars: Mapping[str, Any] = field(default_factory=dict)
+    defaults: Mapping[str, Any] = field(default_factory=dict)  # below inventory vars; may use templates
     become: bool = False
     become_user: str = "root"
     serial: int | str | None = None
@@ -100,27 +105,31 @@ def _plays_from_yaml(p: Path, data: Any) -> list[Play]:
             raise FleetError(f"{where}: unknown play key {unknown[0]!r} (allowed: {', '.join(PLAY_KEYS)})")
         if "hosts" not in raw:
             raise FleetError(f"{where}: play has no `hosts:` (a host pattern such as all or gh200-*)")
-        variables = dict(raw.get("vars") or {})
+        variables = _mapping(where, "vars", raw.get("vars"))
         for extra in raw.get("vars_files") or []:
             loaded = load_yaml(p.parent / str(extra))
             if not isinstance(loaded, Mapping):
                 raise FleetError(f"{p.parent / str(extra)}: vars file must be a mapping")
             variables.update(loaded)
+        defaults = raw.get("defaults") or {}
+        if not isinstance(defaults, Mapping):
+            raise FleetError(f"{where}: `defaults:` must be a mapping of variable names to values")
         tasks_raw = raw.get("tasks") or []
         if not isinstance(tasks_raw, list):
             raise FleetError(f"{where}: `tasks:` must be a list")
         plays.append(
             Play(
-                hosts=str(raw["hosts"]),
+                hosts=",".join(map(str, raw["hosts"])) if isinstance(raw["hosts"], list) else str(raw["hosts"]),
                 tasks=tuple(_task_from_yaml(p, t) for t in tasks_raw),
                 name=raw.get("name"),
                 vars=variables,
+                defaults=dict(defaults),
                 become=bool(raw.get("become", False)),
                 become_user=str(raw.get("become_user", "root")),
                 serial=raw.get("serial"),
                 gather_facts=bool(raw.get("gather_facts", True)),
-                environment=dict(raw.get("environment") or {}),
-                tags=_tags(raw.get("tags")),
+                environment=_mapping(where, "environment", raw.get("environment")),
+                tags=_tags(raw.get("tags"), where),
                 source=where,
                 base_dir=str(p.parent),
             )
@@ -128,12 +137,22 @@ def _plays_from_yaml(p: Path, data: Any) -> list[Play]:
     return plays
 
 
-def _tags(value: Any) -> tuple[str, ...]:
+def _tags(value: Any, where: str) -> tuple[str, ...]:
     if value is None:
         return ()
     if isinstance(value, str):
         return tuple(t.strip() for t in value.split(",") if t.strip())
+    if not isinstance(value, list):
+        raise FleetError(f"{where}: `tags:` must be a list of names (or a comma list)")
     return tuple(str(t) for t in value)
+
+
+def _mapping(where: str, key: str, value: Any) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, Mapping):
+        raise FleetError(f"{where}: `{key}:` must be a mapping of names to values")
+    return dict(value)
 
 
 def _task_from_yaml(p: Path, raw: Any) -> Task:
@@ -172,10 +191,10 @@ def _task_from_yaml(p: Path, raw: Any) -> Task:
         when=raw.get("when"),
         loop=raw.get("loop"),
         register=raw.get("register"),
-        tags=_tags(raw.get("tags")),
+        tags=_tags(raw.get("tags"), where),
         become=raw.get("become"),
         become_user=raw.get("become_user"),
-        environment=dict(raw.get("environment") or {}),
+        environment=_mapping(where, "environment", raw.get("environment")),
         ignore_errors=bool(raw.get("ignore_errors", False)),
         changed_when=raw.get("changed_when"),
         failed_when=raw.get("failed_when"),

@@ -39,6 +39,13 @@ class Reporter:
     def run_done(self, report: RunReport) -> None: ...
 
 
+def escape(text: str) -> str:
+    """Text shown as is inside rich markup: `[a]` in a task name or message is not a style tag."""
+    from rich.markup import escape as rich_escape
+
+    return rich_escape(text)
+
+
 def _console(stream: IO[str] | None = None) -> Any:
     from rich.console import Console
 
@@ -66,16 +73,26 @@ class PlainReporter(Reporter):
 
     def play_started(self, title: str, hosts: Sequence[str]) -> None:
         with self.lock:
-            self.console.print(f"[bold]PLAY {title}[/] on {len(hosts)} host(s)")
+            self.console.print(f"[bold]PLAY {escape(title)}[/] on {len(hosts)} host(s)")
 
     def task_done(self, result: TaskResult) -> None:
         if result.status is Status.OK and not self.show_ok:
             return
         status = "ignored" if result.ignored else str(result.status)
         message = f"  {result.message}" if result.message else ""
+        if not self.console.is_terminal:
+            # Plain text needs no rich rendering. Rendering under the lock made every host's
+            # thread queue behind it: seconds lost at 50 hosts.
+            line = f"{status:<8} {result.host:<16} {_label(result)}{message}\n"
+            if result.diff:
+                line += result.diff.rstrip() + "\n"
+            with self.lock:
+                self.console.file.write(line)
+            return
+        text = escape(f"{result.host:<16} {_label(result)}{message}")  # brackets in names are not markup
         with self.lock:
             self.console.print(
-                f"[{STYLE[result.status]}]{status:<8}[/] {result.host:<16} {_label(result)}{message}",
+                f"[{STYLE[result.status]}]{status:<8}[/] {text}",
                 markup=True,
                 highlight=False,
             )
@@ -84,7 +101,7 @@ class PlainReporter(Reporter):
 
     def host_unreachable(self, host: str, reason: str) -> None:
         with self.lock:
-            self.console.print(f"[magenta]unreachable[/] {host:<16} {reason}", markup=True)
+            self.console.print(f"[magenta]unreachable[/] {escape(f'{host:<16} {reason}')}", markup=True)
 
     def run_done(self, report: RunReport) -> None:
         with self.lock:
@@ -200,6 +217,9 @@ def print_recap(report: RunReport, console: Any) -> None:
             f"{d['duration']:.2f}s",
         )
     console.print(table)
+    for host in sorted(report.hosts.values(), key=lambda h: h.host):
+        for note in host.notes:
+            console.print(f"note {host.host}: {note}", markup=False, highlight=False)
 
 
 def print_table(
@@ -207,12 +227,13 @@ def print_table(
 ) -> None:
     """A plain table for commands such as `fleet facts` and `fleet train status`."""
     from rich.table import Table
+    from rich.text import Text
 
     table = Table(title=title, title_justify="left", box=None, header_style="bold")
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*("" if v is None else str(v) for v in row))
+        table.add_row(*(Text("" if v is None else str(v)) for v in row))  # plain text, never markup
     _console(stream).print(table)
 
 

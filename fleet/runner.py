@@ -76,10 +76,13 @@ def parallel(hosts: Iterable[str], work: Callable[[str], T], forks: int) -> dict
 def batches(hosts: list[str], serial: int | str | None) -> list[list[str]]:
     if not serial:
         return [hosts]
-    if isinstance(serial, str) and serial.endswith("%"):
-        size = max(1, len(hosts) * int(serial[:-1]) // 100)
-    else:
-        size = int(serial)
+    try:
+        if isinstance(serial, str) and serial.endswith("%"):
+            size = max(1, len(hosts) * int(serial[:-1]) // 100)
+        else:
+            size = int(serial)
+    except (TypeError, ValueError):
+        size = 0
     if size < 1:
         raise FleetError(f"serial must be at least 1 (or a percentage), got {serial!r}")
     return [hosts[i : i + size] for i in range(0, len(hosts), size)]
@@ -93,12 +96,13 @@ def run_playbook(
     limit: str | None = None,
 ) -> RunReport:
     limited = set(inventory.require(limit)) if limit else None
-    plays = [(play, _play_hosts(inventory, play, limited)) for play in playbook.plays]
+    plays = [(play, _play_batches(inventory, play, limited)) for play in playbook.plays]  # bad input fails first
     report = RunReport()
     started: dict[str, float] = {}
     executors: dict[str, HostExecutor] = {}
     with Session(inventory, options) as session:
         redactor = session.redactor()
+        redactor.add(secret_values(*(play.vars for play in playbook.plays)))
         reporter.redactor = redactor
 
         def run_host(play: Play, host: str) -> None:
@@ -119,22 +123,22 @@ def run_playbook(
                 host_report.commands = session.commands(host)
                 host_report.duration = time.monotonic() - started[host]
 
-        for play, hosts in plays:
-            reporter.play_started(play.title, hosts)
-            for batch in batches(hosts, play.serial):
+        for play, play_batches in plays:
+            reporter.play_started(play.title, [h for batch in play_batches for h in batch])
+            for batch in play_batches:
                 parallel(batch, lambda h, play=play: run_host(play, h), options.forks)
     reporter.run_done(report)
     return report
 
 
-def _play_hosts(inventory: Inventory, play: Play, limited: set[str] | None) -> list[str]:
+def _play_batches(inventory: Inventory, play: Play, limited: set[str] | None) -> list[list[str]]:
     try:
         hosts = inventory.require(play.hosts)
+        if limited is not None:
+            hosts = [h for h in hosts if h in limited]
+        return batches(hosts, play.serial) if hosts else []
     except FleetError as exc:
         raise FleetError(f"{play.source}: {exc}") from None
-    if limited is not None:
-        hosts = [h for h in hosts if h in limited]
-    return hosts
 
 
 def each_host(

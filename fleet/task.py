@@ -139,6 +139,14 @@ class Task:
             raise FleetError(f"{self.source}: task {self.title!r}: {exc}") from None
         if isinstance(self.tags, str):
             object.__setattr__(self, "tags", (self.tags,))
+        if self.timeout is not None:
+            try:
+                seconds = float(self.timeout)
+            except (TypeError, ValueError):
+                seconds = 0.0
+            if not seconds > 0:
+                raise FleetError(f"{self.source}: task {self.title!r}: timeout must be a number of seconds")
+            object.__setattr__(self, "timeout", seconds)
 
     @property
     def title(self) -> str:

@@ -111,6 +111,8 @@ UsePAM no
 StrictModes no
 PermitRootLogin no
 Subsystem sftp internal-sftp
+# Hosts serve as ProxyJump hops in the ssh_config tests.
+AllowTcpForwarding yes
 MaxSessions 200
 MaxStartups 200
 LogLevel ERROR

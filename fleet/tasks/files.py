@@ -19,6 +19,7 @@ from ..task import Action, Args, Context, action
 from ..templating import TemplateError, render
 
 DIFF_LIMIT = 256 * 1024
+EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
 def file_probe(target: str) -> str:
@@ -46,7 +47,10 @@ class FileState:
         if kind != "file":
             return cls(kind, mode)
         body = lines[3].strip() if len(lines) > 3 else ""
-        return cls(kind, mode, lines[2].strip(), base64.b64decode(body) if body else None)
+        sha = lines[2].strip() if len(lines) > 2 else None
+        # An empty body is an empty file, or one too large to fetch: the checksum tells which.
+        content = base64.b64decode(body) if body else (b"" if sha == EMPTY_SHA256 else None)
+        return cls(kind, mode, sha, content)
 
 
 def parse_mode(mode: str | int | None) -> int | None:
@@ -225,6 +229,10 @@ class Line(Action):
             raise FleetError("line: state present needs `line`")
         if a.state == "absent" and a.line is None and a.regexp is None:
             raise FleetError("line: state absent needs `line` or `regexp`")
+        try:
+            re.compile(a.regexp or "")
+        except re.error as exc:
+            raise FleetError(f"line: regexp {a.regexp!r} is not a valid regular expression: {exc}") from None
         state = FileState.parse(observed.stdout if observed else "absent")
         if state.kind == "absent":
             if a.state == "absent":

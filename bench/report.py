@@ -1,0 +1,112 @@
+"""The markdown table of a benchmark run: medians, ratios against fleet, and the context needed to
+read them (machine, versions, date, the exact command, how each tool was set up)."""
+
+from __future__ import annotations
+
+import statistics
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from tools import TOOLS
+
+MEASURE_TEXT = {
+    "converge": "first run (converge)",
+    "rerun": "re-run, nothing changes",
+    "facts": "facts",
+}
+
+
+def _fmt_seconds(value: float) -> str:
+    return f"{value:.2f}" if value < 10 else f"{value:.1f}"
+
+
+def _cells(samples: list[Any]) -> dict[tuple[int, str, str], list[Any]]:
+    cells: dict[tuple[int, str, str], list[Any]] = defaultdict(list)
+    for s in samples:
+        cells[(s.hosts, s.measure, s.tool)].append(s)
+    return cells
+
+
+def write_results(out: Path, results: Any, raw: Path) -> None:
+    samples = results.samples
+    tools = [t for t in TOOLS if any(s.tool == t for s in samples)]
+    sizes = sorted({s.hosts for s in samples})
+    cells = _cells(samples)
+    others = [t for t in tools if t != "fleet"] if "fleet" in tools else []
+    m = results.machine
+    lines = [
+        "# fleet vs Ansible vs pyinfra",
+        "",
+        f"Written by `bench/run.py` on {results.started}. Command: `{results.command}`",
+        "",
+        f"Machine: {m['cores']} cores ({m['cpu']}), {m['memory']}, {m['os']}, Python {m['python']}.",
+        "Versions: " + "; ".join(f"{k}: {v}" for k, v in results.versions.items()) + ".",
+        "",
+        "Every number is the **median** wall-clock time of the whole CLI process (start to exit: what a",
+        "user waits for) over *n* runs, on the same simulated fleet (real sshd hosts on loopback). This is",
+        "a shared 2-core machine and single runs are noisy: read medians and ratios, not single values.",
+        "Ratios are the tool's median divided by fleet's (higher = slower than fleet). Every run was",
+        "checked before it counted: exit code 0, every host reporting the expected changed count (11 on",
+        "converge, 0 on re-run) and no failure, identical files left behind by every tool, and facts",
+        "reporting every host's architecture.",
+        "",
+        "## Wall-clock time, median seconds (n runs)",
+        "",
+    ]
+    header = ["hosts", "measure", *tools, *(f"{t} / fleet" for t in others)]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|" + "---|" * len(header))
+    for n in sizes:
+        for measure in MEASURE_TEXT:
+            medians: dict[str, float] = {}
+            row = [str(n), MEASURE_TEXT[measure]]
+            for tool in tools:
+                got = cells.get((n, measure, tool), [])
+                if got:
+                    medians[tool] = statistics.median(s.seconds for s in got)
+                    row.append(f"{_fmt_seconds(medians[tool])} ({len(got)})")
+                else:
+                    row.append("-")
+            for tool in others:
+                ok = tool in medians and medians.get("fleet")
+                row.append(f"{medians[tool] / medians['fleet']:.1f}x" if ok else "-")
+            lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "## Peak memory on the re-run, median MiB (largest process / whole process tree)",
+        "",
+        "| hosts | " + " | ".join(tools) + " |",
+        "|" + "---|" * (len(tools) + 1),
+    ]
+    for n in sizes:
+        row = [str(n)]
+        for tool in tools:
+            got = cells.get((n, "rerun", tool), [])
+            if got:
+                largest = statistics.median(s.max_rss_kib for s in got) / 1024
+                tree = statistics.median(s.tree_rss_kib for s in got) / 1024
+                row.append(f"{largest:.0f} / {tree:.0f}")
+            else:
+                row.append("-")
+        lines.append("| " + " | ".join(row) + " |")
+    rerun_commands = {s.commands_per_host for s in samples if s.tool == "fleet" and s.measure == "rerun"}
+    fleet_commands = sorted(rerun_commands - {None})
+    lines += [""]
+    if fleet_commands:
+        lines.append(
+            f"fleet's remote commands per host on the re-run: {', '.join(map(str, fleet_commands))} "
+            "(one batched facts command plus one probe per unchanged task)."
+        )
+        lines.append("")
+    lines += ["## How each tool was run", ""]
+    lines += [f"- **{t}**: {TOOLS[t].how}" for t in tools]
+    lines += [f"- {note}" for note in results.notes]
+    lines += [
+        f"- forks/parallelism: {results.settings['forks']}. A tool stops repeating at a fleet size once its runs "
+        f"there took more than {results.settings['budget_s']} s (`--budget`), so *n* can be smaller for slow cells.",
+        f"- Raw samples (every run, with peak RSS): `bench/results/{raw.name}` (not committed).",
+        "",
+    ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(lines))

@@ -1,0 +1,356 @@
+"""The three tools under test, each as: where its CLI is, how to write its inventory and settings
+for the benchmark's hosts, the command lines of a run and of facts gathering, and how to read
+from its output what happened on every host (so a run that failed is never timed as a success)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar
+
+import yaml
+
+WORKLOAD = Path(__file__).resolve().parent / "workload"
+APP_PORT = 8080
+
+
+class BenchError(Exception):
+    """A tool is missing, failed, or did something other than the workload asks: fail loudly."""
+
+
+@dataclass(frozen=True)
+class HostOutcome:
+    changed: int
+    failed: int
+    unreachable: bool
+    commands: int | None = None  # remote commands the tool ran on the host, where it says
+
+
+@dataclass(frozen=True)
+class Host:
+    name: str
+    address: str
+    port: int
+    user: str
+    bench_dir: str
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """What every tool needs to know of the simulated fleet."""
+
+    hosts: tuple[Host, ...]
+    key: Path
+    known_hosts: Path
+
+
+def find_bin(name: str, extra_dirs: Sequence[Path]) -> str | None:
+    for folder in extra_dirs:
+        candidate = folder / name
+        if candidate.is_file() and os.access(candidate, os.X_OK):
+            return str(candidate)
+    return shutil.which(name)
+
+
+def _version_line(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60).stdout
+    except OSError as exc:
+        return f"unknown ({exc})"
+    return out.strip().splitlines()[0] if out.strip() else "unknown"
+
+
+class Tool:
+    name: ClassVar[str]
+    # The work each tool does on a first run of the workload: every task but the apt check.
+    converge_changes: ClassVar[int] = 11
+    # Remote commands per host on a re-run, where the tool counts them (fleet: facts + 12 probes).
+    rerun_commands: ClassVar[int | None] = None
+    how: ClassVar[str] = ""  # one line for RESULTS.md: how the tool was set up
+
+    def __init__(self, bins: Sequence[Path]) -> None:
+        self.bins = list(bins)
+        self.workdir = Path()
+
+    def missing(self) -> str | None:
+        """Why this tool cannot run here, or None."""
+        return None
+
+    def version(self) -> str:
+        raise NotImplementedError
+
+    def prepare(self, workdir: Path, fleet: Fleet, forks: int) -> None:
+        raise NotImplementedError
+
+    def run_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def facts_argv(self) -> list[str]:
+        raise NotImplementedError
+
+    def env(self) -> dict[str, str]:
+        return dict(os.environ)
+
+    def outcomes(self, stdout: str) -> dict[str, HostOutcome]:
+        raise NotImplementedError
+
+    def facts_hosts(self, stdout: str) -> dict[str, str]:
+        """host -> architecture, as each tool's facts output reports it."""
+        raise NotImplementedError
+
+    def after_run(self) -> None:
+        """Tidy what a run left behind (outside the timed part)."""
+
+
+# ---- fleet -------------------------------------------------------------------------------------
+class FleetTool(Tool):
+    name = "fleet"
+    rerun_commands = 13
+    how = (
+        "`fleet run workload/fleet.yaml` and `fleet facts` (plain output, as in a CI log), the console "
+        "script of the interpreter running the harness; paramiko, one transport per host, strict host keys "
+        "against the fleet's known_hosts; `-f` = fleet size."
+    )
+
+    def _argv0(self) -> list[str]:
+        # The console script beside this interpreter (what `fleet` runs), not a pyenv shim.
+        script = Path(sys.executable).parent / "fleet"
+        return [str(script)] if script.is_file() else [sys.executable, "-m", "fleet.cli"]
+
+    def version(self) -> str:
+        out = subprocess.run(
+            [sys.executable, "-c", "import fleet; print(fleet.__version__)"], capture_output=True, text=True
+        ).stdout.strip()
+        return f"fleet {out or 'unknown'}"
+
+    def prepare(self, workdir: Path, fleet: Fleet, forks: int) -> None:
+        self.workdir, self.forks = workdir, forks
+        hosts = {
+            h.name: {"address": h.address, "port": h.port, "user": h.user, "bench_dir": h.bench_dir}
+            for h in fleet.hosts
+        }
+        data = {
+            "all": {
+                "vars": {
+                    "key": str(fleet.key),
+                    "known_hosts": str(fleet.known_hosts),
+                    "ssh_config": "",
+                    "app_port": APP_PORT,
+                },
+                "children": {"nodes": {"hosts": hosts}},
+            }
+        }
+        (workdir / "inventory").mkdir(parents=True, exist_ok=True)
+        (workdir / "inventory" / "hosts.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
+
+    def run_argv(self) -> list[str]:
+        return [*self._argv0(), "run", str(WORKLOAD / "fleet.yaml"), "-i", "inventory", "-f", str(self.forks)]
+
+    def facts_argv(self) -> list[str]:
+        return [*self._argv0(), "facts", "-i", "inventory", "-f", str(self.forks)]
+
+    def outcomes(self, stdout: str) -> dict[str, HostOutcome]:
+        rows = _table_after_header(stdout, ("host", "ok", "changed", "failed", "skipped", "unreachable", "commands"))
+        return {
+            r[0]: HostOutcome(changed=int(r[2]), failed=int(r[3]), unreachable=r[5] != "no", commands=int(r[6]))
+            for r in rows
+        }
+
+    def facts_hosts(self, stdout: str) -> dict[str, str]:
+        rows = _table_after_header(stdout, ("host", "arch", "os"))
+        return {r[0]: r[1] for r in rows}
+
+
+def _table_after_header(text: str, header: tuple[str, ...]) -> list[list[str]]:
+    """The whitespace-split rows of the first table whose header starts with these words."""
+    lines = text.splitlines()
+    for i, line in enumerate(lines):
+        if tuple(line.split()[: len(header)]) == header:
+            rows = []
+            for row in lines[i + 1 :]:
+                if not row.strip():
+                    break
+                rows.append(row.split())
+            return rows
+    raise BenchError(f"no table with columns {' '.join(header)} in the output")
+
+
+# ---- Ansible -----------------------------------------------------------------------------------
+ANSIBLE_CFG = """\
+[defaults]
+forks = {forks}
+host_key_checking = True
+interpreter_python = /usr/bin/python3
+retry_files_enabled = False
+gathering = implicit
+stdout_callback = default
+local_tmp = {workdir}/local-tmp
+
+[ssh_connection]
+# Ansible's default ssh_args (ControlMaster/ControlPersist) plus the fleet's known_hosts, checked strictly.
+ssh_args = -C -o ControlMaster=auto -o ControlPersist=60s {host_keys}
+pipelining = {pipelining}
+"""
+
+
+class AnsibleTool(Tool):
+    name = "ansible"
+    pipelining = True
+    how = (
+        "`ansible-playbook workload/ansible.yaml` and `ansible all -m setup` (its full default facts); "
+        "OpenSSH connection plugin with Ansible's default ssh_args (ControlMaster=auto, ControlPersist=60s) "
+        "and a fresh ControlPath folder per run (no warm master from an earlier run), **pipelining on** (not "
+        "the default; the usual speed setting), StrictHostKeyChecking=yes against the fleet's known_hosts, "
+        "`forks` = fleet size, default linear strategy, facts gathered by the play (the template uses one)."
+    )
+
+    def missing(self) -> str | None:
+        if not find_bin("ansible-playbook", self.bins):
+            return "ansible-playbook not found (pip install -r bench/requirements.txt)"
+        return None
+
+    def version(self) -> str:
+        return _version_line([find_bin("ansible", self.bins) or "ansible", "--version"])
+
+    def prepare(self, workdir: Path, fleet: Fleet, forks: int) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        lines = ["[nodes]"]
+        for h in fleet.hosts:
+            lines.append(
+                f"{h.name} ansible_host={h.address} ansible_port={h.port} ansible_user={h.user} bench_dir={h.bench_dir}"
+            )
+        lines += ["", "[all:vars]", f"ansible_ssh_private_key_file={fleet.key}", f"app_port={APP_PORT}", ""]
+        (workdir / "hosts.ini").write_text("\n".join(lines))
+        (workdir / "ansible.cfg").write_text(
+            ANSIBLE_CFG.format(
+                forks=forks,
+                host_keys=f"-o UserKnownHostsFile={fleet.known_hosts} -o StrictHostKeyChecking=yes",
+                workdir=workdir,
+                pipelining=self.pipelining,
+            )
+        )
+        self.control_dir = workdir / "cp"
+
+    def env(self) -> dict[str, str]:
+        self.control_dir.mkdir(exist_ok=True)
+        return {
+            **os.environ,
+            "ANSIBLE_CONFIG": str(self.workdir / "ansible.cfg"),
+            "ANSIBLE_HOME": str(self.workdir / "home"),
+            # A fresh ControlPath folder per run: no warm master from an earlier run helps it.
+            "ANSIBLE_SSH_CONTROL_PATH_DIR": str(self.control_dir),
+            "ANSIBLE_NOCOLOR": "1",
+            "ANSIBLE_FORCE_COLOR": "0",
+        }
+
+    def run_argv(self) -> list[str]:
+        playbook = find_bin("ansible-playbook", self.bins) or "ansible-playbook"
+        return [playbook, "-i", "hosts.ini", str(WORKLOAD / "ansible.yaml")]
+
+    def facts_argv(self) -> list[str]:
+        return [find_bin("ansible", self.bins) or "ansible", "all", "-i", "hosts.ini", "-m", "ansible.builtin.setup"]
+
+    _RECAP = re.compile(r"^(\S+)\s*:\s*ok=(\d+)\s+changed=(\d+)\s+unreachable=(\d+)\s+failed=(\d+)", re.M)
+
+    def outcomes(self, stdout: str) -> dict[str, HostOutcome]:
+        return {
+            m[1]: HostOutcome(changed=int(m[3]), failed=int(m[5]), unreachable=int(m[4]) > 0)
+            for m in self._RECAP.finditer(stdout)
+        }
+
+    def facts_hosts(self, stdout: str) -> dict[str, str]:
+        found = {}
+        for m in re.finditer(r"^(\S+) \| SUCCESS => (\{.*?^\})", stdout, re.M | re.S):
+            found[m[1]] = json.loads(m[2])["ansible_facts"]["ansible_architecture"]
+        return found
+
+    def after_run(self) -> None:
+        """Stop the ControlPersist masters this run left, as the next user run would not find them."""
+        ssh = shutil.which("ssh") or "ssh"
+        for sock in self.control_dir.iterdir() if self.control_dir.exists() else ():
+            subprocess.run([ssh, "-o", f"ControlPath={sock}", "-O", "exit", "x"], capture_output=True, timeout=30)
+
+
+# ---- pyinfra -----------------------------------------------------------------------------------
+PYINFRA_FACTS = ("server.Hostname", "server.Arch", "server.KernelVersion", "server.LinuxDistribution",
+                 "hardware.Cpus", "hardware.Memory")  # fmt: skip
+
+
+class PyinfraTool(Tool):
+    name = "pyinfra"
+    how = (
+        "`pyinfra -y inventory.py workload/pyinfra_deploy.py` and `pyinfra inventory.py fact` with six facts "
+        "(hostname, arch, kernel, distribution, CPUs, memory); its paramiko SSH connector with "
+        "`ssh_strict_host_key_checking=yes` against the fleet's known_hosts, `--parallel` = fleet size. It has "
+        "no `creates:`, so the two one-time commands are guarded by a File fact, its documented way."
+    )
+
+    def missing(self) -> str | None:
+        if not find_bin("pyinfra", self.bins):
+            return "pyinfra not found (pip install -r bench/requirements.txt)"
+        return None
+
+    def version(self) -> str:
+        return _version_line([find_bin("pyinfra", self.bins) or "pyinfra", "--version"])
+
+    def prepare(self, workdir: Path, fleet: Fleet, forks: int) -> None:
+        self.workdir, self.forks = workdir, forks
+        workdir.mkdir(parents=True, exist_ok=True)
+        hosts: list[tuple[str, dict[str, Any]]] = [
+            (
+                h.name,
+                {
+                    "ssh_hostname": h.address,
+                    "ssh_port": h.port,
+                    "ssh_user": h.user,
+                    "ssh_key": str(fleet.key),
+                    "ssh_known_hosts_file": str(fleet.known_hosts),
+                    "ssh_strict_host_key_checking": "yes",
+                    "ssh_allow_agent": False,
+                    "ssh_look_for_keys": False,
+                    "bench_dir": h.bench_dir,
+                    "app_port": APP_PORT,
+                },
+            )
+            for h in fleet.hosts
+        ]
+        (workdir / "inventory.py").write_text(f"nodes = {hosts!r}\n")
+
+    def run_argv(self) -> list[str]:
+        pyinfra = find_bin("pyinfra", self.bins) or "pyinfra"
+        return [pyinfra, "-y", "--parallel", str(self.forks), "inventory.py", str(WORKLOAD / "pyinfra_deploy.py")]
+
+    def facts_argv(self) -> list[str]:
+        pyinfra = find_bin("pyinfra", self.bins) or "pyinfra"
+        return [pyinfra, "--parallel", str(self.forks), "inventory.py", "fact", *PYINFRA_FACTS]
+
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PYINFRA_PROGRESS": "off", "NO_COLOR": "1", "TERM": "dumb"}
+
+    # pyinfra logs to stderr; the harness hands its parsers stdout and stderr together.
+    _STATUS = re.compile(r"^\s+\[(\S+)\] (Success|No changes|Error)", re.M)
+
+    def outcomes(self, stdout: str) -> dict[str, HostOutcome]:
+        counts: dict[str, list[int]] = {}
+        for host, status in self._STATUS.findall(stdout):
+            changed_failed = counts.setdefault(host, [0, 0])
+            if status == "Success":
+                changed_failed[0] += 1
+            elif status == "Error":
+                changed_failed[1] += 1
+        return {h: HostOutcome(changed=c, failed=f, unreachable=False) for h, (c, f) in counts.items()}
+
+    def facts_hosts(self, stdout: str) -> dict[str, str]:
+        match = re.search(r"--> Fact data for: server\.Arch\s*\n(\{.*?^\})", stdout, re.M | re.S)
+        return json.loads(match[1]) if match else {}
+
+
+TOOLS: dict[str, type[Tool]] = {t.name: t for t in (FleetTool, AnsibleTool, PyinfraTool)}

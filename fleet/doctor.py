@@ -1,0 +1,312 @@
+"""`fleet doctor`: the troubleshooting section (8) of the setup guide as a command.
+
+One batched command per host looks at the venv and finds each known failure:
+  cpu-torch       ImportError: libtorch_cuda.so not found / a CPU-only torch -> reinstall the CUDA build
+  fa3-missing     flash_attn_3 seems to be not installed -> the FA3 wheel, or fall back to FA2/SDPA
+  vllm-missing    vllm found no GH200 wheel -> uninstall, reinstall with its extra index (+ pypi.nvidia.com)
+  build-prereqs   Could not build wheels for flash-attn -> packaging ninja cmake, --no-build-isolation, MAX_JOBS
+and prints the finding and its remedy. `--fix` applies the remedies as tasks (the setup playbook's own,
+found by tag, after an uninstall where the guide says so), then looks again."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import shell
+from .inventory import Inventory
+from .model import FleetError, RunReport
+from .playbook import Play, Playbook, load_playbook
+from .runner import Session, each_host
+from .task import Task
+from .tasks.uv import venv_python
+from .templating import TemplateError, render
+
+DEFAULT_PLAYBOOK = "playbooks/setup.yaml"
+
+# Runs in the venv's Python. vLLM is looked up, not imported (an import takes many seconds).
+DETECT = r"""import importlib, importlib.metadata as m, importlib.util as u, json, os
+def version(n):
+    try:
+        return m.version(n)
+    except m.PackageNotFoundError:
+        return None
+def error(e):
+    return ("%s: %s" % (type(e).__name__, e)).strip()[:300]
+names = ("torch", "vllm", "flash_attn_3", "flash_attn", "packaging", "ninja", "cmake")
+r = {"versions": {n: version(n) for n in names}}
+try:
+    import torch
+    lib = os.path.join(os.path.dirname(torch.__file__), "lib")
+    r["torch"] = {"version": str(torch.__version__), "cuda": torch.version.cuda,
+                  "libtorch_cuda": os.path.exists(os.path.join(lib, "libtorch_cuda.so"))}
+except Exception as e:
+    r["torch"] = {"error": error(e)}
+try:
+    importlib.import_module("flash_attn_3")
+    r["flash_attn_3"] = None
+except Exception as e:
+    r["flash_attn_3"] = error(e)
+r["vllm"] = None if u.find_spec("vllm") else "vllm is not importable"
+print(json.dumps(r))
+"""
+
+
+def detect_script(venv: str) -> str:
+    py = venv_python(venv)
+    return (
+        f'PATH="$HOME/.local/bin:$PATH"; if [ -x {py} ]; then {py} -c {shell.quote(DETECT)} 2>&1 | tail -n 1; '
+        'else echo \'{"venv": "missing"}\'; fi; echo @@arch; uname -m; echo @@tools; '
+        "for t in ninja cmake; do command -v $t >/dev/null 2>&1 && echo $t; done; true"
+    )
+
+
+@dataclass(frozen=True)
+class Finding:
+    id: str
+    problem: str
+    remedy: str
+    packages: tuple[str, ...] = ()  # what the remedy installs, where it depends on the host
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    host: str
+    venv: str
+    findings: tuple[Finding, ...] = ()
+    error: str | None = None
+
+
+def diagnose(output: str, venv: str, vars: Mapping[str, Any]) -> list[Finding]:
+    """Findings from the detect script's output. Pure: recorded output in, findings out."""
+    head, _, rest = output.partition("@@arch")
+    _, _, tools_text = rest.partition("@@tools")
+    tools = set(tools_text.split())
+    try:
+        seen = json.loads(head.strip().splitlines()[-1])
+    except (IndexError, json.JSONDecodeError):
+        return [Finding("venv-broken", f"the Python in {venv} did not answer: {head.strip()[-200:]}",
+                        f"recreate the venv: rm -rf {venv}, then fleet run playbooks/setup.yaml")]  # fmt: skip
+    if seen.get("venv") == "missing":
+        return [Finding("venv-missing", f"no venv at {venv}", "create it: fleet run playbooks/setup.yaml --tags venv")]
+    found = []
+    versions = seen.get("versions", {})
+    torch = seen.get("torch", {})
+    reinstall = "uv pip uninstall torch torchvision torchaudio; " + torch_install_text(vars)
+    if "error" in torch:
+        problem = (
+            f"ImportError: libtorch_cuda.so not found ({torch['error']})"
+            if "libtorch_cuda" in torch["error"]
+            else f"torch does not import: {torch['error']}"
+        )
+        if not versions.get("torch"):
+            problem = "torch is not installed"
+        found.append(Finding("cpu-torch", problem, f"install the CUDA build of PyTorch (section 2): {reinstall}"))
+    elif not torch.get("cuda") or not torch.get("libtorch_cuda"):
+        what = "no CUDA" if not torch.get("cuda") else "no lib/libtorch_cuda.so"
+        found.append(Finding("cpu-torch", f"torch {torch.get('version')} is a CPU-only build ({what})",
+                             f"reinstall the CUDA build of PyTorch (section 2): {reinstall}"))  # fmt: skip
+    if seen.get("flash_attn_3"):
+        fallback = "flash_attention_2" if versions.get("flash_attn") else "sdpa"
+        found.append(Finding("fa3-missing", f"flash_attn_3 seems to be not installed ({seen['flash_attn_3']})",
+                             f"install the FA3 wheel (section 5), or train with ATTN_IMPL={fallback}"))  # fmt: skip
+    if seen.get("vllm"):
+        extra = vars.get("vllm_extra_index", "https://wheels.vllm.ai/0.10.2/")
+        fallback = vars.get("vllm_fallback_index", "https://pypi.nvidia.com")
+        found.append(Finding("vllm-missing", "vllm is not installed (no GH200 wheel was found)",
+                             f"uv pip uninstall vllm; reinstall with --extra-index-url {extra} "
+                             f"(and --extra-index-url {fallback} if needed) (section 3)"))  # fmt: skip
+    lacking = [n for n in ("packaging", "ninja", "cmake") if not versions.get(n) and n not in tools]
+    if lacking:
+        jobs = vars.get("max_jobs", 8)
+        found.append(Finding("build-prereqs", f"flash-attn builds will fail: {', '.join(lacking)} missing",
+                             f"uv pip install {' '.join(lacking)}, then build with --no-build-isolation "
+                             f"and MAX_JOBS={jobs}", tuple(lacking)))  # fmt: skip
+    return found
+
+
+def torch_install_text(vars: Mapping[str, Any]) -> str:
+    """How the host's configured source (setup playbook `torch_channel`) installs PyTorch."""
+    channel = vars.get("torch_channel", "nightly")
+    if channel == "stable":
+        index = vars.get("torch_stable_index", "https://download.pytorch.org/whl/cu128")
+        version = vars.get("torch_version", "2.8.0")
+        return f"uv pip install --index-url {index} torch=={version} torchvision==0.23.0 torchaudio=={version}"
+    if channel == "source":
+        return "rebuild it from source (Option B): fleet run playbooks/setup.yaml --tags torch"
+    index = vars.get("torch_nightly_index", "https://download.pytorch.org/whl/nightly/cu128")
+    return f"uv pip install --pre --index-url {index} torch torchvision torchaudio"
+
+
+def lenient_defaults(variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
+    """The setup playbook's defaults that can be known before facts (a default that needs facts,
+    such as torch_channel, is left out; the fix play renders it with facts)."""
+    merged = dict(variables)
+    merged.setdefault("facts", {})
+    for name, value in defaults.items():
+        if name not in merged:
+            try:
+                merged[name] = render(value, merged)
+            except TemplateError:
+                continue
+    return merged
+
+
+def examine(session: Session, hosts: list[str], defaults: Mapping[str, Any], forks: int) -> dict[str, Diagnosis]:
+    def work(host: str, conn: Any) -> Diagnosis:
+        vars = lenient_defaults(session.hostvars(host), defaults)
+        venv = str(vars.get("venv", "~/tes_grpo_trl/.venv"))
+        result = conn.run(detect_script(venv), timeout=300)
+        if result.timed_out:
+            return Diagnosis(host, venv, error="the detection command timed out")
+        arch = result.stdout.partition("@@arch")[2].partition("@@tools")[0].strip()
+        vars = lenient_defaults({**session.hostvars(host), "facts": {"arch": arch}}, defaults)
+        return Diagnosis(host, venv, tuple(diagnose(result.stdout, venv, vars)))
+
+    found = each_host(session, hosts, work, forks)
+    return {h: d if isinstance(d, Diagnosis) else Diagnosis(h, "", error=str(d)) for h, d in found.items()}
+
+
+# ---- remedies as tasks ---------------------------------------------------------------------------
+def _uninstall(*names: str) -> Task:
+    return Task("pip", {"venv": "{{ venv }}", "packages": list(names), "state": "absent"},
+                name=f"doctor: uninstall {' '.join(names)}")  # fmt: skip
+
+
+def _tagged(setup: Play, tag: str) -> list[Task]:
+    return [t for t in setup.tasks if tag in t.tags]
+
+
+def _reinstall_vllm(setup: Play, finding: Finding) -> list[Task]:
+    args = {
+        "venv": "{{ venv }}",
+        "packages": ["vllm=={{ vllm_version }}"],
+        "extra_index_url": ["{{ vllm_extra_index }}", "{{ vllm_fallback_index }}"],
+        "config_settings": {"vllm:torch-backend": "auto"},
+    }
+    name = "doctor: reinstall vLLM with its extra index (and the fallback index)"
+    return [_uninstall("vllm"), Task("pip", args, name=name, timeout=3600)]
+
+
+def _build_prereqs(setup: Play, finding: Finding) -> list[Task]:
+    packages = list(finding.packages)
+    return [Task("pip", {"venv": "{{ venv }}", "packages": packages}, name=f"doctor: install {' '.join(packages)}")]
+
+
+# The remedy of each finding, as tasks: the setup playbook's own where it has them (by tag).
+FIXES: dict[str, Callable[[Play, Finding], list[Task]]] = {
+    "cpu-torch": lambda setup, f: [_uninstall("torch", "torchvision", "torchaudio"), *_tagged(setup, "torch")],
+    "fa3-missing": lambda setup, f: _tagged(setup, "fa3"),
+    "vllm-missing": _reinstall_vllm,
+    "build-prereqs": _build_prereqs,
+    "venv-missing": lambda setup, f: _tagged(setup, "venv"),
+}
+
+
+def fix_playbook(
+    setup: Play, diagnoses: Mapping[str, Diagnosis], source: str, only: frozenset[str] = frozenset()
+) -> Playbook:
+    """One play per distinct set of findings, on the hosts that share it."""
+    groups: dict[tuple[Finding, ...], list[str]] = {}
+    for host, d in diagnoses.items():
+        chosen = tuple(f for f in d.findings if f.id in FIXES and (not only or f.id in only))
+        if chosen:
+            groups.setdefault(chosen, []).append(host)
+    plays = []
+    for findings, hosts in groups.items():
+        tasks: list[Task] = []
+        for finding in findings:
+            tasks += [t for t in FIXES[finding.id](setup, finding) if t not in tasks]
+        name = f"doctor: fix {', '.join(f.id for f in findings)}"
+        plays.append(
+            Play(hosts=",".join(hosts), tasks=tuple(tasks), name=name, defaults=setup.defaults,
+                 base_dir=setup.base_dir, source=source)
+        )  # fmt: skip
+    return Playbook(source, tuple(plays))
+
+
+# ---- command -------------------------------------------------------------------------------------
+def show(diagnoses: Mapping[str, Diagnosis], *, as_json: bool, stage: str) -> None:
+    from .report import print_line, print_table
+
+    if as_json:
+        for host, d in diagnoses.items():
+            base = {"event": "doctor", "stage": stage, "host": host, "venv": d.venv}
+            if d.error:
+                print(json.dumps(base | {"error": d.error}))
+            for f in d.findings:
+                print(json.dumps(base | {"finding": f.id, "problem": f.problem, "remedy": f.remedy}))
+            if not d.error and not d.findings:
+                print(json.dumps(base | {"finding": None}))
+        return
+    rows = []
+    for host, d in diagnoses.items():
+        if d.error:
+            rows.append((host, "unreachable", d.error, ""))
+        for f in d.findings:
+            rows.append((host, f.id, f.problem, f.remedy))
+        if not d.error and not d.findings:
+            rows.append((host, "ok", f"no known problem in {d.venv}", ""))
+    print_table(rows, ("host", "finding", "problem", "remedy"), title=f"doctor ({stage})")
+    bad = sorted(h for h, d in diagnoses.items() if d.findings)
+    if bad:
+        print_line(f"{len(bad)} host(s) with findings: {', '.join(bad)}; `fleet doctor --fix` applies the remedies")
+
+
+def exit_code(diagnoses: Mapping[str, Diagnosis]) -> int:
+    code = 2 if any(d.findings for d in diagnoses.values()) else 0
+    return code | (4 if any(d.error for d in diagnoses.values()) else 0)
+
+
+def setup_play(path: str) -> Play:
+    candidates = [Path(path)]
+    if not Path(path).is_absolute():
+        candidates.append(Path(__file__).resolve().parent.parent / path)  # a source checkout
+    for candidate in candidates:
+        if candidate.is_file():
+            return load_playbook(candidate).plays[0]
+    raise FleetError(f"doctor needs the setup playbook for its defaults and remedies: {path} not found (--playbook)")
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .cli import load_inventory_arg, run_options
+    from .report import choose_reporter
+    from .runner import run_playbook
+
+    inventory: Inventory = load_inventory_arg(args.inventory)
+    hosts = inventory.require(args.pattern)
+    setup = setup_play(args.playbook)
+    options = run_options(args, check=args.check)
+    with Session(inventory, options) as session:
+        before = examine(session, hosts, setup.defaults, options.forks)
+    show(before, as_json=args.json, stage="found")
+    if not args.fix or not any(d.findings for d in before.values()):
+        return exit_code(before)
+    only = frozenset(x.strip() for x in (args.only or "").split(",") if x.strip())
+    unknown = sorted(only - set(FIXES))
+    if unknown:
+        raise FleetError(f"--only {unknown[0]!r}: not a finding (known: {', '.join(sorted(FIXES))})")
+    book = fix_playbook(setup, before, f"fleet doctor ({args.playbook})", only)
+    if not book.plays:
+        return exit_code(before)
+    report: RunReport = run_playbook(book, inventory, options, choose_reporter(json_lines=args.json))
+    if args.check:
+        return report.exit_code
+    with Session(inventory, options) as session:
+        after = examine(session, [h for h in hosts if before[h].findings], setup.defaults, options.forks)
+    show(after, as_json=args.json, stage="after fix")
+    return exit_code(after) | report.exit_code
+
+
+def add_subcommand(subparsers: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
+    p = subparsers.add_parser("doctor", help="find the setup guide's known failures (section 8) per host; --fix them")
+    common(p)
+    p.add_argument("--fix", action="store_true", help="apply the remedies as tasks, then look again")
+    p.add_argument("--only", default="", metavar="ID[,ID]", help="with --fix: only these findings (e.g. fa3-missing)")
+    p.add_argument("-C", "--check", action="store_true", help="with --fix: show what the remedies would change")
+    p.add_argument("--playbook", default=DEFAULT_PLAYBOOK, help=f"the setup playbook (default {DEFAULT_PLAYBOOK})")
+    p.set_defaults(handler=cmd_doctor)

@@ -1,0 +1,47 @@
+"""`python`: a check that runs a snippet in a venv's Python and fails with the snippet's own message
+(`import torch` failing says "ModuleNotFoundError: No module named 'torch'").
+
+The snippet is the probe, so a passing check costs one command. In --check mode a failing snippet
+is reported as skipped, with its failure, since the tasks before it would change the host first."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from .. import shell
+from ..model import CommandResult, Plan
+from ..task import Action, Args, Context, action
+from .uv import venv_python
+
+
+class PythonArgs(Args):
+    venv: str
+    code: str
+    msg: str | None = None  # said before the snippet's own message when it fails
+
+
+@action
+class PythonCheck(Action):
+    name = "python"
+    Args: ClassVar = PythonArgs
+
+    def probe(self) -> str:
+        py = venv_python(self.args.venv)
+        missing = shell.quote(f"no Python at {self.args.venv.rstrip('/')}/bin/python3; create the venv first")
+        return f"if [ -x {py} ]; then {py} -c {shell.quote(self.args.code)}; else echo {missing} >&2; exit 127; fi"
+
+    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+        result = observed or CommandResult("", "no output", 1)
+        data = {"rc": result.exited, "stdout": result.stdout, "stderr": result.stderr}
+        if result.ok:
+            lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
+            return Plan(summary=lines[-1] if lines else "passed", data=data)
+        reason = result.brief()
+        if ctx.check:
+            return Plan(
+                script=self.probe() + "\n",
+                summary=f"check after the changes above (fails now: {reason})",
+                always_runs=True,
+                data=data,
+            )
+        return Plan(fail=f"{self.args.msg}: {reason}" if self.args.msg else reason, data=data)

@@ -1,0 +1,406 @@
+"""One training job on one host, as pure functions: the shell scripts that launch, observe and stop
+it, and the parsers that read their output. No I/O here; control.py runs these over connections.
+
+A job lives in `<workdir>/runs/<run>/` on its host:
+    job.sh       the wrapper: writes job.pid, runs the command, writes job.exit
+    job.pid      process-group id (the wrapper is a session leader, so pgid = sid = its pid)
+    job.tag      FLEET_JOB value in the environment of every process of the job: finds them all,
+                 even those that left the process group (torchrun starts workers in new sessions)
+    job.json     the launch: run, launch id, node rank, nodes, GPUs, budget, command
+    job.started  epoch seconds; job.exit: the exit code; job.stopped: why it was stopped
+    training.log the job's stdout and stderr (train_grpo.py logs its steps there)
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from .. import shell
+from ..facts import PROBE, Facts, parse_facts, sections
+
+LOG = "training.log"
+STOPPED_BY_USER = "stopped by fleet train stop"
+PEER_PREFIX = "peer "
+_STEP = re.compile(r"(?:^|\s)step=(\d+)(?:/(\d+))?")
+_METRIC = re.compile(r"(?:^|\s)(loss|reward)=(\S+)")
+
+
+@dataclass(frozen=True)
+class RunPaths:
+    workdir: str
+    run: str
+
+    @property
+    def dir(self) -> str:
+        return f"{self.workdir.rstrip('/')}/runs/{self.run}"
+
+    def file(self, name: str) -> str:
+        return f"{self.dir}/{name}"
+
+    def q(self, name: str) -> str:
+        """A file of the run, quoted for sh (a leading ~/ still means the remote home)."""
+        return shell.path(self.file(name))
+
+
+@dataclass(frozen=True)
+class NodeSpec:
+    """Everything needed to launch one node of a run: decided before any host is touched."""
+
+    host: str
+    paths: RunPaths
+    argv: tuple[str, ...]
+    env: Mapping[str, str]
+    tag: str
+    meta: Mapping[str, Any]
+
+
+# ---- scripts ---------------------------------------------------------------------------------
+def _procs_fn(paths: RunPaths) -> str:
+    # Every live process whose environment carries this job's tag (zombies have none).
+    return (
+        f"tag=$(cat {paths.q('job.tag')} 2>/dev/null)\n"
+        'procs() { [ -n "$tag" ] && grep -l -a -z -x -F -e "FLEET_JOB=$tag" /proc/[0-9]*/environ 2>/dev/null '
+        "| cut -d/ -f3 | tr '\\n' ' '; }\n"
+    )
+
+
+def state_probe(paths: RunPaths) -> str:
+    """Sections `train_*`: pid/exit/stop files, live tagged processes, last step line, log tail, GPUs."""
+    q = paths.q
+    return (
+        "s() { printf '\\n@@%s\\n' \"$1\"; }\n" + _procs_fn(paths) + "s train_state\n"
+        'echo "now $(date +%s)"\n'
+        f'[ -f {q("job.pid")} ] && echo "pid $(cat {q("job.pid")})"\n'
+        f'[ -f {q("job.started")} ] && echo "started $(cat {q("job.started")})"\n'
+        f'[ -f {q("job.exit")} ] && echo "exit $(cat {q("job.exit")}) $(stat -c %Y {q("job.exit")})"\n'
+        f'[ -f {q("job.stopped")} ] && echo "stopped $(stat -c %Y {q("job.stopped")}) '
+        f"$(head -c 300 {q('job.stopped')} | tr '\\n' ' ')\"\n"
+        f"[ -f {q('job.json')} ] && echo \"meta $(tr -d '\\n' < {q('job.json')})\"\n"
+        'echo "procs $(procs)"\n'
+        "s train_step\n"
+        f"grep -a -E '(^|[[:space:]])step=[0-9]+' {q(LOG)} 2>/dev/null | tail -n 1 | cut -c1-500\n"
+        "s train_tail\n"
+        f"tail -n 5 {q(LOG)} 2>/dev/null | cut -c1-300\n"
+        "s train_gpus\n"
+        "command -v nvidia-smi >/dev/null 2>&1 && "
+        "nvidia-smi --query-gpu=index,uuid,memory.used,memory.total --format=csv,noheader,nounits 2>/dev/null\n"
+        "s train_apps\n"
+        "command -v nvidia-smi >/dev/null 2>&1 && "
+        "nvidia-smi --query-compute-apps=pid,gpu_uuid,used_memory --format=csv,noheader,nounits 2>/dev/null\n"
+        "s train_end\n"
+    )
+
+
+def preflight_probe(paths: RunPaths, python: str, files: Sequence[str], modules: Sequence[str]) -> str:
+    """One command before a launch: host facts, the job's state, the synced files' sha256, and
+    which of the modules the job needs its python lacks."""
+    checks = "; ".join(
+        f"print({m!r}) if importlib.util.find_spec({m!r}) is None else None" for m in modules
+    )  # each module name is repr()'d into Python source, then the whole line shell-quoted
+    code = f"import importlib.util; {checks}" if modules else "pass"
+    py = _python_word(python)
+    lines = [PROBE, state_probe(paths), "s train_files"]
+    for name in files:
+        target = shell.path(f"{paths.workdir.rstrip('/')}/{name}")
+        lines.append(f"( sha256sum {target} 2>/dev/null || echo 'absent  x' ) | cut -d' ' -f1")
+    lines.append("s train_python")
+    lines.append(
+        f"cd {shell.path(paths.workdir)} 2>/dev/null || cd; "
+        f"if command -v {py} >/dev/null 2>&1 || [ -x {py} ]; then "
+        f"echo ok; {py} -c {shell.quote(code)} 2>&1 | head -n 20; else echo missing; fi"
+    )
+    lines.append("s train_end")
+    return "\n".join(lines) + "\n"
+
+
+def _python_word(python: str) -> str:
+    return shell.path(python) if "/" in python else shell.quote(python)
+
+
+def wrapper_script(spec: NodeSpec) -> str:
+    """job.sh: the job itself, recording its pid first and its exit code last."""
+    p = spec.paths
+    exports = "".join(f"export {name}={shell.quote(value)}\n" for name, value in spec.env.items())
+    command = " ".join(_python_word(spec.argv[0]) if i == 0 else shell.quote(a) for i, a in enumerate(spec.argv))
+    return (
+        f"# fleet train: {spec.meta.get('run')} on {spec.host} (launch {spec.meta.get('launch_id')})\n"
+        f"echo $$ > {p.q('job.pid')}\n"
+        f"date +%s > {p.q('job.started')}\n"
+        f"cd {shell.path(p.workdir)} || exit 127\n"
+        f"{exports}"
+        f"printf '%s fleet: starting %s\\n' \"$(date '+%Y-%m-%d %H:%M:%S')\" {shell.quote(command)}\n"
+        f"{command}\n"
+        "rc=$?\n"
+        "printf '%s fleet: job exited with code %s\\n' \"$(date '+%Y-%m-%d %H:%M:%S')\" $rc\n"
+        f"echo $rc > {p.q('job.exit.tmp')} && mv -f {p.q('job.exit.tmp')} {p.q('job.exit')}\n"
+        "exit $rc\n"
+    )
+
+
+def launch_script(spec: NodeSpec, synced: Mapping[str, bytes]) -> str:
+    """Write the changed files and the wrapper, then start the wrapper in a session of its own
+    (setsid), its output appended to the log and stdin closed, so it outlives the SSH session.
+    Waits (bounded) for the pid file so the next `status` already sees the job."""
+    p = spec.paths
+    parts = [f"mkdir -p {shell.path(p.dir)} || exit 1\n"]
+    for name, content in synced.items():
+        parts.append(shell.write_file(f"{p.workdir.rstrip('/')}/{name}", content))
+    parts.append(shell.write_file(p.file("job.sh"), wrapper_script(spec).encode(), 0o755))
+    parts.append(shell.write_file(p.file("job.json"), json.dumps(dict(spec.meta), sort_keys=True).encode()))
+    parts.append(shell.write_file(p.file("job.tag"), spec.tag.encode()))
+    parts.append(
+        f"if [ -f {p.q(LOG)} ]; then mv -f {p.q(LOG)} {p.q(LOG + '.1')}; fi\n"
+        f"rm -f {p.q('job.pid')} {p.q('job.exit')} {p.q('job.stopped')} {p.q('job.started')}\n"
+        f"FLEET_JOB={shell.quote(spec.tag)} setsid sh {p.q('job.sh')} >>{p.q(LOG)} 2>&1 </dev/null &\n"
+        "i=0\n"
+        f"while [ ! -s {p.q('job.pid')} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n"
+        f'if [ -s {p.q("job.pid")} ]; then echo "pid $(cat {p.q("job.pid")})"; '
+        f'else echo "the job did not start within 10s; see {p.file(LOG)}" >&2; exit 1; fi\n'
+    )
+    return "".join(parts)
+
+
+def stop_script(paths: RunPaths, reason: str, timeout: int) -> str:
+    """TERM the process group and every tagged process, wait (bounded), KILL what is left, and
+    report what is still alive: the caller confirms the job is gone."""
+    q = paths.q
+    return (
+        _procs_fn(paths) + "p=$(procs)\n"
+        'if [ -z "$p" ]; then echo "not-running"; exit 0; fi\n'
+        f"printf '%s\\n' {shell.quote(reason)} > {q('job.stopped')}\n"
+        f"pg=$(cat {q('job.pid')} 2>/dev/null)\n"
+        # Only signal the group when its leader is ours: a pid file alone may name a reused id.
+        'case " $p " in *" $pg "*) kill -TERM -"$pg" 2>/dev/null;; esac\n'
+        "kill -TERM $p 2>/dev/null\n"
+        f'i=0; while [ -n "$(procs)" ] && [ $i -lt {timeout * 10} ]; do sleep 0.1; i=$((i+1)); done\n'
+        "k=$(procs)\n"
+        'if [ -n "$k" ]; then echo "killed $k"; case " $k " in *" $pg "*) kill -KILL -"$pg" 2>/dev/null;; esac; '
+        "kill -KILL $k 2>/dev/null; fi\n"
+        'i=0; while [ -n "$(procs)" ] && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done\n'
+        'echo "stopped $p"\n'
+        'echo "left $(procs)"\n'
+    )
+
+
+def tail_script(paths: RunPaths, lines: int) -> str:
+    return f"tail -n {int(lines)} {paths.q(LOG)} 2>/dev/null\n"
+
+
+def follow_script(paths: RunPaths, offset: int, limit: int = 1 << 20) -> str:
+    """The log from byte `offset` on (at most `limit` bytes), after one line
+    `<start> <end> <running>`; a log shorter than the offset was rotated: read it from 0."""
+    q = paths.q
+    return (
+        _procs_fn(paths) + f"size=$(stat -c %s {q(LOG)} 2>/dev/null || echo 0); off={int(offset)}\n"
+        'if [ "$size" -lt "$off" ]; then off=0; fi\n'
+        f"end=$((size < off + {limit} ? size : off + {limit}))\n"
+        'if [ -n "$(procs)" ]; then run=1; else run=0; fi\n'
+        'echo "$off $end $run"\n'
+        f'if [ "$end" -gt "$off" ]; then tail -c +$((off + 1)) {q(LOG)} | head -c $((end - off)); fi\n'
+    )
+
+
+# ---- parsing -----------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Progress:
+    step: int | None = None
+    max_steps: int | None = None
+    loss: float | None = None
+    reward: float | None = None
+
+
+def parse_progress(line: str) -> Progress:
+    """The numbers of a `step=N/M loss=… reward=…` line (train_grpo.py's step record)."""
+    step = _STEP.search(line)
+    if not step:
+        return Progress()
+    metrics: dict[str, float] = {}
+    for key, value in _METRIC.findall(line):
+        try:
+            metrics[key] = float(value)
+        except ValueError:
+            continue
+    return Progress(
+        step=int(step.group(1)),
+        max_steps=int(step.group(2)) if step.group(2) else None,
+        loss=metrics.get("loss"),
+        reward=metrics.get("reward"),
+    )
+
+
+@dataclass(frozen=True)
+class GpuUse:
+    peak_mib: int  # the most memory the job holds on any one of its GPUs
+    whole_gpu: bool  # True: the job's processes were not visible to nvidia-smi; whole-GPU use shown
+
+
+def gpu_use(gpus_csv: str, apps_csv: str, procs: frozenset[int], visible: Sequence[int] | None) -> GpuUse | None:
+    """The job's GPU memory: its processes' use per GPU (nvidia-smi --query-compute-apps), or
+    the used memory of its GPUs when nvidia-smi cannot see its processes (another pid namespace)."""
+    gpus = []
+    for row in gpus_csv.splitlines():
+        cells = [c.strip() for c in row.split(",")]
+        if len(cells) == 4 and cells[0].isdigit():
+            gpus.append((int(cells[0]), cells[1], _int(cells[2]), _int(cells[3])))
+    if not gpus:
+        return None
+    per_gpu: dict[str, int] = {}
+    for row in apps_csv.splitlines():
+        cells = [c.strip() for c in row.split(",")]
+        if len(cells) == 3 and cells[0].isdigit() and int(cells[0]) in procs:
+            per_gpu[cells[1]] = per_gpu.get(cells[1], 0) + _int(cells[2])
+    if per_gpu:
+        return GpuUse(max(per_gpu.values()), whole_gpu=False)
+    if not procs:
+        return None
+    mine = [g for g in gpus if visible is None or g[0] in visible]
+    return GpuUse(max((g[2] for g in mine), default=0), whole_gpu=True) if mine else None
+
+
+def _int(text: str) -> int:
+    match = re.search(r"\d+", text)
+    return int(match.group()) if match else 0
+
+
+@dataclass(frozen=True)
+class JobState:
+    state: str  # absent | running | finished | failed | stopped | lost
+    pid: int | None = None
+    exit_code: int | None = None
+    procs: frozenset[int] = frozenset()
+    started: int | None = None
+    ended: int | None = None
+    now: int | None = None
+    stopped_reason: str | None = None
+    meta: Mapping[str, Any] = field(default_factory=dict)
+    progress: Progress = Progress()
+    tail: tuple[str, ...] = ()
+    gpu: GpuUse | None = None
+
+    @property
+    def runtime(self) -> int | None:
+        if self.started is None or self.now is None:
+            return None
+        end = self.ended if self.state != "running" and self.ended else self.now
+        return max(0, end - self.started)
+
+    @property
+    def leftovers(self) -> frozenset[int]:
+        """Processes of the job still alive although its command ended."""
+        return self.procs if self.state != "running" else frozenset()
+
+    @property
+    def note(self) -> str:
+        if self.leftovers:
+            pids = " ".join(map(str, sorted(self.leftovers)))
+            return f"{self.state}, but processes {pids} are left (fleet train stop ends them)"
+        if self.state == "failed" and self.stopped_reason and self.stopped_reason.startswith(PEER_PREFIX):
+            return f"stopped: {self.stopped_reason}"
+        if self.state == "failed" and self.exit_code is not None:
+            said = [line for line in self.tail if " fleet: " not in line]  # the job's words, not the wrapper's
+            return f"exit code {self.exit_code}" + (f": {said[-1]}" if said else "")
+        if self.state == "lost":
+            return "no process and no exit code (killed with the wrapper, or the host rebooted)"
+        if self.state == "stopped":
+            return self.stopped_reason or ""
+        return ""
+
+
+def parse_state(text: str) -> JobState:
+    sec = sections(text)
+    values: dict[str, str] = {}
+    for line in sec.get("train_state", "").splitlines():
+        key, _, rest = line.partition(" ")
+        values[key] = rest.strip()
+    procs = frozenset(int(p) for p in values.get("procs", "").split() if p.isdigit())
+    exit_code = ended = None
+    if "exit" in values:
+        code, _, mtime = values["exit"].partition(" ")
+        exit_code = int(code) if code.lstrip("-").isdigit() else -1
+        ended = int(mtime) if mtime.isdigit() else None
+    stopped_reason = None
+    if "stopped" in values:
+        mtime, _, stopped_reason = values["stopped"].partition(" ")
+        ended = ended or (int(mtime) if mtime.isdigit() else None)
+    try:
+        meta = json.loads(values["meta"]) if values.get("meta") else {}
+    except json.JSONDecodeError:
+        meta = {}
+    pid = int(values["pid"]) if values.get("pid", "").isdigit() else None
+    # The exit file means the job's command ended; tagged processes still alive after it are
+    # leftovers (e.g. torchrun workers whose agent was killed), not a running job.
+    peer_stop = bool(stopped_reason and stopped_reason.startswith(PEER_PREFIX))
+    if procs and exit_code is None:
+        state = "running"
+    elif peer_stop or (exit_code not in (None, 0) and stopped_reason != STOPPED_BY_USER):
+        state = "failed"
+    elif stopped_reason:
+        state = "stopped"
+    elif exit_code is not None:
+        state = "finished"
+    elif pid is not None:
+        state = "lost"
+    else:
+        state = "absent"
+    visible = meta.get("gpus")
+    return JobState(
+        state=state,
+        pid=pid,
+        exit_code=exit_code,
+        procs=procs,
+        started=int(values["started"]) if values.get("started", "").isdigit() else None,
+        ended=ended,
+        now=int(values["now"]) if values.get("now", "").isdigit() else None,
+        stopped_reason=stopped_reason or None,
+        meta=meta,
+        progress=parse_progress(sec.get("train_step", "")),
+        tail=tuple(line for line in sec.get("train_tail", "").splitlines() if line.strip()),
+        gpu=gpu_use(sec.get("train_gpus", ""), sec.get("train_apps", ""), procs, visible),
+    )
+
+
+@dataclass(frozen=True)
+class Preflight:
+    facts: Facts
+    state: JobState
+    file_sha: Mapping[str, str | None]  # None: absent on the host
+    python_found: bool
+    missing_modules: tuple[str, ...]
+
+
+def parse_preflight(text: str, files: Sequence[str]) -> Preflight:
+    sec = sections(text)
+    shas = sec.get("train_files", "").splitlines()
+    file_sha = {
+        name: (shas[i].strip() if i < len(shas) and re.fullmatch(r"[0-9a-f]{64}", shas[i].strip()) else None)
+        for i, name in enumerate(files)
+    }
+    python = sec.get("train_python", "").splitlines()
+    found = bool(python) and python[0].strip() == "ok"
+    missing = tuple(line.strip() for line in python[1:] if re.fullmatch(r"[\w.]+", line.strip()))
+    return Preflight(parse_facts(text), parse_state(text), file_sha, found, missing)
+
+
+@dataclass(frozen=True)
+class StopOutcome:
+    was_running: bool
+    killed: tuple[int, ...]  # survived TERM
+    left: tuple[int, ...]  # still alive after KILL: the stop failed
+
+
+def parse_stop(text: str) -> StopOutcome:
+    values: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, rest = line.partition(" ")
+        values[key] = rest
+    if "not-running" in values:
+        return StopOutcome(False, (), ())
+
+    def pids(key: str) -> tuple[int, ...]:
+        return tuple(int(p) for p in values.get(key, "").split() if p.isdigit())
+
+    return StopOutcome(True, pids("killed"), pids("left"))

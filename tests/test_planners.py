@@ -1,0 +1,236 @@
+"""The built-in tasks' planners, pure: a probe's output in, a Plan out (no host involved).
+
+The golden probe outputs are in the exact format the probes print; the first tests run the real
+probes here (dpkg-query, stat/sha256sum/base64) to prove that format, the sshd tests run them on
+hosts."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import shutil
+import subprocess
+
+import pytest
+
+from fleet.model import CommandResult, FleetError, Plan
+from fleet.task import Context, build
+from fleet.tasks.apt import installed
+from fleet.tasks.files import DIFF_LIMIT
+
+CTX = Context("node-01", vars={"inventory_hostname": "node-01", "who": "fleet"})
+
+
+def out(stdout: str, exited: int = 0) -> CommandResult:
+    return CommandResult(stdout, "", exited)
+
+
+def plan(action: str, args: dict, stdout: str | None, ctx: Context = CTX) -> Plan:
+    task = build(action, args)
+    return task.plan(None if stdout is None else out(stdout), ctx)
+
+
+def file_state(content: bytes, mode: str = "644") -> str:
+    """What file_probe prints for a small regular file."""
+    return f"file\n{mode}\n{hashlib.sha256(content).hexdigest()}\n{base64.b64encode(content).decode()}\n"
+
+
+def sh(script: str) -> str:
+    return subprocess.run(["sh", "-c", script], capture_output=True, text=True, check=True).stdout
+
+
+# ---- the golden formats are the real probes' formats -----------------------------------------------
+def test_file_probe_prints_the_golden_format(tmp_path):
+    f = tmp_path / "f.txt"
+    f.write_bytes(b"a\nb\n")
+    f.chmod(0o640)
+    assert sh(build("copy", {"dest": str(f), "content": ""}).probe()) == file_state(b"a\nb\n", "640")
+    (tmp_path / "d").mkdir(mode=0o750)
+    assert sh(build("directory", {"path": str(tmp_path / "d")}).probe()) == "directory\n750\n"
+    assert sh(build("line", {"path": str(tmp_path / "none"), "line": "x"}).probe()) == "absent\n"
+
+
+@pytest.mark.skipif(not shutil.which("dpkg-query"), reason="needs a Debian/Ubuntu machine")
+def test_apt_probe_prints_the_golden_format():
+    probe = build("apt", {"packages": ["coreutils", "fleet-no-such-package"]}).probe()
+    assert sh(probe) == "coreutils\tinstall ok installed\n"  # unknown packages print nothing (and exit 0)
+
+
+# ---- apt --------------------------------------------------------------------------------------------
+DPKG = "git\tinstall ok installed\ncurl\tdeinstall ok config-files\nlibc6:arm64\tinstall ok installed\n"
+
+
+def test_apt_reads_only_fully_installed_packages():
+    assert installed(DPKG) == {"git", "libc6"}
+
+
+def test_apt_all_present_is_no_change():
+    p = plan("apt", {"packages": ["git", "libc6"]}, DPKG)
+    assert p.script is None and not p.changes and p.summary == "2 package(s) installed"
+
+
+def test_apt_installs_only_what_is_missing():
+    p = plan("apt", {"packages": ["git", "curl", "build-essential"]}, DPKG)
+    assert p.script == (
+        "export DEBIAN_FRONTEND=noninteractive; apt-get update -qq && "
+        "apt-get install -y -qq --no-install-recommends curl build-essential\n"
+    )
+    assert p.diff == "+ curl\n+ build-essential\n" and p.summary == "install curl, build-essential"
+
+
+def test_apt_pinned_versions_and_no_cache_update():
+    p = plan("apt", {"packages": ["git=1:2.39.5-0+deb12u2", "curl=7.88.1-10"], "update_cache": False}, DPKG)
+    assert p.script == (
+        "export DEBIAN_FRONTEND=noninteractive; apt-get install -y -qq --no-install-recommends curl=7.88.1-10\n"
+    )
+
+
+def test_apt_absent_and_quoting():
+    assert plan("apt", {"packages": ["curl"], "state": "absent"}, DPKG).script is None
+    removal = plan("apt", {"packages": ["git", "curl"], "state": "absent"}, DPKG)
+    assert removal.script.endswith("apt-get remove -y -qq git\n") and removal.diff == "- git\n"
+    odd = plan("apt", {"packages": ["x; rm -rf /"], "update_cache": False}, "")
+    assert "'x; rm -rf /'" in odd.script
+    assert "'x; rm -rf /'" in build("apt", {"packages": ["x; rm -rf /"]}).probe()
+
+
+# ---- directory --------------------------------------------------------------------------------------
+def test_directory_plans():
+    created = plan("directory", {"path": "~/runs dir", "mode": "0750"}, "absent\n")
+    assert created.script == "mkdir -p -- \"$HOME\"/'runs dir' && chmod 750 \"$HOME\"/'runs dir'\n"
+    assert plan("directory", {"path": "/srv/x", "mode": "750"}, "directory\n750\n").script is None
+    assert plan("directory", {"path": "/srv/x"}, "directory\n700\n").script is None  # no mode: any mode
+    assert plan("directory", {"path": "/srv/x", "mode": "0755"}, "directory\n700\n").script == "chmod 755 /srv/x\n"
+    assert plan("directory", {"path": "/srv/x"}, file_state(b"")).fail == "/srv/x exists and is a file, not a directory"
+    assert plan("directory", {"path": "/srv/x", "state": "absent"}, "directory\n755\n").script == "rm -rf -- /srv/x\n"
+    assert plan("directory", {"path": "/srv/x", "state": "absent"}, "absent\n").script is None
+    with pytest.raises(FleetError, match="octal mode"):
+        plan("directory", {"path": "/srv/x", "mode": "rwx"}, "absent\n")
+
+
+# ---- copy -------------------------------------------------------------------------------------------
+def test_copy_plans():
+    new = plan("copy", {"dest": "/etc/motd", "content": "hello\n", "mode": "0644"}, "absent\n")
+    assert not new.script and len(new.uploads) == 1
+    upload = new.uploads[0]
+    assert (upload.path, upload.content, upload.mode) == ("/etc/motd", b"hello\n", 0o644)
+    assert new.summary == "create /etc/motd" and "+hello" in new.diff
+
+    same = plan("copy", {"dest": "/etc/motd", "content": "hello\n"}, file_state(b"hello\n", "600"))
+    assert not same.changes and same.summary == "/etc/motd up to date"
+
+    chmod = plan("copy", {"dest": "/etc/motd", "content": "hello\n", "mode": "0644"}, file_state(b"hello\n", "600"))
+    assert chmod.script == "chmod 644 /etc/motd\n" and not chmod.uploads and chmod.diff == "mode 600 -> 644\n"
+
+    updated = plan("copy", {"dest": "/etc/motd", "content": "hello\nworld\n"}, file_state(b"hello\n"))
+    assert updated.summary == "update /etc/motd" and updated.uploads[0].mode is None  # keeps the file's mode
+    assert updated.diff.splitlines()[-1] == "+world"
+
+    assert plan("copy", {"dest": "/etc", "content": "x"}, "directory\n755\n").fail == (
+        "/etc exists and is a directory, not a file"
+    )
+
+
+def test_copy_large_file_is_compared_by_checksum_only():
+    big = b"x" * (DIFF_LIMIT + 1)
+    probe = f"file\n644\n{hashlib.sha256(big).hexdigest()}\n\n"  # too large: no content printed
+    assert not plan("copy", {"dest": "/big", "content": big.decode()}, probe).changes
+    changed = plan("copy", {"dest": "/big", "content": "small"}, probe)
+    assert changed.uploads and changed.uploads[0].content == b"small"
+
+
+def test_copy_src_is_found_beside_the_playbook(tmp_path):
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.conf").write_bytes(b"k=v\n")
+    ctx = Context("h", vars={"playbook_dir": str(tmp_path)})
+    assert plan("copy", {"dest": "/etc/a.conf", "src": "files/a.conf"}, "absent\n", ctx).uploads[0].content == b"k=v\n"
+    with pytest.raises(FleetError, match="does not exist"):
+        plan("copy", {"dest": "/etc/a.conf", "src": "files/missing"}, "absent\n", ctx)
+    with pytest.raises(FleetError, match="exactly one of"):
+        plan("copy", {"dest": "/etc/a.conf", "src": "files/a.conf", "content": "x"}, "absent\n", ctx)
+
+
+# ---- template ---------------------------------------------------------------------------------------
+def test_template_renders_with_the_hosts_variables(tmp_path):
+    (tmp_path / "motd.j2").write_text("hi {{ who }} on {{ inventory_hostname }}\n")
+    ctx = Context("node-01", vars={**CTX.vars, "playbook_dir": str(tmp_path)})
+    p = plan("template", {"src": "motd.j2", "dest": "~/motd"}, "absent\n", ctx)
+    assert p.uploads[0].content == b"hi fleet on node-01\n" and p.uploads[0].path == "~/motd"
+    assert not plan("template", {"src": "motd.j2", "dest": "~/motd"}, file_state(b"hi fleet on node-01\n"), ctx).changes
+    (tmp_path / "bad.j2").write_text("{{ nope }}")
+    with pytest.raises(FleetError, match=r"template .*bad\.j2: undefined variable 'nope'"):
+        plan("template", {"src": "bad.j2", "dest": "~/x"}, "absent\n", ctx)
+
+
+# ---- line -------------------------------------------------------------------------------------------
+def test_line_plans():
+    args = {"path": "~/.profile", "line": "export HF_HOME=/data/hf", "regexp": "^export HF_HOME="}
+    created = plan("line", args, "absent\n")
+    assert created.uploads[0].content == b"export HF_HOME=/data/hf\n"
+
+    replaced = plan("line", args, file_state(b"a\nexport HF_HOME=/old\nb\n"))
+    assert replaced.uploads[0].content == b"a\nexport HF_HOME=/data/hf\nb\n"
+    assert "-export HF_HOME=/old" in replaced.diff and "+export HF_HOME=/data/hf" in replaced.diff
+
+    appended = plan("line", args, file_state(b"a\n"))
+    assert appended.uploads[0].content == b"a\nexport HF_HOME=/data/hf\n"
+
+    present = plan("line", args, file_state(b"a\nexport HF_HOME=/data/hf\n"))
+    assert not present.changes
+
+    removed = plan("line", {"path": "/f", "regexp": "^#", "state": "absent"}, file_state(b"#x\ny\n#z\n"))
+    assert removed.uploads[0].content == b"y\n"
+    assert not plan("line", {"path": "/f", "line": "x", "state": "absent"}, "absent\n").changes
+    assert plan("line", {"path": "/f", "line": "x", "create": False}, "absent\n").fail.startswith("/f does not exist")
+    assert "larger than" in plan("line", {"path": "/f", "line": "x"}, "file\n644\nabc\n\n").fail
+    with pytest.raises(FleetError, match="not a valid regular expression"):
+        plan("line", {"path": "/f", "line": "x", "regexp": "(("}, file_state(b""))
+
+
+# ---- command / shell --------------------------------------------------------------------------------
+def test_command_creates_and_removes():
+    creates = build("command", {"cmd": "make install", "creates": "~/bin/tool"})
+    assert creates.probe() == '[ -e "$HOME"/bin/tool ] && echo creates-present || echo creates-absent'
+    assert not creates.plan(out("creates-present\n"), CTX).changes
+    ran = creates.plan(out("creates-absent\n"), CTX)
+    assert ran.script == "make install\n" and ran.always_runs
+
+    removes = build("command", {"cmd": ["rm", "-r", "~/cache dir"], "removes": "~/cache dir", "chdir": "/tmp"})
+    assert not removes.plan(out("removes-absent\n"), CTX).changes
+    assert removes.plan(out("removes-present\n"), CTX).script == "cd /tmp && rm -r \"$HOME\"/'cache dir'\n"
+
+
+def test_command_without_creates_always_runs_and_needs_no_probe():
+    cmd = build("command", {"cmd": "echo $HOME; true"})
+    assert cmd.probe() is None
+    assert cmd.plan(None, CTX).script == "echo '$HOME;' true\n"  # command: no shell features
+    assert build("shell", {"cmd": "echo $HOME; true"}).plan(None, CTX).script == "echo $HOME; true\n"
+    bash = build("shell", {"cmd": "echo ${BASH_VERSION}", "executable": "bash"}).plan(None, CTX)
+    assert bash.script == "bash -c 'echo ${BASH_VERSION}'\n"
+
+
+# ---- assert -----------------------------------------------------------------------------------------
+def test_assert_plans():
+    ctx = Context("h", vars={"facts": {"driver": "570.148.08", "arch": "aarch64"}})
+    ok = plan("assert", {"that": ["facts.arch == 'aarch64'", "facts.driver is version('>=', '570.148.08')"]}, None, ctx)
+    assert ok.fail is None and not ok.changes
+    bad = plan("assert", {"that": "facts.driver is version('>=', '580')", "msg": "driver too old"}, None, ctx)
+    assert bad.fail == "driver too old"
+    default = plan("assert", {"that": ["true", "facts.arch == 'x86_64'"]}, None, ctx)
+    assert default.fail == "assertion failed: facts.arch == 'x86_64'"
+    with pytest.raises(FleetError, match="undefined variable 'nope'"):
+        plan("assert", {"that": "nope > 1"}, None, ctx)
+
+
+@pytest.mark.parametrize(
+    ("action", "args", "message"),
+    [
+        ("copy", {"content": "x"}, "missing required argument 'dest'"),
+        ("copy", {"dest": "/x", "content": "x", "owner": "root"}, "unknown argument 'owner'"),
+        ("apt", {"packages": "git"}, "argument 'packages'"),
+        ("directory", {"path": "/x", "state": "gone"}, "argument 'state'"),
+    ],
+)
+def test_arguments_are_validated(action, args, message):
+    with pytest.raises(FleetError, match=message):
+        build(action, args)

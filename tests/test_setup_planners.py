@@ -1,0 +1,405 @@
+"""The setup tasks' planners, pure: probe output in, plan out (no host needed).
+
+The probe outputs here are in the exact formats the probes print; the sshd tests
+(test_setup_ssh.py) run the same probes for real."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from fleet.doctor import FIXES, Diagnosis, diagnose, fix_playbook, setup_play
+from fleet.facts import Facts, with_overrides
+from fleet.model import CommandResult, FleetError
+from fleet.playbook import load_playbook
+from fleet.task import Context, build
+from fleet.tasks.pip import parse_wanted, satisfied, to_install
+from fleet.tasks.profile import export_line
+from fleet.tasks.stack import choose_attention
+from fleet.tasks.uv import python_matches
+from fleet.templating import TemplateError, with_defaults
+
+REPO = Path(__file__).resolve().parent.parent
+SETUP = REPO / "playbooks" / "setup.yaml"
+CTX = Context("h1")
+CHECK = Context("h1", check=True)
+
+
+def out(stdout: str, exited: int = 0, stderr: str = "") -> CommandResult:
+    return CommandResult(stdout, stderr, exited)
+
+
+def pip_probe(installed: dict[str, str], machine: str = "aarch64") -> CommandResult:
+    env = {"platform_machine": machine, "python_version": "3.12", "sys_platform": "linux", "os_name": "posix"}
+    return out(json.dumps({"installed": installed, "env": env}) + "\n")
+
+
+# ---- pip: requirement logic ------------------------------------------------------------------------
+@pytest.mark.parametrize(
+    ("requirement", "have", "ok"),
+    [
+        ("torch", "2.9.0.dev20250901+cu128", True),  # nightly, bare name
+        ("torch>=2.8", "2.9.0.dev20250901+cu128", True),  # an installed pre-release counts (as uv/pip)
+        ("torch==2.8.0", "2.8.0+cu128", True),  # local label: ==2.8.0 accepts +cu128
+        ("torch==2.8.0+cu128", "2.8.0", False),  # ... but not the other way round
+        ("torch==2.8.0+cu128", "2.8.0+cu126", False),
+        ("vllm==0.10.2", "0.10.2", True),
+        ("vllm==0.10.2", "0.10.1", False),
+        ("transformers>=4.57.1", "4.56.0", False),
+        ("trl==0.23.1", None, False),
+        ("Huggingface_Hub>=0.25", "0.35.3", True),
+    ],
+)
+def test_satisfied_like_uv(requirement, have, ok):
+    assert satisfied(parse_wanted(requirement), have) is ok
+
+
+def test_wheel_files_and_urls_are_satisfied_by_their_name_and_version():
+    wheel = parse_wanted("~/w/flash_attn_3-3.0.0b1-cp312-abi3-linux_aarch64.whl")
+    assert wheel.name == "flash-attn-3" and wheel.is_path
+    assert satisfied(wheel, "3.0.0b1") and not satisfied(wheel, "3.0.0")
+    url = parse_wanted("demo @ https://example.invalid/demo-1.2-py3-none-any.whl")
+    assert url.name == "demo" and satisfied(url, "1.2") and not satisfied(url, "1.1")
+
+
+@pytest.mark.parametrize(
+    "bad",
+    ["flash_attn_3.whl", "flash_attn_3-3.0.0b1-cp312-abi3-linux_aarch64-2.8.0-12.8.whl"],
+)
+def test_guide_wheel_names_that_uv_refuses_are_refused_with_the_fix(bad):
+    # uv: "The wheel filename `flash_attn_3.whl` is invalid: Must have a version"
+    with pytest.raises(FleetError, match=r"not a valid wheel file name.*NAME-VERSION"):
+        parse_wanted(bad)
+
+
+def test_unknown_sources_and_bad_specifiers_are_one_line_errors():
+    with pytest.raises(FleetError, match="cannot tell which distribution"):
+        parse_wanted("./some/folder")
+    with pytest.raises(FleetError, match="not a requirement specifier"):
+        parse_wanted("torch>>2")
+
+
+def test_markers_are_evaluated_on_the_host():
+    wanted = [parse_wanted('triton>=3.4; platform_machine == "x86_64"')]
+    assert to_install(wanted, {}, {"platform_machine": "aarch64", "python_version": "3.12"}) == []
+    assert [w.name for w, _ in to_install(wanted, {}, {"platform_machine": "x86_64", "python_version": "3.12"})] == [
+        "triton"
+    ]
+
+
+def pip_plan(args: dict, probe: CommandResult, ctx: Context = CTX):
+    return build("pip", {"venv": "~/p/.venv", **args}).plan(probe, ctx)
+
+
+def test_pip_installs_only_what_is_missing_or_out_of_range_and_says_which():
+    plan = pip_plan(
+        {"packages": ["transformers>=4.57.1", "trl==0.23.1", "datasets", "packaging"], "no_build_isolation": True},
+        pip_probe({"transformers": "4.56.0", "datasets": "4.0.0", "Packaging": "25.0"}),
+    )
+    assert plan.summary == "install transformers>=4.57.1 (have 4.56.0), trl==0.23.1 (missing) with --no-build-isolation"
+    assert "~ transformers 4.56.0 -> transformers>=4.57.1\n+ trl==0.23.1\n" in plan.diff
+    py = '"$HOME"/p/.venv/bin/python3'
+    assert plan.script.endswith(
+        f"uv pip install --python {py} --no-build-isolation 'transformers>=4.57.1' trl==0.23.1\n"
+    )
+    assert plan.data["missing"] == ["trl"] and plan.data["out_of_range"] == {"transformers": "4.56.0"}
+
+
+def test_pip_already_satisfied_is_ok_not_changed():
+    plan = pip_plan(
+        {
+            "packages": ["torch", "torchvision"],
+            "pre": True,
+            "index_url": "https://download.pytorch.org/whl/nightly/cu128",
+        },
+        pip_probe({"torch": "2.9.0.dev20250901+cu128", "torchvision": "0.24.0.dev20250901+cu128"}),
+    )
+    assert not plan.changes and plan.summary.startswith("satisfied: torch 2.9.0.dev20250901+cu128")
+
+
+def test_pip_options_reach_uv_quoted():
+    plan = pip_plan(
+        {
+            "packages": ["vllm==0.10.2"],
+            "extra_index_url": "https://wheels.vllm.ai/0.10.2/",
+            "config_settings": {"vllm:torch-backend": "auto"},
+            "pre": True,
+            "upgrade": True,
+            "index_url": "",  # an empty template value means "not given"
+            "find_links": ["", "/srv/wheels"],
+        },
+        pip_probe({}),
+    )
+    assert (
+        "--pre --upgrade --extra-index-url https://wheels.vllm.ai/0.10.2/ --find-links /srv/wheels "
+        "--config-settings vllm:torch-backend=auto vllm==0.10.2\n" in plan.script
+    )
+
+
+def test_pip_local_wheel_keeps_home_and_uninstall():
+    links = pip_plan({"packages": ["torch==2.8.0"], "find_links": "~/src/dist", "no_index": True}, pip_probe({}))
+    assert '--find-links "$HOME"/src/dist --no-index torch==2.8.0' in links.script  # `~/` reaches uv as home
+    assert links.summary == "install torch==2.8.0 (missing) with --find-links ~/src/dist --no-index"
+    plan = pip_plan({"packages": ["~/w/demo_f-1.0-py3-none-any.whl"]}, pip_probe({}))
+    assert '"$HOME"/w/demo_f-1.0-py3-none-any.whl\n' in plan.script and "demo-f==1.0 (missing)" in plan.summary
+    gone = pip_plan({"packages": ["vllm", "absent-one"], "state": "absent"}, pip_probe({"vllm": "0.10.2"}))
+    assert gone.script.endswith('uv pip uninstall --python "$HOME"/p/.venv/bin/python3 vllm\n')
+    assert gone.summary == "uninstall vllm 0.10.2"
+
+
+def test_pip_without_venv_fails_but_check_mode_plans_everything():
+    missing = out('{"missing": true}\n')
+    assert "create it first" in pip_plan({"packages": ["torch"]}, missing).fail
+    assert pip_plan({"packages": ["torch"]}, missing, CHECK).summary == "install torch (missing)"
+
+
+# ---- uv / venv -------------------------------------------------------------------------------------
+def test_uv_is_installed_when_missing_or_not_the_pinned_version():
+    uv = build("uv", {"version": "0.13.9"})
+    assert not uv.plan(out("uv 0.13.9 (abc 2025-11-01)\n"), CTX).changes
+    upgrade = uv.plan(out("uv 0.4.0\n"), CTX)
+    assert upgrade.summary == "upgrade uv 0.4.0 to 0.13.9 into ~/.local/bin from https://astral.sh/uv/0.13.9/install.sh"
+    fresh = build("uv", {}).plan(out(""), CTX)
+    assert "https://astral.sh/uv/install.sh" in fresh.script and 'UV_INSTALL_DIR="$HOME"/.local/bin' in fresh.script
+    assert "UV_NO_MODIFY_PATH=1" in fresh.script and "| sh" not in fresh.script  # a failed fetch must fail
+    assert not build("uv", {"version": ""}).plan(out("uv 0.5.1\n"), CTX).changes
+
+
+def test_venv_create_keep_and_refuse_to_wipe():
+    venv = build("venv", {"path": "~/p/.venv", "python": 3.12})  # YAML's number 3.12 is taken as "3.12"
+    create = venv.plan(out("absent\n"), CTX)
+    assert create.script.endswith('uv venv --python 3.12 "$HOME"/p/.venv\n')
+    assert not venv.plan(out("venv\n3.12.11\ninclude-system-site-packages = false\n"), CTX).changes
+    wrong = venv.plan(out("venv\n3.11.2\ninclude-system-site-packages = false\n"), CTX)
+    assert wrong.fail.startswith("venv ~/p/.venv has Python 3.11.2, not 3.12; remove it")
+    flip = build("venv", {"path": "/v", "system_site_packages": True}).plan(
+        out("venv\n3.12.1\ninclude-system-site-packages = false\n"), CTX
+    )
+    assert "include-system-site-packages = true" in flip.script
+    assert python_matches("3.12.1", "3.12") and not python_matches("3.1.2", "3.12")
+
+
+# ---- download --------------------------------------------------------------------------------------
+def test_download_plans():
+    sha = "a" * 64
+    task = build("download", {"url": "https://x.invalid/f.whl", "dest": "~/w/f.whl", "sha256": sha})
+    assert not task.plan(out(f"file\n{sha}\n"), CTX).changes
+    again = task.plan(out(f"file\n{'b' * 64}\n"), CTX)
+    assert again.summary.endswith(f"(sha256 differs (have {'b' * 64}, want {sha}))")
+    assert f'if [ "$got" != {sha} ]' in again.script and 'mv -f -- "$t" "$HOME"/w/f.whl' in again.script
+    no_sum = build("download", {"url": "https://x.invalid/f", "dest": "/f", "sha256": ""})
+    assert not no_sum.plan(out("file\n"), CTX).changes and "sha256sum" not in no_sum.probe()
+    with pytest.raises(FleetError, match="64 hex digits"):
+        build("download", {"url": "u", "dest": "/f", "sha256": "abc"}).plan(out("absent\n"), CTX)
+
+
+# ---- python check ----------------------------------------------------------------------------------
+def test_python_check_fails_with_the_snippets_message():
+    check = build("python", {"venv": "~/p/.venv", "code": "import torch"})
+    err = "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'torch'\n"
+    assert check.plan(out("", 1, err), CTX).fail == "ModuleNotFoundError: No module named 'torch'"
+    in_check = check.plan(out("", 1, err), CHECK)
+    assert in_check.always_runs and "fails now: ModuleNotFoundError" in in_check.summary
+    ok = check.plan(out("Torch: 2.9.0 | CUDA: 12.8 | GPU: NVIDIA GH200 480GB\n"), CTX)
+    assert ok.summary.endswith("NVIDIA GH200 480GB") and not ok.changes
+
+
+# ---- profile ---------------------------------------------------------------------------------------
+def test_profile_lines_survive_being_sourced_twice(tmp_path):
+    env = tmp_path / "env.sh"
+    env.write_text(
+        export_line("LD_LIBRARY_PATH", None, "~/p/.venv/lib/python3.12/site-packages/torch/lib", None)
+        + "\n"
+        + export_line("ATTN_IMPL", "flash_attention_2", None, None)
+        + "\n"
+        + export_line("WITH_SPACE", "a b'c", None, None)
+        + "\n"
+    )
+    shown = subprocess.run(
+        ["sh", "-c", '. "$1"; . "$1"; printf "%s|%s|%s" "$LD_LIBRARY_PATH" "$ATTN_IMPL" "$WITH_SPACE"', "sh", env],
+        env={"HOME": "/home/u", "LD_LIBRARY_PATH": "/usr/lib", "PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert shown == "/home/u/p/.venv/lib/python3.12/site-packages/torch/lib:/usr/lib|flash_attention_2|a b'c"
+
+
+def test_profile_plan_edits_only_its_own_line():
+    from fleet.tasks.files import file_probe  # noqa: F401 - the probe format FileState reads
+
+    task = build("profile", {"name": "ATTN_IMPL", "value": "sdpa"})
+    old_line = export_line("ATTN_IMPL", "flash_attention_3", None, None)
+    other = export_line("PATH", None, "~/.local/bin", None)
+    body = f"{other}\n{old_line}\n".encode()
+    import base64
+    import hashlib
+
+    env_state = f"file\n644\n{hashlib.sha256(body).hexdigest()}\n{base64.b64encode(body).decode()}\n"
+    bashrc = b"# mine\n"
+    rc_state = f"file\n644\n{hashlib.sha256(bashrc).hexdigest()}\n{base64.b64encode(bashrc).decode()}\n"
+    plan = task.plan(out(f"{env_state}@@fleet-next-file\n{rc_state}"), CTX)
+    assert [u.path for u in plan.uploads] == ["~/.fleet/env.sh", "~/.bashrc"]
+    assert plan.uploads[0].content.decode() == f"{other}\nexport ATTN_IMPL=sdpa # fleet: ATTN_IMPL\n"
+    assert plan.uploads[1].content.decode().startswith('# mine\n[ -f "$HOME"/.fleet/env.sh ]')
+    with pytest.raises(FleetError, match="exactly one of"):
+        build("profile", {"name": "X", "value": "1", "prepend": "/a"}).plan(out(""), CTX)
+    with pytest.raises(FleetError, match="not an environment variable name"):
+        build("profile", {"name": "X-Y", "value": "1"}).plan(out(""), CTX)
+
+
+# ---- stack -----------------------------------------------------------------------------------------
+def stack_probe(seen: dict, recorded: dict | None = None) -> CommandResult:
+    return out(f"@@stack\n{json.dumps(seen)}\n@@file\n{json.dumps(recorded, indent=2) if recorded else ''}\n")
+
+
+def test_stack_records_the_fallback_and_says_so():
+    seen = {
+        "torch": "2.8.0+cu128",
+        "torch_cuda": "12.8",
+        "vllm": "0.10.2",
+        "transformers": "4.57.1",
+        "trl": "0.23.1",
+        "flash_attn_3": False,
+        "flash_attn_3_error": "ModuleNotFoundError: No module named 'flash_attn_3'",
+        "flash_attn": True,
+    }
+    plan = build("stack", {"venv": "~/p/.venv"}).plan(stack_probe(seen), CTX)
+    content = json.loads(plan.uploads[0].content)
+    assert content["attn_impl"] == "flash_attention_2" and content["flash_attn_3"] is False
+    assert plan.data["note"].startswith("flash_attn_3 is not usable here (ModuleNotFoundError")
+    assert "trains with flash_attention_2" in plan.data["note"]
+    again = build("stack", {"venv": "~/p/.venv"}).plan(stack_probe(seen, content), CTX)
+    assert not again.changes and again.data["note"]  # unchanged, still said in the recap
+    assert choose_attention({"flash_attn_3": True}, None) == ("flash_attention_3", None)
+    assert choose_attention({}, None)[0] == "sdpa"
+    assert choose_attention({"flash_attn_3": True}, "sdpa")[0] == "sdpa"
+
+
+# ---- facts override, defaults ------------------------------------------------------------------------
+def test_facts_override_replaces_fields_and_rejects_unknown_ones():
+    facts = with_overrides(
+        Facts(arch="x86_64"),
+        {
+            "arch": "aarch64",
+            "cuda": 12.8,
+            "gpus": [
+                {
+                    "index": 0,
+                    "name": "NVIDIA GH200 480GB",
+                    "memory_total_mib": 97871,
+                    "memory_used_mib": 0,
+                    "compute_capability": "9.0",
+                    "memory_free_mib": 97871,
+                }
+            ],
+        },
+    )
+    assert facts.arch == "aarch64" and facts.cuda == "12.8" and facts.gpu_name == "NVIDIA GH200 480GB"
+    with pytest.raises(FleetError, match="unknown fact 'gpu'"):
+        with_overrides(Facts(), {"gpu": 1})
+
+
+def test_defaults_sit_below_inventory_vars_and_may_use_them():
+    defaults = {"project_dir": "~/p", "venv": "{{ project_dir }}/.venv", "x": "{{ facts.arch }}"}
+    assert with_defaults({"facts": {"arch": "aarch64"}}, defaults)["venv"] == "~/p/.venv"
+    assert with_defaults({"project_dir": "/srv/q", "facts": {"arch": "a"}}, defaults)["venv"] == "/srv/q/.venv"
+    with pytest.raises(TemplateError, match="default 'x'"):
+        with_defaults({"facts": {}}, defaults)
+
+
+# ---- the playbook and the inventory ------------------------------------------------------------------
+def test_setup_playbook_loads_with_the_guides_values():
+    play = load_playbook(SETUP).plays[0]
+    d = play.defaults
+    assert d["min_driver"] == "570.148.08" and d["cuda_version"] == "12.8" and d["python_version"] == "3.12"
+    assert d["torch_nightly_index"] == "https://download.pytorch.org/whl/nightly/cu128"
+    build_task = next(t for t in play.tasks if t.name == "PyTorch wheel build (Option B)")
+    assert {k: build_task.environment[k] for k in ("USE_CUDA", "USE_MKLDNN")} == {"USE_CUDA": "1", "USE_MKLDNN": "0"}
+    assert build_task.environment["TORCH_CUDA_ARCH_LIST"] == "{{ torch_cuda_arch_list }}"
+    assert d["torch_cuda_arch_list"] == "9.0" and d["torch_version"] == "2.8.0"
+    libs = next(t for t in play.tasks if t.name == "NLP / training libraries (section 4)")
+    assert libs.args["no_build_isolation"] is True and "trl==0.23.1" in libs.args["packages"]
+    assert libs.environment == {"MAX_JOBS": "{{ max_jobs }}"}
+    channel = {
+        arch: with_defaults({"facts": {"arch": arch}, "torch_source": "auto"}, d)["torch_channel"]
+        for arch in ("aarch64", "x86_64")
+    }
+    assert channel == {"aarch64": "nightly", "x86_64": "stable"}
+
+
+def test_lab_inventory_has_the_four_gh200_nodes_and_their_group_vars():
+    from fleet.inventory import load_inventory
+
+    inv = load_inventory(REPO / "inventories" / "lab")
+    assert inv.select("gh200") == ["gh200-01", "gh200-02", "gh200-03", "gh200-04"]
+    hv = inv.host("gh200-03").vars
+    assert hv["project_dir"] == "~/tes_grpo_trl" and hv["python_version"] == "3.12"
+    assert hv["torch_source"] == "auto" and hv["max_jobs"] == 8
+
+
+# ---- doctor ------------------------------------------------------------------------------------------
+def detect_output(seen: dict, tools: str = "") -> str:
+    return f"{json.dumps(seen)}\n@@arch\naarch64\n@@tools\n{tools}\n"
+
+
+VARS = {"torch_channel": "nightly", "max_jobs": 8}
+LIBTORCH_ERROR = "ImportError: libtorch_cuda.so: cannot open shared object file"
+
+
+def test_doctor_finds_each_failure_of_section_8():
+    cpu = {
+        "versions": {"torch": "2.8.0", "vllm": None, "packaging": "25.0"},
+        "torch": {"version": "2.8.0", "cuda": None, "libtorch_cuda": False},
+        "flash_attn_3": "ModuleNotFoundError: No module named 'flash_attn_3'",
+        "vllm": "vllm is not importable",
+    }
+    found = {f.id: f for f in diagnose(detect_output(cpu, "ninja\ncmake"), "~/p/.venv", VARS)}
+    assert set(found) == {"cpu-torch", "fa3-missing", "vllm-missing"}
+    assert found["cpu-torch"].problem == "torch 2.8.0 is a CPU-only build (no CUDA)"
+    assert "--pre --index-url https://download.pytorch.org/whl/nightly/cu128 torch" in found["cpu-torch"].remedy
+    assert found["fa3-missing"].remedy.endswith("ATTN_IMPL=sdpa")
+    assert "uv pip uninstall vllm" in found["vllm-missing"].remedy and "pypi.nvidia.com" in found["vllm-missing"].remedy
+    broken = {"versions": {"torch": "2.8.0"}, "torch": {"error": LIBTORCH_ERROR}, "flash_attn_3": None, "vllm": None}
+    found = {f.id: f for f in diagnose(detect_output(broken), "~/p/.venv", VARS)}
+    assert found["cpu-torch"].problem.startswith("ImportError: libtorch_cuda.so not found")
+    assert found["build-prereqs"].packages == ("packaging", "ninja", "cmake")
+    assert "--no-build-isolation and MAX_JOBS=8" in found["build-prereqs"].remedy
+    healthy = {
+        "versions": {"torch": "2.9.0", "packaging": "25", "ninja": "1.13", "cmake": "4.1"},
+        "torch": {"version": "2.9.0", "cuda": "12.8", "libtorch_cuda": True},
+        "flash_attn_3": None,
+        "vllm": None,
+    }
+    assert diagnose(detect_output(healthy), "~/p/.venv", VARS) == []
+    assert diagnose('{"venv": "missing"}\n@@arch\nx\n@@tools\n', "~/p/.venv", VARS)[0].id == "venv-missing"
+
+
+def test_doctor_fixes_are_tasks_grouped_by_findings():
+    setup = setup_play(str(SETUP))
+    prereqs = diagnose(
+        detect_output(
+            {
+                "versions": {},
+                "torch": {"version": "2.9", "cuda": "12.8", "libtorch_cuda": True},
+                "flash_attn_3": None,
+                "vllm": None,
+            }
+        ),
+        "v",
+        VARS,
+    )
+    diagnoses = {
+        "a": Diagnosis("a", "v", tuple(prereqs)),
+        "b": Diagnosis("b", "v", tuple(prereqs)),
+        "c": Diagnosis("c", "v"),
+    }
+    book = fix_playbook(setup, diagnoses, "test")
+    assert [p.hosts for p in book.plays] == ["a,b"]
+    assert book.plays[0].tasks[0].args["packages"] == ["packaging", "ninja", "cmake"]
+    torch_fix = [t.name for t in FIXES["cpu-torch"](setup, prereqs[0])]
+    assert torch_fix[0] == "doctor: uninstall torch torchvision torchaudio"
+    assert "PyTorch nightly cu128 (section 2, Option A)" in torch_fix and torch_fix[-1].startswith("torch imports")
