@@ -246,6 +246,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if reason := tool.missing():
             print(f"bench: error: {tool.name}: {reason}", file=sys.stderr)
             return 1
+        tool.setup()
     results = Results(
         command="python bench/run.py " + " ".join(sys.argv[1:] if argv is None else argv),
         started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),

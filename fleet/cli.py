@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import os
 import sys
@@ -197,6 +198,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("fleet: interrupted", file=sys.stderr)
         return 130
+    finally:
+        if argv is None:  # the process ends next (the console script, python -m fleet.cli)
+            # Spare the interpreter's final garbage collection a walk over every object left:
+            # exit frees them anyway, and the walk cost ~0.25 s of CPU on a one-host run.
+            gc.freeze()
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ fabric or paramiko.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import select
@@ -172,6 +173,8 @@ class SSHOptions:
 
 
 _known_hosts_lock = threading.Lock()
+# paramiko logs a transport's failure from its own thread; fleet reports it once, as Unreachable.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 _parsed_known_hosts: dict[str, tuple[tuple[int, int], Any]] = {}  # path -> ((mtime, size), HostKeys)
 
 
@@ -290,16 +293,22 @@ class SSHConnection:
                     f"{unknown.group(1)} is not in {o.known_hosts}; verify and add its key "
                     "(ssh-keyscan), or pass --accept-new-host-keys to trust it on first contact"
                 ) from None
+            if "banner" in text or text == "No existing session":
+                raise Unreachable(
+                    f"{route} took the connection but no SSH server answered within {o.connect_timeout:g}s"
+                ) from None
             raise Unreachable(f"ssh to {route} failed: {text or type(exc).__name__}") from None
         except (OSError, EOFError) as exc:
             _close_hops(conn)
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else (str(exc) or type(exc).__name__)
+            if isinstance(exc, OSError) and exc.filename:  # e.g. the key file named by `key:`
+                reason += f": {exc.filename}"
             raise Unreachable(f"cannot connect to {route}: {reason}") from None
-        sock = conn.transport.sock
-        if isinstance(sock, socket.socket):
-            # Without this each small command waits ~40 ms for delayed ACKs (Nagle).
-            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        conn.transport.set_keepalive(15)
+        for hop in _hops(conn):  # behind a ProxyJump, the jump host's socket carries the commands
+            if isinstance(hop.transport.sock, socket.socket):
+                # Without this each small command waits ~40 ms for delayed ACKs (Nagle).
+                hop.transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            hop.transport.set_keepalive(15)
         self._conn = conn
 
     def run(
@@ -317,8 +326,12 @@ class SSHConnection:
         try:
             chan = self._conn.transport.open_session(timeout=self.options.connect_timeout)
             chan.exec_command(remote_command(timeout=timeout, become=become, become_user=become_user))
-            chan.sendall(with_env(script, env).encode())
-            chan.shutdown_write()
+            try:
+                chan.sendall(with_env(script, env).encode())
+                chan.shutdown_write()
+            except OSError:  # it ended before reading its whole script (e.g. sudo refused): its output says why
+                if not self._conn.transport.is_active():
+                    raise
             out, err = self._drain(chan, deadline=started + timeout + 2 * _KILL_GRACE if timeout else None)
             code = chan.recv_exit_status()
             chan.close()

@@ -72,7 +72,10 @@ class HostExecutor:
         """Run a play's tasks; stop this host at its first failure (unless ignored)."""
         if play.gather_facts and self.facts is None:
             # `facts_override` (a dry-run/test aid) replaces gathered fields, e.g. a GPU's.
-            self.facts = with_overrides(gather_facts(self.conn), self.hostvars.get("facts_override"))
+            try:
+                self.facts = with_overrides(gather_facts(self.conn), self.hostvars.get("facts_override"))
+            except FleetError as exc:
+                raise FleetError(f"host {self.host}: {exc}") from None
         for task in play.tasks:
             if not self._selected(task, play):
                 continue

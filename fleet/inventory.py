@@ -5,6 +5,7 @@ and `host_vars/` folders beside it. An Ansible inventory (YAML or INI) is read t
 `ansible_*` connection variables mapped to fleet's names.
 
 Variable precedence, lowest first:
+  0. a play's `defaults:` (see fleet/playbook.py)
   1. group `all` (inventory file, then group_vars/all.yaml)
   2. other groups, parents before children, alphabetically among equals
      (each: inventory file, then group_vars/<group>.yaml)

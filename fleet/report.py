@@ -129,7 +129,11 @@ class LiveReporter(PlainReporter):
         for host in sorted(self.current):
             c = self.counts.get(host, {})
             table.add_row(
-                host, self.current[host], str(c.get("ok", 0)), str(c.get("changed", 0)), str(c.get("failed", 0))
+                escape(host),
+                escape(self.current[host]),
+                str(c.get("ok", 0)),
+                str(c.get("changed", 0)),
+                str(c.get("failed", 0)),
             )
         return table
 
@@ -207,7 +211,7 @@ def print_recap(report: RunReport, console: Any) -> None:
     for host in sorted(report.hosts.values(), key=lambda h: h.host):
         d = host.as_dict()
         table.add_row(
-            d["host"],
+            escape(d["host"]),
             f"[green]{d['ok']}[/]",
             f"[yellow]{d['changed']}[/]" if d["changed"] else "0",
             f"[red]{d['failed']}[/]" if d["failed"] else "0",

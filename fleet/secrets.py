@@ -32,6 +32,9 @@ class Redactor:
     def text(self, text: str) -> str:
         for value in self.values:
             text = text.replace(value, MASK)
+            if "…" in text:  # a shortened summary may end part-way into a secret: hide that part too
+                for cut in range(len(value) - 1, 2, -1):
+                    text = text.replace(value[:cut] + "…", MASK + "…")
         return text
 
     def scrub(self, obj: Any) -> Any:

@@ -3,6 +3,7 @@ saw; a Task is an Action in a playbook, with its keywords (when, loop, register,
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -133,6 +134,9 @@ class Task:
     source: str = "<python>"
 
     def __post_init__(self) -> None:
+        if self.source == "<python>":  # made in Python: errors name the file and line that made it
+            caller = sys._getframe(2)  # 0: here, 1: the dataclass __init__
+            object.__setattr__(self, "source", f"{caller.f_code.co_filename}:{caller.f_lineno}")
         try:
             precheck(self.action, self.args)
         except FleetError as exc:

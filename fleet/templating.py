@@ -62,12 +62,23 @@ def _expression(source: str) -> Any:
     return environment().compile_expression(source, undefined_to_none=False)
 
 
+_WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
+
+
 def render(value: Any, variables: Mapping[str, Any]) -> Any:
-    """Render every string inside value (lists and mappings recursively)."""
+    """Render every string inside value (lists and mappings recursively).
+
+    A string that is one whole `{{ expression }}` giving a list or mapping keeps that type, so
+    `packages: "{{ build_packages }}"` passes a list, not its text."""
     if isinstance(value, str):
         if "{{" not in value and "{%" not in value:
             return value
         try:
+            whole = _WHOLE_EXPRESSION.match(value)
+            if whole:
+                native = _expression(whole.group("expr").strip())(**variables)
+                if isinstance(native, list | tuple | Mapping):
+                    return native
             return _template(value).render(variables)
         except (jinja2.UndefinedError, jinja2.TemplateError, TemplateError, TypeError) as exc:
             raise TemplateError(_explain(exc)) from None

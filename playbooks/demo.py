@@ -46,6 +46,7 @@ PLAYS = [
                     "msg": "greeting file does not hold the greeting",
                 },
                 name="greeting is what we wrote",
+                when="not check_mode",  # --check did not run the command above
             ),
         ],
     )

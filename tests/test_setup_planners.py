@@ -5,6 +5,8 @@ The probe outputs here are in the exact formats the probes print; the sshd tests
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import json
 import subprocess
 from pathlib import Path
@@ -139,6 +141,12 @@ def test_pip_options_reach_uv_quoted():
     )
 
 
+def test_pip_never_shows_index_credentials():
+    plan = pip_plan({"packages": ["x"], "index_url": "https://bot:s3cret@pypi.example.invalid/simple"}, pip_probe({}))
+    assert "s3cret" not in plan.summary + plan.diff and "https://***@pypi.example.invalid/simple" in plan.summary
+    assert "https://bot:s3cret@pypi.example.invalid/simple" in plan.script  # uv still gets them
+
+
 def test_pip_local_wheel_keeps_home_and_uninstall():
     links = pip_plan({"packages": ["torch==2.8.0"], "find_links": "~/src/dist", "no_index": True}, pip_probe({}))
     assert '--find-links "$HOME"/src/dist --no-index torch==2.8.0' in links.script  # `~/` reaches uv as home
@@ -229,15 +237,10 @@ def test_profile_lines_survive_being_sourced_twice(tmp_path):
 
 
 def test_profile_plan_edits_only_its_own_line():
-    from fleet.tasks.files import file_probe  # noqa: F401 - the probe format FileState reads
-
     task = build("profile", {"name": "ATTN_IMPL", "value": "sdpa"})
     old_line = export_line("ATTN_IMPL", "flash_attention_3", None, None)
     other = export_line("PATH", None, "~/.local/bin", None)
     body = f"{other}\n{old_line}\n".encode()
-    import base64
-    import hashlib
-
     env_state = f"file\n644\n{hashlib.sha256(body).hexdigest()}\n{base64.b64encode(body).decode()}\n"
     bashrc = b"# mine\n"
     rc_state = f"file\n644\n{hashlib.sha256(bashrc).hexdigest()}\n{base64.b64encode(bashrc).decode()}\n"
@@ -245,6 +248,9 @@ def test_profile_plan_edits_only_its_own_line():
     assert [u.path for u in plan.uploads] == ["~/.fleet/env.sh", "~/.bashrc"]
     assert plan.uploads[0].content.decode() == f"{other}\nexport ATTN_IMPL=sdpa # fleet: ATTN_IMPL\n"
     assert plan.uploads[1].content.decode().startswith('# mine\n[ -f "$HOME"/.fleet/env.sh ]')
+    empty = f"file\n644\n{hashlib.sha256(b'').hexdigest()}\n\n"  # an empty ~/.bashrc is not "too large"
+    fresh = task.plan(out(f"absent\n@@fleet-next-file\n{empty}"), CTX)
+    assert fresh.uploads[1].content.decode() == '[ -f "$HOME"/.fleet/env.sh ] && . "$HOME"/.fleet/env.sh # fleet: env\n'
     with pytest.raises(FleetError, match="exactly one of"):
         build("profile", {"name": "X", "value": "1", "prepend": "/a"}).plan(out(""), CTX)
     with pytest.raises(FleetError, match="not an environment variable name"):

@@ -7,6 +7,7 @@ import base64
 import importlib.util
 import re
 import subprocess
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -94,7 +95,7 @@ def test_single_node_spec_env_and_command(tmp_path):
     assert spec.tag == "r1@gh200-01/L1" and spec.meta["nnodes"] == 1 and spec.meta["gpus"] == [1]
     script = wrapper_script(spec)
     assert "export A='b c'\n" in script  # every value quoted
-    assert script.index("job.pid") < script.index("job.py --config") < script.index("job.exit")
+    assert script.index("job.pid") < script.index("job.py --config") < script.index("mv -f")
 
 
 def test_multi_node_rendezvous_follows_inventory_order(tmp_path):
@@ -174,6 +175,8 @@ def test_launch_plan_syncs_only_changed_files_and_skips_running_jobs(tmp_path):
     assert again.data["synced"] == [] and "ATTN_IMPL=sdpa" in again.summary
     running = plan_launch(spec, _preflight(state="running"), config, {})
     assert running.script is None and not running.fail and "already running" in running.summary
+    leftover = replace(_preflight(), state=JobState("failed", exit_code=137, procs=frozenset({77})))
+    assert "77" in plan_launch(spec, leftover, config, {}).fail  # never lose track of live processes
 
 
 # ---- parsing what the hosts said ------------------------------------------------------------------

@@ -89,15 +89,21 @@ def test_lifecycle_on_several_hosts(ssh_fleet, ssh_inventory, tmp_path, stop_aft
 
 
 def test_crash_shows_failed_with_exit_code(ssh_inventory, tmp_path, stop_after):
-    args = ["--steps", "50", "--interval", "0.05", "--fail-at", "3", "--exit-code", "7"]
+    args = ["--steps", "50", "--interval", "0.5", "--fail-at", "6", "--exit-code", "7"]
     config = write_config(tmp_path / "crash.yaml", script=JOBS / "steps_job.py", run="crash", args=args)
     stop_after((config, "node-04"))
     assert fleet_train(ssh_inventory, config, "--hosts", "node-04").returncode == 0
+    # follow the log while the job runs: it ends by itself once the job is over, the last words in
+    followed = fleet_train(ssh_inventory, config, "logs", "-f", "--hosts", "node-04", "-n", "100", timeout=60)
+    assert followed.returncode == 0, followed.stderr
+    assert all(line.startswith("node-04 | ") for line in followed.stdout.splitlines())
+    assert "RuntimeError: injected failure" in followed.stdout and "job exited with code 7" in followed.stdout
     failed = wait_for(
         lambda: (s := status(ssh_inventory, config, "--hosts", "node-04")[1]["node-04"])["state"] == "failed" and s,
         "the job to fail",
     )
-    assert failed["exit_code"] == 7 and failed["step"] == 3
+    assert followed.stdout.count("step=1/50") == 1 and "step=6/50" in followed.stdout
+    assert failed["exit_code"] == 7 and failed["step"] == 6
     assert "exit code 7: RuntimeError: injected failure" in failed["note"]
     code, _ = status(ssh_inventory, config, "--hosts", "node-04")
     assert code == 2
@@ -219,3 +225,17 @@ def test_multi_node_killed_agent_stops_the_run_and_its_orphans(ssh_fleet, pair_i
     assert job_processes("pair-agent") == {}
     _, later = status(pair_inventory, config, "--hosts", "node-01,node-02")
     assert later["node-01"]["state"] == "failed" and "peer node-02" in later["node-01"]["note"]
+
+
+def test_job_killed_with_its_wrapper_shows_lost(ssh_fleet, ssh_inventory, tmp_path, stop_after):
+    config = write_config(
+        tmp_path / "lost.yaml", script=JOBS / "steps_job.py", run="lost", args=["--steps", "900", "--interval", "0.1"]
+    )
+    stop_after((config, "node-03"))
+    assert fleet_train(ssh_inventory, config, "--hosts", "node-03").returncode == 0
+    wait_for(lambda: status(ssh_inventory, config, "--hosts", "node-03")[1]["node-03"]["step"], "a first step")
+    pgid = int((ssh_fleet.host("node-03").home / "fleet-train-test/runs/lost/job.pid").read_text())
+    os.killpg(pgid, signal.SIGKILL)  # wrapper and job at once: nobody left to write the exit code
+    wait_for(lambda: not job_processes("lost"), "the job's processes to end")
+    code, states = status(ssh_inventory, config, "--hosts", "node-03")
+    assert code == 2 and states["node-03"]["state"] == "lost" and states["node-03"]["step"] >= 1

@@ -11,6 +11,7 @@ install that is needed anyway; to move a satisfied package forward, raise its pi
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import ClassVar, Literal
@@ -131,8 +132,13 @@ def _shell_word(word: str) -> str:
     return shell.path(word) if word.startswith("~/") else shell.quote(word)
 
 
+_URL_CREDENTIALS = re.compile(r"(://)[^/@\s]+@")
+
+
 def _shown_word(word: str) -> str:
-    """As a person would type it: `~/x` bare, anything else quoted only when it needs it."""
+    """As a person would type it: `~/x` bare, anything else quoted only when it needs it, and an
+    index URL's credentials (https://user:token@host) masked."""
+    word = _URL_CREDENTIALS.sub(r"\1***@", word)
     return word if word.startswith("~/") and shell.quote(word[2:]) == word[2:] else shell.quote(word)
 
 

@@ -76,25 +76,19 @@ class Profile(Action):
         targets = self.targets()
         if len(outputs) != len(targets):
             outputs = ["absent"] * len(targets)
-        wanted = {
-            targets[0]: (line, rf"{re.escape(marker(self.args.name))}$"),
-            **{t: (source_line(self.args.path), rf"{re.escape(marker('env'))}$") for t in targets[1:]},
-        }
+        # (file, its line or None to remove it, the marker that finds the line again)
+        edits = [(targets[0], line, marker(self.args.name))]
+        if line is not None:  # a removed variable leaves the env file sourced
+            edits += [(t, source_line(self.args.path), marker("env")) for t in targets[1:]]
         plans = []
-        for target, raw in zip(targets, outputs, strict=True):
-            text, pattern = wanted[target]
+        for (target, text, mark), raw in zip(edits, outputs, strict=False):
             state = FileState.parse(raw.strip("\n"))
             if state.kind == "file" and state.content is None:
                 return Plan(fail=f"{target} is too large to edit")
-            old = (state.content or b"").decode(errors="replace")
-            if text is None and target == targets[0]:
-                new = edit_lines(old, None, pattern, present=False)
-            elif text is None:
-                continue  # removing a variable keeps the env file sourced
-            else:
-                new = edit_lines(old, text, pattern, present=True)
             if state.kind == "absent" and text is None:
                 continue
+            old = (state.content or b"").decode(errors="replace")
+            new = edit_lines(old, text, rf"{re.escape(mark)}$", present=text is not None)
             plans.append(plan_content(target, CommandResult(raw.strip("\n"), "", 0), new.encode(), None))
         failed = [p.fail for p in plans if p.fail]
         if failed:

@@ -184,8 +184,10 @@ def collect_status(
                     ended=state.now if peer else state.ended,
                 )
                 action = f"stopped: {to_stop[host]}" if peer else f"{state.note}; {LEFTOVERS}"
+            elif isinstance(outcome, StopOutcome):
+                action = f"could not stop ({to_stop[host]}): processes {' '.join(map(str, outcome.left))} survived"
             elif outcome is not None:
-                action = f"could not stop: {outcome}"
+                action = f"could not stop ({to_stop[host]}): {session.redactor(host).text(str(outcome))}"
             out.append(HostStatus(host, state, action=action))
     return out
 

@@ -130,7 +130,7 @@ def wrapper_script(spec: NodeSpec) -> str:
         f"# fleet train: {spec.meta.get('run')} on {spec.host} (launch {spec.meta.get('launch_id')})\n"
         f"echo $$ > {p.q('job.pid')}\n"
         f"date +%s > {p.q('job.started')}\n"
-        f"cd {shell.path(p.workdir)} || exit 127\n"
+        f"cd {shell.path(p.workdir)} || {{ echo 127 > {p.q('job.exit')}; exit 127; }}\n"
         f"{exports}"
         f"printf '%s fleet: starting %s\\n' \"$(date '+%Y-%m-%d %H:%M:%S')\" {shell.quote(command)}\n"
         f"{command}\n"
@@ -149,7 +149,8 @@ def launch_script(spec: NodeSpec, synced: Mapping[str, bytes]) -> str:
     parts = [f"mkdir -p {shell.path(p.dir)} || exit 1\n"]
     for name, content in synced.items():
         parts.append(shell.write_file(f"{p.workdir.rstrip('/')}/{name}", content))
-    parts.append(shell.write_file(p.file("job.sh"), wrapper_script(spec).encode(), 0o755))
+    # 0700: the job's environment (a token in the config's env, say) is for its owner's eyes only
+    parts.append(shell.write_file(p.file("job.sh"), wrapper_script(spec).encode(), 0o700))
     parts.append(shell.write_file(p.file("job.json"), json.dumps(dict(spec.meta), sort_keys=True).encode()))
     parts.append(shell.write_file(p.file("job.tag"), spec.tag.encode()))
     parts.append(
@@ -301,7 +302,8 @@ class JobState:
         if self.state == "failed" and self.stopped_reason and self.stopped_reason.startswith(PEER_PREFIX):
             return f"stopped: {self.stopped_reason}"
         if self.state == "failed" and self.exit_code is not None:
-            said = [line for line in self.tail if " fleet: " not in line]  # the job's words, not the wrapper's
+            # the job's last words: not the wrapper's line, not a banner of '=' or '-'
+            said = [line for line in self.tail if " fleet: " not in line and any(c.isalnum() for c in line)]
             return f"exit code {self.exit_code}" + (f": {said[-1]}" if said else "")
         if self.state == "lost":
             return "no process and no exit code (killed with the wrapper, or the host rebooted)"

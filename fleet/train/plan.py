@@ -156,6 +156,9 @@ def plan_launch(spec: NodeSpec, pre: Preflight, config: TrainConfig, hostvars: M
     if state.state == "running":
         step = f", step {state.progress.step}" if state.progress.step is not None else ""
         return Plan(summary=f"already running (pid {state.pid}{step})", data={"running": True})
+    if state.leftovers:
+        pids = " ".join(map(str, sorted(state.leftovers)))
+        return Plan(fail=f"processes {pids} of the last launch are still alive; end them first (fleet train stop)")
     failure = preflight_failure(spec, pre, config)
     if failure:
         return Plan(fail=failure)

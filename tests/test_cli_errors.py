@@ -1,0 +1,229 @@
+"""Bad input gets one line naming the file (and line) and what to do, exit code 1, no traceback.
+
+Most cases call the CLI's main() in this process (an unexpected exception would fail the test just
+as a traceback would); a few run the real `fleet` command in a subprocess to check the same."""
+
+from __future__ import annotations
+
+import textwrap
+from pathlib import Path
+
+import pytest
+from conftest import REPO, run_fleet
+
+from fleet.cli import main
+
+LOCAL = str(REPO / "inventories" / "local")
+
+PLAYBOOKS = {
+    "malformed.yaml": """\
+        - hosts: all
+          tasks:
+            - name: broken
+              command: [echo
+        """,
+    "unknown_task.yaml": """\
+        - hosts: all
+          tasks:
+            - name: x
+              frobnicate: {a: 1}
+        """,
+    "typo_keyword.yaml": """\
+        - hosts: all
+          tasks:
+            - name: x
+              command: "true"
+              registr: out
+        """,
+    "missing_arg.yaml": """\
+        - hosts: all
+          tasks:
+            - name: no dest
+              copy: {content: hi}
+        """,
+    "unknown_arg.yaml": """\
+        - hosts: all
+          tasks:
+            - name: owner
+              copy: {dest: /tmp/x, content: hi, owner: root}
+        """,
+    "unknown_play_key.yaml": """\
+        - hosts: all
+          taks: []
+        """,
+    "no_hosts.yaml": """\
+        - name: forgot hosts
+          tasks: []
+        """,
+    "no_match.yaml": """\
+        - hosts: gpu-nodes
+          tasks: []
+        """,
+    "bad_serial.yaml": """\
+        - hosts: all
+          serial: some
+          tasks: []
+        """,
+    "vars_list.yaml": """\
+        - hosts: all
+          vars: [a, b]
+          tasks: []
+        """,
+    "bad_timeout.yaml": """\
+        - hosts: all
+          tasks:
+            - name: slow
+              command: "true"
+              timeout: soon
+        """,
+    "not_a_list.yaml": """\
+        hosts: all
+        """,
+    "bad_python.py": """\
+        from fleet import Play, Task
+
+        PLAYS = [Play(tasks=[
+            Task("copy", {"content": "x"}),
+        ])]
+        """,
+    "broken_python.py": """\
+        import no_such_module_here
+        """,
+}
+
+
+@pytest.fixture(scope="module")
+def books(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("books")
+    for name, text in PLAYBOOKS.items():
+        (root / name).write_text(textwrap.dedent(text))
+    (root / "vars.yaml").write_text("- a list\n- not a mapping\n")
+    (root / "malformed_vars.yaml").write_text("a: [1\n")
+    (root / "ok.yaml").write_text("- hosts: all\n  gather_facts: false\n  tasks: []\n")
+    return root
+
+
+def fleet(capsys, *args: str) -> tuple[int, str, str]:
+    try:
+        code = main([str(a) for a in args])
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def one_line_error(err: str) -> str:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("fleet: error: "), err
+    return lines[0]
+
+
+@pytest.mark.parametrize(
+    ("book", "needles"),
+    [
+        ("malformed.yaml", ["malformed.yaml:5: malformed YAML"]),
+        ("unknown_task.yaml", ["unknown_task.yaml:3: task 'x': unknown task type 'frobnicate'", "known: apt"]),
+        ("typo_keyword.yaml", ["typo_keyword.yaml:3: task 'x': unknown task type or keyword 'registr'"]),
+        ("missing_arg.yaml", ["missing_arg.yaml:3: task 'no dest': copy: missing required argument 'dest'"]),
+        ("unknown_arg.yaml", ["unknown_arg.yaml:3: task 'owner': copy: unknown argument 'owner'", "allowed:"]),
+        ("unknown_play_key.yaml", ["unknown_play_key.yaml:1: unknown play key 'taks'"]),
+        ("no_hosts.yaml", ["no_hosts.yaml:1: play has no `hosts:`"]),
+        ("no_match.yaml", ["no_match.yaml:1: host pattern 'gpu-nodes' matches no host", "fleet inventory"]),
+        ("bad_serial.yaml", ["bad_serial.yaml:1: serial must be at least 1"]),
+        ("vars_list.yaml", ["vars_list.yaml:1: `vars:` must be a mapping"]),
+        ("bad_timeout.yaml", ["bad_timeout.yaml:3: task 'slow': timeout must be a number of seconds"]),
+        ("not_a_list.yaml", ["not_a_list.yaml: a playbook is a list of plays"]),
+        ("bad_python.py", ["bad_python.py:4: task 'copy': copy: missing required argument 'dest'"]),
+        ("broken_python.py", ["broken_python.py: ModuleNotFoundError: No module named 'no_such_module_here'"]),
+        ("missing.yaml", ["playbook", "missing.yaml does not exist"]),
+    ],
+)
+def test_bad_playbooks(capsys, books, book, needles):
+    code, out, err = fleet(capsys, "run", books / book, "-i", LOCAL)
+    assert code == 1
+    line = one_line_error(err)
+    for needle in needles:
+        assert needle in line
+    assert "Traceback" not in out + err
+
+
+@pytest.mark.parametrize(
+    ("args", "needles"),
+    [
+        (["run", "ok.yaml", "-i", "no/such/inventory"], ["inventory no/such/inventory does not exist"]),
+        (["run", "ok.yaml", "-i", LOCAL, "--limit", "gpu*"], ["host pattern 'gpu*' matches no host"]),
+        (["facts", "-i", LOCAL, "--hosts", "!localhost"], ["host pattern '!localhost' matches no host"]),
+        (["inventory", "-i", LOCAL, "--hosts", "node-99"], ["host pattern 'node-99' matches no host"]),
+        (["run", "ok.yaml", "-i", LOCAL, "-e", "novalue"], ["-e 'novalue': expected key=value or @file.yaml"]),
+        (["run", "ok.yaml", "-i", LOCAL, "-e", "=x"], ["-e '=x': expected key=value"]),
+        (["run", "ok.yaml", "-i", LOCAL, "-e", "@nothere.yaml"], ["nothere.yaml: no such file"]),
+        (["run", "ok.yaml", "-i", LOCAL, "-e", "@vars.yaml"], ["vars.yaml: extra vars file must be a mapping"]),
+        (["run", "ok.yaml", "-i", LOCAL, "-e", "@malformed_vars.yaml"], ["malformed_vars.yaml:2: malformed YAML"]),
+        (["run", "ok.yaml", "-i", LOCAL, "--no-such-flag"], ["unrecognized arguments: --no-such-flag"]),
+        (["frobnicate"], ["invalid choice: 'frobnicate'"]),
+    ],
+)
+def test_bad_command_lines(capsys, books, monkeypatch, args, needles):
+    monkeypatch.chdir(books)
+    code, out, err = fleet(capsys, *args)
+    assert code == 1
+    line = one_line_error(err)
+    for needle in needles:
+        assert needle in line
+    assert "Traceback" not in out + err
+
+
+def test_bad_inventory_is_bad_input(capsys, tmp_path, books):
+    (tmp_path / "hosts.yaml").write_text("all:\n  hosts:\n    n1: {connection: telnet}\n")
+    code, _out, err = fleet(capsys, "run", books / "ok.yaml", "-i", tmp_path)
+    assert code == 1
+    assert "host n1: unknown connection type 'telnet' (use ssh or local)" in one_line_error(err)
+    (tmp_path / "hosts.yaml").write_text("all:\n  hosts:\n    n1: {connection: local\n")
+    code, _out, err = fleet(capsys, "inventory", "-i", tmp_path)
+    assert code == 1 and f"{tmp_path / 'hosts.yaml'}:4: malformed YAML" in one_line_error(err)
+
+
+def test_undefined_variable_fails_the_task_naming_file_line_and_variable(capsys, tmp_path):
+    book = tmp_path / "undefined.yaml"
+    book.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: fine\n      command: 'true'\n"
+        "    - name: uses it\n      command: 'echo {{ nowhere_defined }}'\n"
+        "    - name: not reached\n      command: 'true'\n"
+    )
+    code, out, err = fleet(capsys, "run", book, "-i", LOCAL)
+    assert code == 2  # a failed task on a host, not bad input to the command line
+    (failed,) = [line for line in out.splitlines() if line.startswith("failed")]
+    assert failed.endswith(f"uses it  {book}:6: undefined variable 'nowhere_defined'")
+    assert "not reached" not in out and "Traceback" not in out + err
+
+
+def test_odd_task_input_fails_that_task_not_the_run(capsys, tmp_path):
+    book = tmp_path / "odd.yaml"
+    book.write_text(
+        "- hosts: all\n  gather_facts: false\n  tasks:\n"
+        "    - name: bad env name\n      command: 'true'\n      environment: {BAD-NAME: 1}\n      ignore_errors: true\n"
+        "    - name: bad regexp\n      line: {path: /tmp/x, line: a, regexp: '(('}\n      ignore_errors: true\n"
+        "    - name: still runs\n      command: 'true'\n"
+    )
+    code, out, err = fleet(capsys, "run", book, "-i", LOCAL)
+    assert code == 0, out + err
+    assert f"{book}:4: ValueError: 'BAD-NAME' is not a valid environment variable name" in out
+    assert "line: regexp '((' is not a valid regular expression" in out
+    assert "changed  localhost        still runs" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "needle"),
+    [
+        (["run", "malformed.yaml", "-i", LOCAL], 1, "malformed.yaml:5: malformed YAML"),
+        (["run", "ok.yaml", "-i", "nowhere"], 1, "inventory nowhere does not exist"),
+        (["run", "ok.yaml", "-i", LOCAL, "-e", "bad"], 1, "-e 'bad': expected key=value"),
+    ],
+)
+def test_the_real_command_prints_one_line_and_no_traceback(books, args, code, needle):
+    result = run_fleet(*args, cwd=books)
+    assert result.returncode == code
+    assert needle in one_line_error(result.stderr) and result.stdout == ""
+    assert "Traceback" not in result.stdout + result.stderr
