@@ -25,7 +25,7 @@ say() { printf '\n=== %s\n' "$*"; }
 check() { if "$@"; then echo "PASS: $CHECK"; else echo "FAIL: $CHECK"; FAILED=1; fi; }
 
 if compgen -G ".whl/*.whl" >/dev/null; then
-  missing=$("$PY" - <<'EOF'
+  missing=$(PYTHONPATH="$SITE" "$PY" - <<'EOF'  # what neither the box nor an earlier run installed
 import glob, importlib.metadata as md, re
 for wheel in sorted(glob.glob(".whl/*.whl")):
     name = re.sub(r"[-_.]+", "-", wheel.rsplit("/", 1)[-1].split("-")[0]).lower()

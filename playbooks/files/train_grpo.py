@@ -350,9 +350,10 @@ def apply_gpu_budget() -> None:
     budget = os.environ.get("FLEET_GPU_BUDGET_MIB")
     if not budget or not torch.cuda.is_available():
         return
-    total_mib = torch.cuda.get_device_properties(0).total_memory / 2**20
+    device = int(os.environ.get("LOCAL_RANK", "0")) % torch.cuda.device_count()  # this rank's GPU
+    total_mib = torch.cuda.get_device_properties(device).total_memory / 2**20
     fraction = min(1.0, int(budget) / total_mib)
-    torch.cuda.set_per_process_memory_fraction(fraction, 0)
+    torch.cuda.set_per_process_memory_fraction(fraction, device)
     log.info("GPU memory budget %s MiB of %.0f MiB (fraction %.3f)", budget, total_mib, fraction)
 
 
