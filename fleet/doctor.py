@@ -23,20 +23,14 @@ from .model import FleetError, RunReport
 from .playbook import Play, Playbook, load_playbook
 from .runner import Session, each_host
 from .task import Task
+from .tasks.stack import PY_HELPERS
 from .tasks.uv import venv_python
 from .templating import TemplateError, render
 
 DEFAULT_PLAYBOOK = "playbooks/setup.yaml"
 
 # Runs in the venv's Python. vLLM is looked up, not imported (an import takes many seconds).
-DETECT = r"""import importlib, importlib.metadata as m, importlib.util as u, json, os
-def version(n):
-    try:
-        return m.version(n)
-    except m.PackageNotFoundError:
-        return None
-def error(e):
-    return ("%s: %s" % (type(e).__name__, e)).strip()[:300]
+DETECT = PY_HELPERS + r"""import importlib.util as u, os
 names = ("torch", "vllm", "flash_attn_3", "flash_attn", "packaging", "ninja", "cmake")
 r = {"versions": {n: version(n) for n in names}}
 try:

@@ -19,9 +19,8 @@ from .uv import venv_python
 
 STACK_FILE = "~/.fleet/facts.d/stack.json"
 
-# Runs in the venv's Python: versions by metadata (cheap), torch and the attention kernels by import
-# (what training will do).
-STACK = r"""import importlib, importlib.metadata as m, json
+# Helpers shared by the Python snippets that run in a host's venv (here and in fleet doctor).
+PY_HELPERS = r"""import importlib, importlib.metadata as m, json
 def version(n):
     try:
         return m.version(n)
@@ -29,7 +28,11 @@ def version(n):
         return None
 def error(e):
     return ("%s: %s" % (type(e).__name__, e)).strip()[:300]
-s = {"torch": version("torch"), "torch_cuda": None}
+"""
+
+# Runs in the venv's Python: versions by metadata (cheap), torch and the attention kernels by import
+# (what training will do).
+STACK = PY_HELPERS + r"""s = {"torch": version("torch"), "torch_cuda": None}
 try:
     import torch
     s["torch"], s["torch_cuda"] = str(torch.__version__), torch.version.cuda
