@@ -115,27 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     _common(inventory)
     inventory.set_defaults(handler=cmd_inventory)
 
-    for module in _extension_modules():
-        module.add_subcommand(sub, _common)
+    doctor = sub.add_parser("doctor", help="find the setup guide's known failures (section 8) per host; --fix them")
+    _common(doctor)
+    doctor.add_argument("--fix", action="store_true", help="apply the remedies as tasks, then look again")
+    doctor.add_argument(
+        "--only", default="", metavar="ID[,ID]", help="with --fix: only these findings (e.g. fa3-missing)"
+    )
+    doctor.add_argument("-C", "--check", action="store_true", help="with --fix: show what the remedies would change")
+    doctor.add_argument("--playbook", default="playbooks/setup.yaml", help="the setup playbook (default %(default)s)")
+    doctor.set_defaults(handler=cmd_doctor)
+
+    from .train.cli import add_subcommand as add_train  # argparse only: the engine loads when a command runs
+
+    add_train(sub, _common)
     return parser
 
 
-def _extension_modules() -> list[Any]:
-    """Commands that live beside their library code (doctor, train)."""
-    import importlib
-
-    found = []
-    for name in ("fleet.doctor", "fleet.train.cli"):
-        try:
-            found.append(importlib.import_module(name))
-        except ModuleNotFoundError as exc:
-            if not exc.name or not name.startswith(exc.name):
-                raise
-    return found
-
-
 def run_options(args: argparse.Namespace, **extra: Any) -> Any:
-    from .executor import RunOptions
+    from .model import RunOptions
 
     return RunOptions(
         extra_vars=parse_extra_vars(args.extra_vars),
@@ -168,6 +165,12 @@ def cmd_facts(args: argparse.Namespace) -> int:
 
     inventory = load_inventory_arg(args.inventory)
     return show_facts(inventory, inventory.require(args.pattern), run_options(args), as_json=args.json)
+
+
+def cmd_doctor(args: argparse.Namespace) -> int:
+    from .doctor import cmd_doctor as doctor
+
+    return doctor(args)
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:

@@ -27,8 +27,6 @@ from .tasks.stack import PY_HELPERS
 from .tasks.uv import venv_python
 from .templating import TemplateError, render
 
-DEFAULT_PLAYBOOK = "playbooks/setup.yaml"
-
 # Runs in the venv's Python. vLLM is looked up, not imported (an import takes many seconds).
 DETECT = PY_HELPERS + r"""import importlib.util as u, os
 names = ("torch", "vllm", "flash_attn_3", "flash_attn", "packaging", "ninja", "cmake")
@@ -294,13 +292,3 @@ def cmd_doctor(args: argparse.Namespace) -> int:
         after = examine(session, [h for h in hosts if before[h].findings], setup.defaults, options.forks)
     show(after, as_json=args.json, stage="after fix")
     return exit_code(after) | report.exit_code
-
-
-def add_subcommand(subparsers: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
-    p = subparsers.add_parser("doctor", help="find the setup guide's known failures (section 8) per host; --fix them")
-    common(p)
-    p.add_argument("--fix", action="store_true", help="apply the remedies as tasks, then look again")
-    p.add_argument("--only", default="", metavar="ID[,ID]", help="with --fix: only these findings (e.g. fa3-missing)")
-    p.add_argument("-C", "--check", action="store_true", help="with --fix: show what the remedies would change")
-    p.add_argument("--playbook", default=DEFAULT_PLAYBOOK, help=f"the setup playbook (default {DEFAULT_PLAYBOOK})")
-    p.set_defaults(handler=cmd_doctor)

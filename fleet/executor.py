@@ -5,34 +5,17 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from . import shell
 from .connection import Connection
-from .facts import PROBE, Facts, parse_facts, with_overrides
-from .model import FleetError, HostReport, Plan, Status, TaskResult, Unreachable
+from .facts import Facts, gather_facts, with_overrides
+from .model import FleetError, HostReport, Plan, RunOptions, Status, TaskResult, Unreachable
 from .playbook import Play
 from .report import Reporter
 from .secrets import Redactor
 from .task import Action, Context, Task, build
 from .templating import TemplateError, evaluate, render, with_defaults
-
-
-@dataclass(frozen=True)
-class RunOptions:
-    check: bool = False
-    diff: bool = False
-    tags: frozenset[str] = frozenset()
-    skip_tags: frozenset[str] = frozenset()
-    extra_vars: Mapping[str, Any] = field(default_factory=dict)
-    forks: int = 16
-    accept_new_host_keys: bool = False
-
-
-def gather_facts(conn: Connection) -> Facts:
-    result = conn.run(PROBE, timeout=60)
-    return parse_facts(result.stdout)
 
 
 class HostExecutor:

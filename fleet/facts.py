@@ -8,9 +8,12 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .model import FleetError
+
+if TYPE_CHECKING:
+    from .connection import Connection
 
 FACTS_DIR = "$HOME/.fleet/facts.d"
 
@@ -185,6 +188,12 @@ def parse_facts(text: str) -> Facts:
         gpu_error=gpu_error,
         custom=custom,
     )
+
+
+def gather_facts(conn: Connection) -> Facts:
+    """Facts of one host: one remote command."""
+    result = conn.run(PROBE, timeout=60)
+    return parse_facts(result.stdout)
 
 
 def with_overrides(facts: Facts, overrides: Mapping[str, Any] | None) -> Facts:

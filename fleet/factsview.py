@@ -7,10 +7,9 @@ from collections import Counter
 from collections.abc import Mapping
 from typing import Any
 
-from .executor import RunOptions, gather_facts
-from .facts import Facts
+from .facts import Facts, gather_facts
 from .inventory import Inventory
-from .model import Unreachable
+from .model import RunOptions, Unreachable
 from .report import print_line, print_table
 from .runner import Session, each_host
 

@@ -70,6 +70,17 @@ class Plan:
         return self.script is not None or bool(self.uploads)
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    check: bool = False
+    diff: bool = False
+    tags: frozenset[str] = frozenset()
+    skip_tags: frozenset[str] = frozenset()
+    extra_vars: Mapping[str, Any] = field(default_factory=dict)
+    forks: int = 16
+    accept_new_host_keys: bool = False
+
+
 class Status(StrEnum):
     OK = "ok"
     CHANGED = "changed"

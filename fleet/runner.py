@@ -7,15 +7,17 @@ import contextlib
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .connection import Connection, connect
-from .executor import HostExecutor, RunOptions
 from .inventory import Inventory
-from .model import FleetError, RunReport, Unreachable
-from .playbook import Play, Playbook
+from .model import FleetError, RunOptions, RunReport, Unreachable
 from .report import Reporter
 from .secrets import Redactor, secret_values
+
+if TYPE_CHECKING:  # the engine proper is imported only by commands that run playbooks
+    from .executor import HostExecutor
+    from .playbook import Play, Playbook
 
 T = TypeVar("T")
 
@@ -95,6 +97,8 @@ def run_playbook(
     reporter: Reporter,
     limit: str | None = None,
 ) -> RunReport:
+    from .executor import HostExecutor
+
     limited = set(inventory.require(limit)) if limit else None
     plays = [(play, _play_batches(inventory, play, limited)) for play in playbook.plays]  # bad input fails first
     report = RunReport()

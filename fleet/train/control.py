@@ -11,9 +11,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from ..executor import RunOptions
 from ..inventory import Inventory
-from ..model import Plan, RunReport, Status, TaskResult, Unreachable
+from ..model import Plan, RunOptions, RunReport, Status, TaskResult, Unreachable
 from ..report import Reporter, print_line, print_table
 from ..runner import Session, each_host
 from .config import TrainConfig, host_setting
