@@ -15,8 +15,6 @@ from .model import FleetError
 if TYPE_CHECKING:
     from .connection import Connection
 
-FACTS_DIR = "$HOME/.fleet/facts.d"
-
 # One section per marker; every command's failure is tolerated so one missing tool never
 # costs the others. nvidia-smi's header holds the CUDA version the driver supports.
 PROBE = r"""

@@ -19,7 +19,7 @@ from __future__ import annotations
 import fnmatch
 import re
 import shlex
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -359,7 +359,3 @@ def _read_vars_dirs(inv: Inventory, base: Path) -> None:
                 elif name in inv.host_vars:
                     inv.host_vars[name].update(fleet_vars(data))
 
-
-def iter_hostvars(inv: Inventory, hosts: Iterable[str]) -> Iterable[tuple[str, dict[str, Any]]]:
-    for name in hosts:
-        yield name, inv.host(name).vars

@@ -245,6 +245,4 @@ class Line(Action):
             return Plan(fail=f"{a.path} is larger than {DIFF_LIMIT} bytes; line edits only small files")
         old = (state.content or b"").decode()
         new = edit_lines(old, a.line, a.regexp, a.state == "present")
-        if new == old and state.kind == "file":
-            return plan_content(a.path, observed, new.encode(), a.mode)
         return plan_content(a.path, observed, new.encode(), a.mode)
