@@ -147,7 +147,7 @@ def _tagset(text: str) -> frozenset[str]:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .playbook import load_playbook
+    from .playbook import check_tags, load_playbook
     from .report import choose_reporter
     from .runner import run_playbook
 
@@ -156,6 +156,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     options = run_options(
         args, check=args.check, diff=args.diff, tags=_tagset(args.tags), skip_tags=_tagset(args.skip_tags)
     )
+    check_tags(playbook, options.tags, options.skip_tags)
     report = run_playbook(playbook, inventory, options, choose_reporter(json_lines=args.json), limit=args.pattern)
     return report.exit_code
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from . import shell
@@ -15,7 +16,7 @@ from .playbook import Play
 from .report import Reporter
 from .secrets import Redactor
 from .task import Action, Context, Task, build
-from .templating import TemplateError, evaluate, render, with_defaults
+from .templating import TemplateError, Variables, as_bool, evaluate, layered, render, render_argument, unsafe
 
 
 class HostExecutor:
@@ -42,18 +43,36 @@ class HostExecutor:
         self.registered: dict[str, Any] = {}
 
     # ---- variables ---------------------------------------------------------------------------
-    def variables(self, play: Play) -> dict[str, Any]:
-        merged = {**self.hostvars, **play.vars, **self.registered, **self.options.extra_vars}
-        merged["inventory_hostname"] = self.host
-        merged["check_mode"] = self.options.check
-        merged["playbook_dir"] = play.base_dir
-        merged["facts"] = self.facts.as_dict() if self.facts else {}
-        return with_defaults(merged, play.defaults)
+    def variables(self, play: Play) -> Variables:
+        """Lowest precedence first; templates render lazily when used (fleet/templating.py).
+        Registered results and facts came from the host: data, never templated."""
+        magic = {
+            "inventory_hostname": self.host,
+            "check_mode": self.options.check,
+            "playbook_dir": play.base_dir,
+            "facts": unsafe(self.facts.as_dict()) if self.facts else {},
+        }
+        return layered(
+            (play.defaults, True),
+            (self.hostvars, True),
+            (play.vars, True),
+            (self.registered, False),
+            (self.options.extra_vars, True),
+            (magic, False),
+        )
+
+    def flag(self, value: Any, variables: Variables, keyword: str) -> bool:
+        """A boolean keyword, which may be a template giving true/false/yes/no."""
+        return as_bool(render(value, variables), keyword)
 
     # ---- play ----------------------------------------------------------------------------------
     def run_play(self, play: Play) -> None:
         """Run a play's tasks; stop this host at its first failure (unless ignored)."""
-        if play.gather_facts and self.facts is None:
+        try:
+            gather = self.flag(play.gather_facts, self.variables(play), "gather_facts")
+        except TemplateError as exc:
+            raise FleetError(f"{play.source}: host {self.host}: {exc}") from None
+        if gather and self.facts is None:
             # `facts_override` (a dry-run/test aid) replaces gathered fields, e.g. a GPU's.
             try:
                 self.facts = with_overrides(gather_facts(self.conn), self.hostvars.get("facts_override"))
@@ -77,12 +96,13 @@ class HostExecutor:
         self.reporter.task_started(self.host, task.title)
         try:
             variables = self.variables(play)
+            task = self._resolved(task, play, variables)
             items = self._loop_items(task, variables)
         except TemplateError as exc:
             return [self._finish(task, Status.FAILED, self._explain(task, exc), 0.0)]
         results = []
         for item in items:
-            scope = variables if item is _NO_ITEM else {**variables, "item": item}
+            scope = variables if item is _NO_ITEM else variables.child(item=item)
             shown = None if item is _NO_ITEM else item
             try:
                 result = self._run_one(task, play, scope, shown)
@@ -96,14 +116,21 @@ class HostExecutor:
                 break
         if task.register:
             if items == [_NO_ITEM]:
-                self.registered[task.register] = _registered(results[0])
+                self.registered[task.register] = unsafe(_registered(results[0]))
             else:
-                self.registered[task.register] = {
+                self.registered[task.register] = unsafe({
                     "results": [_registered(r) for r in results],
                     "changed": any(r.status is Status.CHANGED for r in results),
                     "failed": any(r.status is Status.FAILED for r in results),
-                }
+                })  # fmt: skip
         return results
+
+    def _resolved(self, task: Task, play: Play, variables: Variables) -> Task:
+        """The task with its boolean keywords decided for this host (they may be templates)."""
+        flags = {k: self.flag(getattr(task, k), variables, k) for k in ("ignore_errors", "no_log")}
+        become = play.become if task.become is None else task.become
+        flags["become"] = self.flag(become, variables, "become")
+        return replace(task, **flags)
 
     def _loop_items(self, task: Task, variables: Mapping[str, Any]) -> list[Any]:
         if task.loop is None:
@@ -118,22 +145,22 @@ class HostExecutor:
     def _explain(self, task: Task, exc: Exception) -> str:
         return f"{task.source}: {exc}"
 
-    def _run_one(self, task: Task, play: Play, scope: Mapping[str, Any], item: Any) -> TaskResult:
+    def _run_one(self, task: Task, play: Play, scope: Variables, item: Any) -> TaskResult:
         started = time.monotonic()
         try:
             if task.when is not None and not evaluate(task.when, scope):
                 return self._finish(task, Status.SKIPPED, "condition false", started, item=item)
-            args = render(task.args, scope)
-            env = render({**play.environment, **task.environment}, scope)
+            args = render_argument(task.args, scope, "arguments")
+            env = render_argument({**play.environment, **task.environment}, scope, "environment")
+            become_user = render_argument(task.become_user or play.become_user, scope, "become_user")
             action = build(task.action, args)
         except (TemplateError, FleetError) as exc:
             return self._finish(task, Status.FAILED, self._explain(task, exc), started, item=item)
-        become = play.become if task.become is None else task.become
         run_kwargs = {
             "env": env or None,
-            "become": bool(become),
-            "become_user": task.become_user or play.become_user,
-            "timeout": task.timeout or float(self.hostvars.get("command_timeout") or 0) or None,
+            "become": task.become,
+            "become_user": become_user,
+            "timeout": task.timeout or float(scope.get("command_timeout") or 0) or None,
         }
         ctx = Context(self.host, self.facts, scope, self.options.check)
         observed = None
@@ -185,7 +212,7 @@ class HostExecutor:
     def _judge(
         self,
         task: Task,
-        scope: Mapping[str, Any],
+        scope: Variables,
         status: Status,
         message: str,
         plan: Plan,
@@ -197,7 +224,7 @@ class HostExecutor:
         it registers, as in Ansible)."""
         if task.changed_when is not None or task.failed_when is not None:
             outcome = {**data, "changed": status is Status.CHANGED, "failed": status is Status.FAILED}
-            view = {**scope, "result": outcome, **({task.register: outcome} if task.register else {})}
+            view = scope.child(result=outcome, **({task.register: outcome} if task.register else {}))
             try:
                 if task.failed_when is not None:
                     failed = bool(evaluate(task.failed_when, view))

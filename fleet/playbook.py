@@ -20,14 +20,26 @@ Python (the same objects):
 
 from __future__ import annotations
 
+import re
 import runpy
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from .model import FleetError
-from .task import KEYWORDS, Task, lookup
+from .task import KEYWORDS, Task, describe_validation, lookup
+from .templating import (
+    TemplateError,
+    as_bool,
+    compile_check,
+    compile_expression_check,
+    compile_file,
+    has_template,
+    is_template,
+)
 from .yamlfile import line_of, load_yaml
 
 PLAY_KEYS = (
@@ -43,10 +55,10 @@ class Play:
     name: str | None = None
     vars: Mapping[str, Any] = field(default_factory=dict)
     defaults: Mapping[str, Any] = field(default_factory=dict)  # below inventory vars; may use templates
-    become: bool = False
+    become: bool | str = False  # a str is a template giving a boolean, decided per host
     become_user: str = "root"
     serial: int | str | None = None
-    gather_facts: bool = True
+    gather_facts: bool | str = True
     environment: Mapping[str, Any] = field(default_factory=dict)
     tags: tuple[str, ...] = ()
     source: str = "<python>"
@@ -71,9 +83,28 @@ def load_playbook(path: str | Path) -> Playbook:
     p = Path(path)
     if not p.is_file():
         raise FleetError(f"playbook {p} does not exist")
-    if p.suffix == ".py":
-        return _load_python(p)
-    return Playbook(str(p), tuple(_plays_from_yaml(p, load_yaml(p))))
+    playbook = _load_python(p) if p.suffix == ".py" else Playbook(str(p), tuple(_plays_from_yaml(p, load_yaml(p))))
+    for play in playbook.plays:
+        for task in play.tasks:
+            check_task(task, play)
+    return playbook
+
+
+SPECIAL_TAGS = frozenset({"all", "always", "never", "tagged", "untagged"})
+
+
+def all_tags(playbook: Playbook) -> set[str]:
+    return {t for play in playbook.plays for task in play.tasks for t in (*play.tags, *task.tags)}
+
+
+def check_tags(playbook: Playbook, *selections: Iterable[str]) -> None:
+    """`--tags`/`--skip-tags` naming a tag no task has is a typo that would run nothing: an error."""
+    known = all_tags(playbook)
+    for selection in selections:
+        unknown = sorted(set(selection) - known - SPECIAL_TAGS)
+        if unknown:
+            listed = ", ".join(sorted(known)) or "none"
+            raise FleetError(f"{playbook.path}: no task has the tag {unknown[0]!r} (tags in this playbook: {listed})")
 
 
 def _load_python(p: Path) -> Playbook:
@@ -106,14 +137,22 @@ def _plays_from_yaml(p: Path, data: Any) -> list[Play]:
         if "hosts" not in raw:
             raise FleetError(f"{where}: play has no `hosts:` (a host pattern such as all or gh200-*)")
         variables = _mapping(where, "vars", raw.get("vars"))
-        for extra in raw.get("vars_files") or []:
-            loaded = load_yaml(p.parent / str(extra))
+        _compiled(where, "vars", variables)
+        vars_files = raw.get("vars_files") or []
+        if not isinstance(vars_files, list):
+            vars_files = [vars_files]
+        for extra in vars_files:
+            if not isinstance(extra, str):
+                raise FleetError(f"{where}: `vars_files:` is a list of file names, got {extra!r}")
+            loaded = load_yaml(p.parent / extra)
             if not isinstance(loaded, Mapping):
-                raise FleetError(f"{p.parent / str(extra)}: vars file must be a mapping")
+                raise FleetError(f"{p.parent / extra}: vars file must be a mapping")
+            _compiled(str(p.parent / extra), "vars", loaded)
             variables.update(loaded)
         defaults = raw.get("defaults") or {}
         if not isinstance(defaults, Mapping):
             raise FleetError(f"{where}: `defaults:` must be a mapping of variable names to values")
+        _compiled(where, "defaults", defaults)
         tasks_raw = raw.get("tasks") or []
         if not isinstance(tasks_raw, list):
             raise FleetError(f"{where}: `tasks:` must be a list")
@@ -124,11 +163,11 @@ def _plays_from_yaml(p: Path, data: Any) -> list[Play]:
                 name=raw.get("name"),
                 vars=variables,
                 defaults=dict(defaults),
-                become=bool(raw.get("become", False)),
-                become_user=str(raw.get("become_user", "root")),
+                become=_flag(raw, "become", False, where),
+                become_user=_compiled(where, "become_user", str(raw.get("become_user", "root"))),
                 serial=raw.get("serial"),
-                gather_facts=bool(raw.get("gather_facts", True)),
-                environment=_mapping(where, "environment", raw.get("environment")),
+                gather_facts=_flag(raw, "gather_facts", True, where),
+                environment=_environment(where, raw.get("environment")),
                 tags=_tags(raw.get("tags"), where),
                 source=where,
                 base_dir=str(p.parent),
@@ -145,6 +184,38 @@ def _tags(value: Any, where: str) -> tuple[str, ...]:
     if not isinstance(value, list):
         raise FleetError(f"{where}: `tags:` must be a list of names (or a comma list)")
     return tuple(str(t) for t in value)
+
+
+def _flag(raw: Mapping[str, Any], key: str, default: bool, where: str) -> bool | str:
+    """A boolean keyword: a real boolean, a word Ansible reads as one (yes/no/true/false), or a
+    template that will give one. `become: "false"` is false, never truthy text."""
+    value = raw.get(key, default)
+    if is_template(value):
+        return _compiled(where, key, value)
+    try:
+        return as_bool(value, f"`{key}:`")
+    except TemplateError as exc:
+        raise FleetError(f"{where}: {exc}") from None
+
+
+def _compiled(where: str, key: str, value: Any) -> Any:
+    """value, after compiling every template in it: a Jinja syntax error fails the load."""
+    try:
+        compile_check(value)
+    except TemplateError as exc:
+        raise FleetError(f"{where}: `{key}:`: {exc}") from None
+    return value
+
+
+_ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def _environment(where: str, value: Any) -> dict[str, Any]:
+    env = _mapping(where, "environment", value)
+    for name in env:
+        if not (isinstance(name, str) and (_ENV_NAME.fullmatch(name) or is_template(name))):
+            raise FleetError(f"{where}: `environment:` name {name!r} is not a valid environment variable name")
+    return _compiled(where, "environment", env)
 
 
 def _mapping(where: str, key: str, value: Any) -> dict[str, Any]:
@@ -184,21 +255,74 @@ def _task_from_yaml(p: Path, raw: Any) -> Task:
             raise FleetError(f"{where}: task {title!r}: {name} takes a mapping of arguments")
     elif not isinstance(args, Mapping):
         raise FleetError(f"{where}: task {title!r}: {name} takes a mapping of arguments")
+    register = raw.get("register")
+    if register is not None and not (isinstance(register, str) and _VARIABLE.fullmatch(register)):
+        raise FleetError(f"{where}: task {title!r}: `register:` takes one variable name, got {register!r}")
+    for key in ("when", "changed_when", "failed_when"):
+        try:
+            compile_expression_check(raw.get(key))
+        except TemplateError as exc:
+            raise FleetError(f"{where}: task {title!r}: `{key}:`: {exc}") from None
+    for key in ("name", "loop", "become_user"):
+        _compiled(f"{where}: task {title!r}", key, raw.get(key))
     return Task(
         action=name,
-        args=dict(args),
+        args=_compiled(f"{where}: task {title!r}", name, dict(args)),
         name=raw.get("name"),
         when=raw.get("when"),
         loop=raw.get("loop"),
-        register=raw.get("register"),
+        register=register,
         tags=_tags(raw.get("tags"), where),
-        become=raw.get("become"),
+        become=_flag(raw, "become", None, where) if raw.get("become") is not None else None,
         become_user=raw.get("become_user"),
-        environment=_mapping(where, "environment", raw.get("environment")),
-        ignore_errors=bool(raw.get("ignore_errors", False)),
+        environment=_environment(where, raw.get("environment")),
+        ignore_errors=_flag(raw, "ignore_errors", False, where),
         changed_when=raw.get("changed_when"),
         failed_when=raw.get("failed_when"),
         timeout=raw.get("timeout"),
-        no_log=bool(raw.get("no_log", False)),
+        no_log=_flag(raw, "no_log", False, where),
         source=where,
     )
+
+
+_VARIABLE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_task(task: Task, play: Play) -> None:
+    """What can be known before any host is touched: argument types and values that hold no
+    template (a mode, a number), and the local files a task reads (template/copy `src`)."""
+    where = f"{task.source}: task {task.title!r}"
+    cls = lookup(task.action)
+    known = {k: v for k, v in task.args.items() if not has_template(v)}
+    try:
+        cls.Args.model_validate(known)
+    except ValidationError as exc:
+        wrong = [e for e in exc.errors() if not (e["type"] == "missing" and e["loc"] and e["loc"][0] in task.args)]
+        if wrong:
+            details = [{k: e[k] for k in ("type", "loc", "input", "ctx") if k in e} for e in wrong]
+            error = ValidationError.from_exception_data(exc.title, details)  # type: ignore[arg-type]
+            raise FleetError(f"{where}: {task.action}: {describe_validation(error)}") from None
+    regexp = known.get("regexp")
+    if isinstance(regexp, str):
+        try:
+            re.compile(regexp)
+        except re.error as exc:
+            raise FleetError(f"{where}: regexp {regexp!r} is not a valid regular expression: {exc}") from None
+    mode = known.get("mode")
+    if isinstance(mode, int):
+        raise FleetError(f"{where}: mode {mode!r} is a number (YAML reads 0644 as one): quote it, mode: '0644'")
+    if mode is not None and not _OCTAL.fullmatch(str(mode)):
+        raise FleetError(f"{where}: mode {mode!r} is not an octal mode such as '0644'")
+    src = known.get("src")
+    if task.action in ("template", "copy") and isinstance(src, str):
+        path = Path(src) if Path(src).is_absolute() else Path(play.base_dir) / src
+        if not path.is_file():
+            raise FleetError(f"{where}: {task.action} source file {path} does not exist")
+        if task.action == "template":
+            try:
+                compile_file(path)
+            except TemplateError as exc:
+                raise FleetError(f"{where}: {exc}") from None
+
+
+_OCTAL = re.compile(r"0?[0-7]{3}|[0-7]{4}")

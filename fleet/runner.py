@@ -35,9 +35,16 @@ class Session:
 
     def connection(self, host: str) -> Connection:
         if host not in self._connections:
+            hostvars: Any = self.hostvars(host)
+            if any(isinstance(v, str) and ("{{" in v or "{%" in v) for v in hostvars.values()):
+                from .templating import layered  # connection variables may be templates too
+
+                hostvars = layered((hostvars, True), ({"inventory_hostname": host}, False))
             try:
-                conn = connect(host, self.hostvars(host), accept_new_host_keys=self.options.accept_new_host_keys)
-            except ValueError as exc:
+                conn = connect(host, hostvars, accept_new_host_keys=self.options.accept_new_host_keys)
+            except Exception as exc:  # ValueError, TemplateError: bad host variables, in one line
+                if isinstance(exc, Unreachable):
+                    raise
                 raise FleetError(f"host {host}: {exc}") from None
             self._connections[host] = conn
         return self._connections[host]

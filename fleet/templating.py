@@ -1,43 +1,85 @@
-"""Jinja2 rendering of task arguments and `when` expressions; undefined variables are errors."""
+"""Jinja2 rendering of variables, task arguments and `when` expressions, as Ansible does it.
+
+Variables are templated lazily and recursively: a variable's value is rendered the first time a
+template uses it, against the same variables, wherever it was written (play vars, defaults,
+inventory, vars_files, -e). A cycle (a -> b -> a) is an error naming the chain, and a value that
+still holds `{{`, `{%` or `{#` after rendering is an error naming the variable, so template text
+never reaches a host. Data that came from hosts (registered results, facts) is never templated.
+"""
 
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from functools import lru_cache
 from typing import Any
 
 import jinja2
-from packaging.version import InvalidVersion, Version
+from jinja2.utils import consume
+
+MARKERS = ("{{", "{%", "{#")
+BOOLEANS_TRUE = frozenset({"y", "yes", "on", "1", "true", "t"})
+BOOLEANS_FALSE = frozenset({"n", "no", "off", "0", "false", "f"})
 
 
 class TemplateError(Exception):
     """A template could not be rendered; the message names the variable or the problem."""
 
 
-def _version_compare(left: Any, op: str, right: Any) -> bool:
-    """`driver is version('>=', '570.148.08')` style comparisons that compare versions, not text."""
-    try:
-        a, b = Version(str(left)), Version(str(right))
-    except InvalidVersion as exc:
-        raise TemplateError(f"cannot compare versions {left!r} and {right!r}: {exc}") from None
-    ops = {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b}
-    if op not in ops:
-        raise TemplateError(f"unknown version operator {op!r}")
-    return ops[op]
+class UnsafeText(str):
+    """Text from a host (a registered result, a fact): used as it is, never rendered."""
 
 
-def _version_test(value: Any, op: str, other: Any) -> bool:
-    return _version_compare(value, op, other)
+def unsafe(value: Any) -> Any:
+    """value with every string in it marked as data, not template (Ansible's `!unsafe`)."""
+    if isinstance(value, str):
+        return UnsafeText(value)
+    if isinstance(value, Mapping):
+        return {k: unsafe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [unsafe(v) for v in value]
+    return value
+
+
+def is_template(value: Any) -> bool:
+    return isinstance(value, str) and not isinstance(value, UnsafeText) and any(m in value for m in MARKERS)
+
+
+def has_template(value: Any) -> bool:
+    """Whether a template hides anywhere in value (strings inside lists and mappings too)."""
+    if isinstance(value, str):
+        return is_template(value)
+    if isinstance(value, Mapping):
+        return any(has_template(k) or has_template(v) for k, v in value.items())
+    if isinstance(value, list | tuple):
+        return any(has_template(v) for v in value)
+    return False
+
+
+def as_bool(value: Any, what: str) -> bool:
+    """A keyword's boolean, as Ansible reads it: true/false, yes/no, on/off, 1/0 (any case).
+    Anything else is an error, never truthiness (`"false"` is not true)."""
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, int | float) and value in (0, 1):
+        return bool(value)
+    if isinstance(value, str):
+        word = value.strip().lower()
+        if word in BOOLEANS_TRUE:
+            return True
+        if word in BOOLEANS_FALSE:
+            return False
+    raise TemplateError(f"{what} must be a boolean (true/false, yes/no), got {value!r}")
 
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
+    from .filters import FILTERS, TESTS
+
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
-    env.tests["version"] = _version_test
-    env.filters["version_compare"] = lambda a, op, b: _version_compare(a, op, b)
-    env.filters["quote"] = __import__("shlex").quote
-    env.globals["version_compare"] = _version_compare
+    env.filters.update(FILTERS)
+    env.tests.update(TESTS)
+    env.globals["version_compare"] = FILTERS["version_compare"]
     return env
 
 
@@ -51,18 +93,161 @@ def _explain(exc: Exception) -> str:
     return text
 
 
+def compile_check(value: Any) -> None:
+    """Compile every template in value (strings in lists and mappings too): a syntax error is a
+    TemplateError now, at load time, not when the task reaches a host."""
+    if is_template(value):
+        try:
+            _template(value)
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"Jinja syntax error in {value!r}: {exc.message}") from None
+    elif isinstance(value, Mapping):
+        for v in value.values():
+            compile_check(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            compile_check(v)
+
+
+def compile_expression_check(expression: Any) -> None:
+    """Like compile_check, for a bare `when`-style expression."""
+    if isinstance(expression, list | tuple):
+        for e in expression:
+            compile_expression_check(e)
+    elif isinstance(expression, str):
+        try:
+            _expression(_bare(expression))
+        except jinja2.TemplateSyntaxError as exc:
+            raise TemplateError(f"Jinja syntax error in {expression!r}: {exc.message}") from None
+
+
+def compile_file(path: Any) -> None:
+    """Compile a template file: a syntax error names the file and line."""
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as exc:
+        raise TemplateError(f"template {path}: cannot read it: {exc}") from None
+    try:
+        _template(text)
+    except jinja2.TemplateSyntaxError as exc:
+        raise TemplateError(f"template {path}:{exc.lineno}: Jinja syntax error: {exc.message}") from None
+
+
 # Compiled once per run: compiling costs ~30x rendering, and every host renders the same task texts.
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=4096)
 def _template(source: str) -> jinja2.Template:
     return environment().from_string(source)
 
 
-@lru_cache(maxsize=1024)
+@lru_cache(maxsize=4096)
 def _expression(source: str) -> Any:
     return environment().compile_expression(source, undefined_to_none=False)
 
 
+class Variables(Mapping[str, Any]):
+    """One host's variables for one task, rendered on first use (see the module's docstring).
+
+    `templated` values are rendered; `data` values (magic variables, facts, registered results,
+    loop items) are used as they are and win over templated ones of the same name."""
+
+    def __init__(self, templated: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> None:
+        self._templated = templated
+        self._data = dict(data or {})
+        self._rendered: dict[str, Any] = {}
+        self._rendering: list[str] = []
+
+    def child(self, **data: Any) -> Variables:
+        """The same variables plus data (a loop's `item`, a task's `result`)."""
+        return Variables(self._templated, {**self._data, **data})
+
+    def __getitem__(self, name: str) -> Any:
+        if name in self._data:
+            return self._data[name]
+        if name in self._rendered:
+            return self._rendered[name]
+        if name not in self._templated:
+            if name in environment().globals:
+                return environment().globals[name]
+            raise KeyError(name)
+        if name in self._rendering:
+            chain = [*self._rendering[self._rendering.index(name) :], name]
+            raise TemplateError(f"variable cycle: {' -> '.join(chain)}")
+        raw = self._templated[name]
+        self._rendering.append(name)
+        try:
+            value = render(raw, self)
+        except TemplateError as exc:
+            if str(exc).startswith("variable cycle"):
+                raise
+            raise TemplateError(f"variable {name!r}: {exc}") from None
+        finally:
+            self._rendering.pop()
+        leftover = _leftover(value, raw)
+        if leftover:
+            raise TemplateError(
+                f"variable {name!r} still holds {leftover!r} after rendering; a template's text must not reach a "
+                "host (mark literal text with {% raw %} or !unsafe)"
+            )
+        self._rendered[name] = value
+        return value
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._data or name in self._templated or name in environment().globals
+
+    def __iter__(self) -> Iterator[str]:
+        return iter({**self._templated, **self._data})
+
+    def __len__(self) -> int:
+        return len({**self._templated, **self._data})
+
+
+def layered(*layers: tuple[Mapping[str, Any] | None, bool]) -> Variables:
+    """Variables from (mapping, templated) layers, lowest precedence first."""
+    templated: dict[str, Any] = {}
+    data: dict[str, Any] = {}
+    for mapping, is_templated in layers:
+        for key, value in (mapping or {}).items():
+            (templated if is_templated else data)[key] = value
+            (data if is_templated else templated).pop(key, None)
+    return Variables(templated, data)
+
+
+def _leftover(value: Any, source: Any) -> str | None:
+    """The template marker a rendered value still holds (None if none, or the source meant it)."""
+    if isinstance(value, UnsafeText):
+        return None
+    if isinstance(value, str):
+        if isinstance(source, str) and "{% raw" in source.replace("{%- raw", "{% raw"):
+            return None
+        return next((m for m in MARKERS if m in value), None)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            found = _leftover(item, source.get(key) if isinstance(source, Mapping) else None)
+            if found:
+                return found
+    if isinstance(value, list | tuple):
+        sources = (
+            list(source) if isinstance(source, list | tuple) and len(source) == len(value) else [None] * len(value)
+        )
+        for item, src in zip(value, sources, strict=True):
+            found = _leftover(item, src)
+            if found:
+                return found
+    return None
+
+
+def _variables(variables: Mapping[str, Any]) -> Variables:
+    return variables if isinstance(variables, Variables) else Variables({}, variables)
+
+
 _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
+
+
+def _run_expression(source: str, variables: Variables) -> Any:
+    template = _expression(source)._template  # TemplateExpression copies its variables; ours are lazy
+    context = template.new_context(variables, shared=True)
+    consume(template.root_render_func(context))
+    return context.vars["result"]
 
 
 def render(value: Any, variables: Mapping[str, Any]) -> Any:
@@ -71,16 +256,20 @@ def render(value: Any, variables: Mapping[str, Any]) -> Any:
     A string that is one whole `{{ expression }}` giving a list or mapping keeps that type, so
     `packages: "{{ build_packages }}"` passes a list, not its text."""
     if isinstance(value, str):
-        if "{{" not in value and "{%" not in value:
+        if not is_template(value):
             return value
+        scope = _variables(variables)
         try:
             whole = _WHOLE_EXPRESSION.match(value)
             if whole:
-                native = _expression(whole.group("expr").strip())(**variables)
-                if isinstance(native, list | tuple | Mapping):
+                native = _run_expression(whole.group("expr").strip(), scope)
+                if isinstance(native, list | tuple | Mapping | UnsafeText):
                     return native
-            return _template(value).render(variables)
-        except (jinja2.UndefinedError, jinja2.TemplateError, TemplateError, TypeError) as exc:
+                if isinstance(native, jinja2.Undefined):
+                    native._fail_with_undefined_error()
+            template = _template(value)
+            return template.environment.concat(template.root_render_func(template.new_context(scope, shared=True)))
+        except (jinja2.UndefinedError, jinja2.TemplateError, TypeError) as exc:
             raise TemplateError(_explain(exc)) from None
     if isinstance(value, Mapping):
         return {k: render(v, variables) for k, v in value.items()}
@@ -89,32 +278,37 @@ def render(value: Any, variables: Mapping[str, Any]) -> Any:
     return value
 
 
+def render_argument(value: Any, variables: Mapping[str, Any], what: str) -> Any:
+    """render(), then make sure no template text is left to reach a host."""
+    rendered = render(value, variables)
+    leftover = _leftover(rendered, value)
+    if leftover:
+        raise TemplateError(f"{what} still holds {leftover!r} after rendering; a template's text must not reach a host")
+    return rendered
+
+
+def _bare(expression: str) -> str:
+    text = expression.strip()
+    if text.startswith("{{") and text.endswith("}}"):
+        text = text[2:-2]
+    return text.strip()
+
+
 def evaluate(expression: Any, variables: Mapping[str, Any]) -> Any:
     """Evaluate a `when`-style expression (a bare Jinja2 expression, or a bool)."""
     if isinstance(expression, bool):
         return expression
     if isinstance(expression, list | tuple):
         return all(evaluate(e, variables) for e in expression)
-    text = str(expression).strip()
-    if text.startswith("{{") and text.endswith("}}"):
-        text = text[2:-2]
     try:
-        result = _expression(text)(**variables)
+        result = _run_expression(_bare(str(expression)), _variables(variables))
         if isinstance(result, jinja2.Undefined):
             result._fail_with_undefined_error()
         return result
-    except (jinja2.UndefinedError, jinja2.TemplateError, TemplateError, TypeError) as exc:
+    except (jinja2.UndefinedError, jinja2.TemplateError, TypeError) as exc:
         raise TemplateError(f"{_explain(exc)} in {str(expression)!r}") from None
 
 
-def with_defaults(variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
-    """variables plus every default they lack, each rendered in order against what is known so far
-    (so a default may use host vars, facts and the defaults above it)."""
-    merged = dict(variables)
-    for name, value in defaults.items():
-        if name not in merged:
-            try:
-                merged[name] = render(value, merged)
-            except TemplateError as exc:
-                raise TemplateError(f"default {name!r}: {exc}") from None
-    return merged
+def with_defaults(variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> Variables:
+    """variables (used as they are) over defaults (rendered lazily when used)."""
+    return layered((defaults, True), (variables, False))

@@ -57,6 +57,8 @@ def parse_yaml(text: str, source: str) -> Any:
         raise FleetError(f"{source}{line}: malformed YAML: {problem}; fix the indentation or quoting there") from None
     except yaml.YAMLError as exc:
         raise FleetError(f"{source}: malformed YAML: {exc}") from None
+    except RecursionError:  # PyYAML composes and builds nodes recursively
+        raise FleetError(f"{source}: YAML nested too deeply to be a playbook, inventory or vars file") from None
     except FleetError as exc:
         message, _, line = str(exc).rpartition("@")
         raise FleetError(f"{source}:{line}: {message}; each key may appear once") from None

@@ -199,19 +199,24 @@ def test_undefined_variable_fails_the_task_naming_file_line_and_variable(capsys,
     assert "not reached" not in out and "Traceback" not in out + err
 
 
-def test_odd_task_input_fails_that_task_not_the_run(capsys, tmp_path):
+@pytest.mark.parametrize(
+    ("task", "needle"),
+    [
+        ("command: 'true'\n      environment: {BAD-NAME: 1}", ":5: `environment:` name 'BAD-NAME' is not a valid"),
+        ("line: {path: /tmp/x, line: a, regexp: '(('}", ":5: task 'odd': regexp '((' is not a valid regular"),
+    ],
+)
+def test_odd_task_input_is_refused_before_any_task_runs(capsys, tmp_path, task, needle):
+    marker = tmp_path / "task1-ran"
     book = tmp_path / "odd.yaml"
     book.write_text(
         "- hosts: all\n  gather_facts: false\n  tasks:\n"
-        "    - name: bad env name\n      command: 'true'\n      environment: {BAD-NAME: 1}\n      ignore_errors: true\n"
-        "    - name: bad regexp\n      line: {path: /tmp/x, line: a, regexp: '(('}\n      ignore_errors: true\n"
-        "    - name: still runs\n      command: 'true'\n"
+        f"    - command: 'touch {marker}'\n"
+        f"    - name: odd\n      {task}\n      ignore_errors: true\n"
     )
-    code, out, err = fleet(capsys, "run", book, "-i", LOCAL)
-    assert code == 0, out + err
-    assert f"{book}:4: ValueError: 'BAD-NAME' is not a valid environment variable name" in out
-    assert "line: regexp '((' is not a valid regular expression" in out
-    assert "changed  localhost        still runs" in out
+    code, _, err = fleet(capsys, "run", book, "-i", LOCAL)
+    assert code == 1 and not marker.exists()
+    assert f"{book}{needle}" in err, err
 
 
 @pytest.mark.parametrize(
@@ -227,3 +232,21 @@ def test_the_real_command_prints_one_line_and_no_traceback(books, args, code, ne
     assert result.returncode == code
     assert needle in one_line_error(result.stderr) and result.stdout == ""
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_deep_yaml_is_one_line_not_a_recursion_traceback(tmp_path):
+    book = tmp_path / "deep.yaml"
+    book.write_text("- hosts: all\n  vars: {deep: " + "[" * 5000 + "]" * 5000 + "}\n  tasks: []\n")
+    result = run_fleet("run", book, "-i", LOCAL)
+    assert result.returncode == 1
+    assert result.stderr == f"fleet: error: {book}: YAML nested too deeply to be a playbook, inventory or vars file\n"
+
+
+def test_unknown_tag_is_an_error_listing_the_tags(capsys, tmp_path):
+    book = tmp_path / "tags.yaml"
+    book.write_text("- hosts: all\n  gather_facts: false\n  tasks:\n    - command: 'true'\n      tags: [torch, uv]\n")
+    code, out, err = fleet(capsys, "run", book, "-i", LOCAL, "--tags", "trch")
+    assert code == 1 and out == ""
+    assert err == f"fleet: error: {book}: no task has the tag 'trch' (tags in this playbook: torch, uv)\n"
+    code, out, err = fleet(capsys, "run", book, "-i", LOCAL, "--tags", "torch,always")
+    assert code == 0, err

@@ -313,8 +313,10 @@ def test_defaults_sit_below_inventory_vars_and_may_use_them():
     defaults = {"project_dir": "~/p", "venv": "{{ project_dir }}/.venv", "x": "{{ facts.arch }}"}
     assert with_defaults({"facts": {"arch": "aarch64"}}, defaults)["venv"] == "~/p/.venv"
     assert with_defaults({"project_dir": "/srv/q", "facts": {"arch": "a"}}, defaults)["venv"] == "/srv/q/.venv"
-    with pytest.raises(TemplateError, match="default 'x'"):
-        with_defaults({"facts": {}}, defaults)
+    lazy = with_defaults({"facts": {}}, defaults)  # rendered when used, as Ansible does
+    assert lazy["venv"] == "~/p/.venv"
+    with pytest.raises(TemplateError, match="variable 'x': undefined attribute"):
+        lazy["x"]
 
 
 # ---- the playbook and the inventory ------------------------------------------------------------------

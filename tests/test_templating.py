@@ -27,3 +27,56 @@ def test_versions_compare_as_versions_not_text():
     assert evaluate("d is version('>=', '570.148.08')", {"d": "580.159.04"})
     assert not evaluate("d is version('>=', '570.148.08')", {"d": "570.86.15"})
     assert evaluate("'570.148.08' is version('>', '570.99')", {})  # text order would say no
+
+
+# ---- lazy, recursive variables ---------------------------------------------------------------------
+from fleet.templating import as_bool, compile_check, layered, unsafe  # noqa: E402
+
+
+def test_variables_render_lazily_and_recursively_across_layers():
+    scope = layered(
+        ({"venv": "{{ project_dir }}/.venv", "unused": "{{ nowhere }}"}, True),  # defaults
+        ({"home": "/home/u"}, True),  # inventory
+        ({"project_dir": "{{ home }}/p"}, True),  # play vars
+        ({"out": {"stdout": "{{ not rendered }}"}}, False),  # registered: data from the host
+    )
+    assert render("{{ venv }}", scope) == "/home/u/p/.venv"
+    assert render("{{ out.stdout }}", scope) == "{{ not rendered }}"  # kept as data, never templated
+    with pytest.raises(TemplateError, match="variable 'unused': undefined variable 'nowhere'"):
+        render("{{ unused }}", scope)
+
+
+def test_a_higher_layer_replaces_a_lower_one_of_either_kind():
+    scope = layered(({"x": "{{ y }}", "y": 1}, True), ({"x": "data {{"}, False), ({"x": "{{ y + 1 }}"}, True))
+    assert render("{{ x }}", scope) == "2"
+
+
+def test_cycles_are_named():
+    with pytest.raises(TemplateError, match="variable cycle: a -> b -> c -> a"):
+        render("{{ a }}", layered(({"a": "{{ b }}", "b": "{{ c }}", "c": "{{ a }}"}, True)))
+
+
+def test_a_value_left_holding_template_text_is_an_error_unless_marked_literal():
+    scope = layered(({"raw": "{% raw %}{{ x }}{% endraw %}", "uses": "{{ raw }}!", "safe": unsafe("{# x #}")}, True))
+    assert render("{{ raw }}", scope) == "{{ x }}"  # written literal on purpose
+    with pytest.raises(TemplateError, match=r"variable 'uses' still holds '\{\{'"):
+        render("{{ uses }}", scope)
+    assert render("{{ safe }}", scope) == "{# x #}"
+
+
+@pytest.mark.parametrize(("value", "expected"), [(True, True), ("False", False), ("yes", True), ("NO", False),
+                                                 ("on", True), ("0", False), (1, True)])  # fmt: skip
+def test_booleans_read_as_ansible_reads_them(value, expected):
+    assert as_bool(value, "become") is expected
+
+
+@pytest.mark.parametrize("value", ["flase", "", None, 2, [True]])
+def test_anything_else_is_not_a_boolean(value):
+    with pytest.raises(TemplateError, match="become must be a boolean"):
+        as_bool(value, "become")
+
+
+def test_syntax_errors_are_found_by_compiling_without_rendering():
+    compile_check({"a": ["{{ fine }}", "{{ undefined_is_fine_here }}"]})
+    with pytest.raises(TemplateError, match="Jinja syntax error"):
+        compile_check({"a": ["ok", "{{ a | }}"]})
