@@ -111,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
     _common(facts)
     facts.set_defaults(handler=cmd_facts)
 
+    health = sub.add_parser(
+        "health", help="GPU health only, fast: exit 0 when every host is fit, else one line per problem"
+    )
+    _common(health)
+    health.set_defaults(handler=cmd_health)
+
     inventory = sub.add_parser("inventory", help="list the hosts a pattern selects, with groups and vars")
     _common(inventory)
     inventory.set_defaults(handler=cmd_inventory)
@@ -166,6 +172,13 @@ def cmd_facts(args: argparse.Namespace) -> int:
 
     inventory = load_inventory_arg(args.inventory)
     return show_facts(inventory, inventory.require(args.pattern), run_options(args), as_json=args.json)
+
+
+def cmd_health(args: argparse.Namespace) -> int:
+    from .healthview import show_health
+
+    inventory = load_inventory_arg(args.inventory)
+    return show_health(inventory, inventory.require(args.pattern), run_options(args), as_json=args.json)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

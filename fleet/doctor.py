@@ -5,8 +5,9 @@ One batched command per host looks at the venv and finds each known failure:
   fa3-missing     flash_attn_3 seems to be not installed -> the FA3 wheel, or fall back to FA2/SDPA
   vllm-missing    vllm found no GH200 wheel -> uninstall, reinstall with its extra index (+ pypi.nvidia.com)
   build-prereqs   Could not build wheels for flash-attn -> packaging ninja cmake, --no-build-isolation, MAX_JOBS
-and prints the finding and its remedy. `--fix` applies the remedies as tasks (the setup playbook's own,
-found by tag, after an uninstall where the guide says so), then looks again."""
+and prints the finding and its remedy; a second command adds the GPU health problems (fleet.health).
+`--fix` applies the remedies as tasks (the setup playbook's own, found by tag, after an uninstall where
+the guide says so; for GPUs only persistence and compute mode), then looks again."""
 
 from __future__ import annotations
 
@@ -63,6 +64,7 @@ class Finding:
     problem: str
     remedy: str
     packages: tuple[str, ...] = ()  # what the remedy installs, where it depends on the host
+    command: tuple[str, ...] = ()  # the remedy as one command run as root (GPU settings)
 
 
 @dataclass(frozen=True)
@@ -157,7 +159,10 @@ def examine(session: Session, hosts: list[str], defaults: Mapping[str, Any], for
             return Diagnosis(host, venv, error="the detection command timed out")
         arch = result.stdout.partition("@@arch")[2].partition("@@tools")[0].strip()
         vars = lenient_defaults({**session.hostvars(host), "facts": {"arch": arch}}, defaults)
-        return Diagnosis(host, venv, tuple(diagnose(result.stdout, venv, vars)))
+        gpu = [Finding(p.id, p.text, p.remedy, command=p.fix) for p in gpu_problems(conn, host, session.hostvars(host))]
+        return Diagnosis(host, venv, (*diagnose(result.stdout, venv, vars), *gpu))
+
+    from .healthview import examine as gpu_problems
 
     found = each_host(session, hosts, work, forks)
     return {h: d if isinstance(d, Diagnosis) else Diagnosis(h, "", error=str(d)) for h, d in found.items()}
@@ -189,6 +194,11 @@ def _build_prereqs(setup: Play, finding: Finding) -> list[Task]:
     return [Task("pip", {"venv": "{{ venv }}", "packages": packages}, name=f"doctor: install {' '.join(packages)}")]
 
 
+def _gpu_setting(finding: Finding) -> Task:
+    return Task("command", {"cmd": list(finding.command)}, name=f"doctor: nvidia-smi {' '.join(finding.command[1:])}",
+                become=True)  # fmt: skip
+
+
 # The remedy of each finding, as tasks: the setup playbook's own where it has them (by tag).
 FIXES: dict[str, Callable[[Play, Finding], list[Task]]] = {
     "cpu-torch": lambda setup, f: [_uninstall("torch", "torchvision", "torchaudio"), *_tagged(setup, "torch")],
@@ -196,6 +206,9 @@ FIXES: dict[str, Callable[[Play, Finding], list[Task]]] = {
     "vllm-missing": _reinstall_vllm,
     "build-prereqs": _build_prereqs,
     "venv-missing": lambda setup, f: _tagged(setup, "venv"),
+    # GPU health (fleet.health): only the settings that are safe to change on a node in use
+    "persistence-off": lambda setup, f: [_gpu_setting(f)],
+    "compute-mode": lambda setup, f: [_gpu_setting(f)],
 }
 
 

@@ -10,6 +10,8 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from .health import PROBE as HEALTH_PROBE
+from .health import HostHealth, parse_health
 from .model import FleetError
 
 if TYPE_CHECKING:
@@ -17,7 +19,7 @@ if TYPE_CHECKING:
 
 # One section per marker; every command's failure is tolerated so one missing tool never
 # costs the others. nvidia-smi's header holds the CUDA version the driver supports.
-PROBE = r"""
+SYSTEM_PROBE = r"""
 s() { printf '\n@@%s\n' "$1"; }
 s hostname; hostname 2>/dev/null || cat /proc/sys/kernel/hostname
 s arch; uname -m
@@ -35,8 +37,8 @@ s nvcc; (command -v nvcc >/dev/null 2>&1 && nvcc --version || /usr/local/cuda/bi
 s custom; for f in "$HOME"/.fleet/facts.d/*.json; do
   [ -f "$f" ] && printf '%s\t' "$(basename "$f" .json)" && tr -d '\n' <"$f" && echo
 done
-s end
 """
+PROBE = SYSTEM_PROBE + HEALTH_PROBE + "s end\n"
 
 
 @dataclass(frozen=True)
@@ -71,6 +73,7 @@ class Facts:
     gpus: tuple[GPU, ...] = ()
     gpu_error: str | None = None
     custom: dict[str, Any] = field(default_factory=dict)
+    health: HostHealth | None = None  # None: no NVIDIA driver or nvidia-smi (fleet.health judges it)
 
     @property
     def gpu_count(self) -> int:
@@ -185,6 +188,7 @@ def parse_facts(text: str) -> Facts:
         gpus=gpus,
         gpu_error=gpu_error,
         custom=custom,
+        health=parse_health(sec),
     )
 
 

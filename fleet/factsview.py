@@ -8,6 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .facts import Facts, gather_facts
+from .health import errors, summary
+from .healthview import expected_by_host, host_problems, problem_dict
 from .inventory import Inventory
 from .model import RunOptions, Unreachable
 from .report import print_line, print_table
@@ -73,12 +75,23 @@ def collect(inventory: Inventory, hosts: list[str], options: RunOptions) -> dict
 
 
 def show_facts(inventory: Inventory, hosts: list[str], options: RunOptions, *, as_json: bool) -> int:
+    expected = expected_by_host(inventory, hosts, options)
     found = collect(inventory, hosts, options)
     reachable = {h: f for h, f in found.items() if isinstance(f, Facts)}
     odd = odd_stacks(reachable)
+    problems = {h: host_problems(f.health, expected[h], f.gpu_error) for h, f in reachable.items()}
     if as_json:
         out = {
-            h: ({"unreachable": str(f)} if isinstance(f, Unreachable) else f.as_dict() | {"stack_differs": h in odd})
+            h: (
+                {"unreachable": str(f)}
+                if isinstance(f, Unreachable)
+                else f.as_dict()
+                | {
+                    "stack_differs": h in odd,
+                    "healthy": not errors(problems[h]),
+                    "health_problems": [problem_dict(p) for p in problems[h]],
+                }
+            )
             for h, f in found.items()
         }
         print(json.dumps(out, indent=2, default=str))
@@ -86,14 +99,14 @@ def show_facts(inventory: Inventory, hosts: list[str], options: RunOptions, *, a
         rows = []
         for host, f in found.items():
             if isinstance(f, Unreachable):
-                rows.append((host, "unreachable", str(f), "", "", "", "", "", ""))
+                rows.append((host, "unreachable", str(f), "", "", "", "", "", "", ""))
                 continue
             rows.append((
                 host, f.arch, f"{f.os_id} {f.os_version}".strip(), f"{f.cpus}/{_gib(f.memory_bytes)}",
                 f.driver or "-", f.cuda or "-", gpu_text(f), gpu_memory_text(f),
-                ("≠ " if host in odd else "") + stack_text(f),
+                ("≠ " if host in odd else "") + stack_text(f), summary(problems[host]),
             ))  # fmt: skip
-        columns = ("host", "arch", "os", "cpu/mem", "driver", "cuda", "gpus", "gpu mem", "stack")
+        columns = ("host", "arch", "os", "cpu/mem", "driver", "cuda", "gpus", "gpu mem", "stack", "health")
         print_table(rows, columns, title=f"facts of {len(hosts)} host(s)")
         if odd:
             print_line(f"≠ stack differs from the rest of the fleet on: {', '.join(sorted(odd))}", style="yellow")

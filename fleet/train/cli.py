@@ -18,6 +18,9 @@ def add_subcommand(subparsers: Any, common: Callable[[argparse.ArgumentParser], 
         "where it already runs). Actions: status, logs, stop.",
     )
     _options(train, common)
+    train.add_argument(
+        "--ignore-health", action="store_true", help="launch even where fleet health finds a GPU unfit to train on"
+    )
     train.set_defaults(handler=cmd_launch)
     actions = train.add_subparsers(dest="train_action", metavar="{status,logs,stop}")
 
@@ -68,7 +71,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
     from .control import launch
 
     inventory, hosts, config, options = _setup(args)
-    return launch(inventory, hosts, config, options, choose_reporter(json_lines=args.json)).exit_code
+    reporter = choose_reporter(json_lines=args.json)
+    return launch(inventory, hosts, config, options, reporter, ignore_health=args.ignore_health).exit_code
 
 
 def cmd_status(args: argparse.Namespace) -> int:

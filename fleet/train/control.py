@@ -11,6 +11,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ..facts import sections
+from ..health import PROBE as HEALTH_PROBE
+from ..health import parse_health, turned_sick
 from ..inventory import Inventory
 from ..model import Plan, RunOptions, RunReport, Status, TaskResult, Unreachable
 from ..report import Reporter, print_line, print_table
@@ -69,7 +72,13 @@ class _Recorder:
 
 # ---- launch ------------------------------------------------------------------------------------
 def launch(
-    inventory: Inventory, hosts: list[str], config: TrainConfig, options: RunOptions, reporter: Reporter
+    inventory: Inventory,
+    hosts: list[str],
+    config: TrainConfig,
+    options: RunOptions,
+    reporter: Reporter,
+    *,
+    ignore_health: bool = False,
 ) -> RunReport:
     started = time.monotonic()
     report = RunReport()
@@ -92,7 +101,7 @@ def launch(
             if isinstance(pre, Unreachable):
                 rec.unreachable(host, pre)
             else:
-                plans[host] = plan_launch(specs[host], pre, config, hostvars[host])
+                plans[host] = plan_launch(specs[host], pre, config, hostvars[host], ignore_health=ignore_health)
         if config.job.multi_node:
             plans = _all_or_nothing(plans, unreachable=[h for h in hosts if h not in plans])
 
@@ -140,6 +149,7 @@ class HostStatus:
     state: JobState | None
     unreachable: str | None = None
     action: str | None = None  # what status did about it (stopping a run whose peer failed)
+    gpu_health: tuple[str, ...] = ()  # what turned sick on the host's GPUs since the launch
 
 
 def collect_status(
@@ -149,12 +159,15 @@ def collect_status(
     failed are stopped and shown as failed."""
     with Session(inventory, options) as session:
         paths = {h: run_paths(config, session.hostvars(h)) for h in hosts}
-        found = each_host(
-            session,
-            hosts,
-            lambda h, conn: parse_state(conn.run(state_probe(paths[h]), timeout=PROBE_TIMEOUT).stdout),
-            options.forks,
-        )
+
+        def look(host: str, conn: Any) -> JobState:
+            out = conn.run(state_probe(paths[host]) + HEALTH_PROBE, timeout=PROBE_TIMEOUT).stdout
+            state = parse_state(out)
+            sick[host] = tuple(turned_sick(state.meta.get("health") or {}, parse_health(sections(out))))
+            return state
+
+        sick: dict[str, tuple[str, ...]] = {}
+        found = each_host(session, hosts, look, options.forks)
         states = {h: s for h, s in found.items() if isinstance(s, JobState)}
         to_stop = peers_to_stop(states)
 
@@ -187,7 +200,7 @@ def collect_status(
                 action = f"could not stop ({to_stop[host]}): processes {' '.join(map(str, outcome.left))} survived"
             elif outcome is not None:
                 action = f"could not stop ({to_stop[host]}): {session.redactor(host).text(str(outcome))}"
-            out.append(HostStatus(host, state, action=action))
+            out.append(HostStatus(host, state, action=action, gpu_health=sick.get(host, ())))
     return out
 
 
@@ -241,6 +254,7 @@ def status_dict(item: HostStatus) -> dict[str, Any]:
         "node_rank": s.meta.get("node_rank"),
         "nnodes": s.meta.get("nnodes"),
         "note": item.action or s.note,
+        "gpu_health": list(item.gpu_health),  # what turned sick on the GPUs since the launch
     }
 
 
@@ -266,6 +280,8 @@ def show_status(items: list[HostStatus], run: str, *, as_json: bool) -> int:
             warning = gpu_text(item.state)[1] if item.state else None
             if warning:
                 print_line(f"warning: {item.host}: {warning}", style="yellow")
+            for sick in item.gpu_health:
+                print_line(f"warning: {item.host}: {sick} (fleet doctor shows the remedy)", style="yellow")
     code = 0
     if any(i.state and i.state.state in ("failed", "lost") for i in items):
         code |= 2

@@ -9,6 +9,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..health import baseline, errors, expected_gpus, judge
 from ..model import FleetError, Plan
 from .config import TrainConfig, host_setting
 from .jobs import NodeSpec, Preflight, RunPaths, launch_script
@@ -149,7 +150,24 @@ def preflight_failure(spec: NodeSpec, pre: Preflight, config: TrainConfig) -> st
     return None
 
 
-def plan_launch(spec: NodeSpec, pre: Preflight, config: TrainConfig, hostvars: Mapping[str, Any]) -> Plan:
+def health_failure(pre: Preflight, hostvars: Mapping[str, Any], host: str) -> str | None:
+    """Why the host's GPUs are unfit to train on (fleet.health), or None."""
+    try:
+        expected = expected_gpus(hostvars)
+    except ValueError as exc:
+        raise FleetError(f"host {host}: {exc}") from None
+    bad = errors(judge(pre.facts.health, expected_gpus=expected, gpu_error=pre.facts.gpu_error))
+    if not bad:
+        return None
+    return (
+        f"GPU health: {'; '.join(p.text for p in bad)} (fleet doctor shows the remedies; "
+        "--ignore-health launches anyway)"
+    )
+
+
+def plan_launch(
+    spec: NodeSpec, pre: Preflight, config: TrainConfig, hostvars: Mapping[str, Any], *, ignore_health: bool = False
+) -> Plan:
     """Nothing when the run already runs there; a failure when the host is not fit; else the one
     script that syncs the changed files and starts the job."""
     state = pre.state
@@ -160,13 +178,16 @@ def plan_launch(spec: NodeSpec, pre: Preflight, config: TrainConfig, hostvars: M
         pids = " ".join(map(str, sorted(state.leftovers)))
         return Plan(fail=f"processes {pids} of the last launch are still alive; end them first (fleet train stop)")
     failure = preflight_failure(spec, pre, config)
+    if not failure and not ignore_health:
+        failure = health_failure(pre, hostvars, spec.host)
     if failure:
         return Plan(fail=failure)
     env = dict(spec.env)
     attn = attention_impl(hostvars, spec.env, pre.facts.stack)
     if attn:
         env["ATTN_IMPL"] = str(attn)
-    spec = replace(spec, env=env)
+    # the GPUs' counters at launch: `fleet train status` tells a GPU that turned sick during the run
+    spec = replace(spec, env=env, meta={**spec.meta, "health": baseline(pre.facts.health)})
     files = job_files(config)
     changed = {name: body for name, body in files.items() if pre.file_sha.get(name) != hashlib.sha256(body).hexdigest()}
     rank = f"node {spec.meta['node_rank']}/{spec.meta['nnodes']}, " if spec.meta["nnodes"] > 1 else ""
