@@ -13,6 +13,7 @@ import subprocess
 
 import pytest
 from conftest import RECORDED, run_fleet
+from fakegpu import recorded_trace
 
 from fleet.facts import PROBE, parse_facts, parse_gpu_csv, parse_os_release, sections
 from fleet.factsview import gpu_memory_text, gpu_text
@@ -21,20 +22,7 @@ from fleet.templating import evaluate
 GPU_QUERY = "--query-gpu=index,name,driver_version,memory.total,memory.used,compute_cap --format=csv,noheader,nounits"
 
 
-def recorded_outputs() -> dict[str, str]:
-    """Each traced command of the recorded `set -x` session and what it printed."""
-    outputs: dict[str, str] = {}
-    command = None
-    for line in (RECORDED / "h200-host-probe.txt").read_text().splitlines():
-        if line.startswith("+ "):
-            command = line[2:]
-            outputs[command] = ""
-        elif command is not None:
-            outputs[command] += line + "\n"
-    return outputs
-
-
-REC = recorded_outputs()
+REC = recorded_trace("h200-host-probe.txt")
 H200_SMI_HEAD = "".join(REC["nvidia-smi"].splitlines(keepends=True)[:5])  # what PROBE's `| head -n 5` keeps
 H200_GPU_CSV = REC[f"nvidia-smi {GPU_QUERY}"]
 H200_NVCC = REC["nvcc --version"]
