@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .model import FleetError
+from .sanitize import visible
 
 EXIT_BAD_INPUT = 1
 
@@ -189,17 +190,18 @@ def cmd_doctor(args: argparse.Namespace) -> int:
 
 def cmd_inventory(args: argparse.Namespace) -> int:
     from .report import print_table
-    from .secrets import Redactor, secret_values
+    from .secrets import Redactor, inventory_marked_names, marked_names, secret_values
 
     inventory = load_inventory_arg(args.inventory)
     hosts = [inventory.host(h) for h in inventory.require(args.pattern)]
     extra = parse_extra_vars(args.extra_vars)
-    redactor = Redactor(secret_values(extra, *(h.vars for h in hosts)))
+    names = inventory_marked_names(inventory) | marked_names(extra)
+    redactor = Redactor(secret_values(extra, *(h.vars for h in hosts), marked=names), names)
     if args.json:
         data = {h.name: {"groups": h.groups, "vars": {**h.vars, **extra}} for h in hosts}
-        print(json.dumps(redactor.scrub(data), indent=2, default=str))
+        print(json.dumps(redactor.show(data), indent=2, default=str))
         return 0
-    rows = [(h.name, ",".join(h.groups), json.dumps(redactor.scrub({**h.vars, **extra}), default=str)) for h in hosts]
+    rows = [(h.name, ",".join(h.groups), json.dumps(redactor.show({**h.vars, **extra}), default=str)) for h in hosts]
     print_table(rows, ("host", "groups", "vars"), title=f"{len(hosts)} host(s) in {inventory.source}")
     return 0
 
@@ -210,7 +212,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.handler(args) or 0)
     except FleetError as exc:
-        print(f"fleet: error: {exc}", file=sys.stderr)
+        print(f"fleet: error: {visible(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print("fleet: interrupted", file=sys.stderr)

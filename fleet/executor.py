@@ -14,7 +14,7 @@ from .facts import Facts, gather_facts, with_overrides
 from .model import FleetError, HostReport, Plan, RunOptions, Status, TaskResult, Unreachable
 from .playbook import Play
 from .report import Reporter
-from .secrets import Redactor
+from .secrets import MASK, Redactor, hidden_values
 from .task import Action, Context, Task, build
 from .templating import TemplateError, Variables, as_bool, evaluate, layered, render, render_argument, unsafe
 
@@ -94,6 +94,7 @@ class HostExecutor:
     # ---- task ----------------------------------------------------------------------------------
     def run_task(self, task: Task, play: Play) -> list[TaskResult]:
         self.reporter.task_started(self.host, task.title)
+        self._raw_data: list[Mapping[str, Any]] = []  # what each result registers, even under no_log
         try:
             variables = self.variables(play)
             task = self._resolved(task, play, variables)
@@ -115,11 +116,12 @@ class HostExecutor:
             if result.status is Status.FAILED and not result.ignored:
                 break
         if task.register:
+            registered = [_registered(r, d) for r, d in zip(results, self._raw_data, strict=True)]
             if items == [_NO_ITEM]:
-                self.registered[task.register] = unsafe(_registered(results[0]))
+                self.registered[task.register] = unsafe(registered[0])
             else:
                 self.registered[task.register] = unsafe({
-                    "results": [_registered(r) for r in results],
+                    "results": registered,
                     "changed": any(r.status is Status.CHANGED for r in results),
                     "failed": any(r.status is Status.FAILED for r in results),
                 })  # fmt: skip
@@ -249,19 +251,24 @@ class HostExecutor:
         item: Any = None,
         data: Mapping[str, Any] | None = None,
     ) -> TaskResult:
+        data = dict(data or {})
+        self._raw_data.append(data)  # registered in full: a later task may need it
         if task.no_log:
+            # Hidden here, and whatever it printed counts as secret wherever a later task shows it.
+            self.redactor.add(hidden_values(data))
             message, diff, data = ("output hidden (no_log)" if message else ""), None, {}
+            item = None if item is None else MASK
         ignored = status is Status.FAILED and task.ignore_errors
         result = TaskResult(
             host=self.host,
             task=task.title,
             action=task.action,
             status=status,
-            message=self.redactor.text(message),
-            diff=self.redactor.text(diff) if diff and (self.options.diff or self.options.check) else None,
+            message=self.redactor.show(message),
+            diff=self.redactor.show(diff) if diff and (self.options.diff or self.options.check) else None,
             duration=time.monotonic() - started if started else 0.0,
-            item=self.redactor.scrub(item),
-            data=dict(data or {}),
+            item=self.redactor.show(item),
+            data=data,
             ignored=ignored,
         )
         self.report.results.append(result)
@@ -272,9 +279,9 @@ class HostExecutor:
 _NO_ITEM = object()
 
 
-def _registered(result: TaskResult) -> dict[str, Any]:
+def _registered(result: TaskResult, data: Mapping[str, Any]) -> dict[str, Any]:
     return {
-        **result.data,
+        **data,
         "status": str(result.status),
         "changed": result.status is Status.CHANGED,
         "failed": result.status is Status.FAILED,

@@ -44,7 +44,7 @@ from .yamlfile import line_of, load_yaml
 
 PLAY_KEYS = (
     "name", "hosts", "vars", "tasks", "become", "become_user", "serial", "gather_facts", "environment", "tags",
-    "vars_files", "defaults",
+    "vars_files", "defaults", "secrets",
 )  # fmt: skip
 
 
@@ -63,6 +63,7 @@ class Play:
     tags: tuple[str, ...] = ()
     source: str = "<python>"
     base_dir: str = "."  # where relative `src:` files are found
+    secrets: tuple[str, ...] = ()  # more variable names whose values are masked (see fleet/secrets.py)
 
     @property
     def title(self) -> str:
@@ -171,6 +172,7 @@ def _plays_from_yaml(p: Path, data: Any) -> list[Play]:
                 tags=_tags(raw.get("tags"), where),
                 source=where,
                 base_dir=str(p.parent),
+                secrets=_names(raw.get("secrets"), where),
             )
         )
     return plays
@@ -216,6 +218,14 @@ def _environment(where: str, value: Any) -> dict[str, Any]:
         if not (isinstance(name, str) and (_ENV_NAME.fullmatch(name) or is_template(name))):
             raise FleetError(f"{where}: `environment:` name {name!r} is not a valid environment variable name")
     return _compiled(where, "environment", env)
+
+
+def _names(value: Any, where: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(n, str) and n for n in value):
+        raise FleetError(f"{where}: `secrets:` must be a list of variable names (e.g. [wandb_key])")
+    return tuple(value)
 
 
 def _mapping(where: str, key: str, value: Any) -> dict[str, Any]:

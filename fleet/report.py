@@ -10,6 +10,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import IO, Any
 
 from .model import RunReport, Status, TaskResult
+from .sanitize import visible
 from .secrets import Redactor
 
 STYLE = {
@@ -100,6 +101,7 @@ class PlainReporter(Reporter):
                 self.console.print(result.diff.rstrip(), markup=False)
 
     def host_unreachable(self, host: str, reason: str) -> None:
+        reason = self.redactor.show(reason)
         with self.lock:
             self.console.print(f"[magenta]unreachable[/] {escape(f'{host:<16} {reason}')}", markup=True)
 
@@ -174,7 +176,7 @@ class JsonReporter(Reporter):
         self.stream = stream or sys.stdout
 
     def _write(self, event: Mapping[str, Any]) -> None:
-        line = json.dumps(self.redactor.scrub(dict(event)), default=str)
+        line = json.dumps(self.redactor.show(dict(event)), default=str)
         with self.lock:
             self.stream.write(line + "\n")
             self.stream.flush()
@@ -223,7 +225,7 @@ def print_recap(report: RunReport, console: Any) -> None:
     console.print(table)
     for host in sorted(report.hosts.values(), key=lambda h: h.host):
         for note in host.notes:
-            console.print(f"note {host.host}: {note}", markup=False, highlight=False)
+            console.print(f"note {host.host}: {visible(note)}", markup=False, highlight=False)
 
 
 def print_table(
@@ -237,9 +239,9 @@ def print_table(
     for column in columns:
         table.add_column(column)
     for row in rows:
-        table.add_row(*(Text("" if v is None else str(v)) for v in row))  # plain text, never markup
+        table.add_row(*(Text("" if v is None else visible(str(v))) for v in row))  # plain text, never markup
     _console(stream).print(table)
 
 
 def print_line(text: str, *, style: str | None = None, stream: IO[str] | None = None) -> None:
-    _console(stream).print(text, style=style, markup=False, highlight=False)
+    _console(stream).print(visible(text), style=style, markup=False, highlight=False)

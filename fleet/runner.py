@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -13,7 +13,7 @@ from .connection import Connection, connect
 from .inventory import Inventory
 from .model import FleetError, RunOptions, RunReport, Unreachable
 from .report import Reporter
-from .secrets import Redactor, secret_values
+from .secrets import Redactor, inventory_marked_names, marked_names, secret_values
 
 if TYPE_CHECKING:  # the engine proper is imported only by commands that run playbooks
     from .executor import HostExecutor
@@ -53,12 +53,14 @@ class Session:
         conn = self._connections.get(host)
         return conn.commands if conn else 0
 
-    def redactor(self, host: str | None = None) -> Redactor:
+    def redactor(self, host: str | None = None, *more: Mapping[str, Any], marked: Iterable[str] = ()) -> Redactor:
+        """Masks the secrets of these hosts (all by default), -e and `more` variables."""
         hosts = [host] if host else self.inventory.hosts
-        values = secret_values(self.options.extra_vars)
+        names = {*marked, *inventory_marked_names(self.inventory), *marked_names(self.options.extra_vars, *more)}
+        values = secret_values(self.options.extra_vars, *more, marked=names)
         for name in hosts:
-            values |= secret_values(self.inventory.host(name).vars)
-        return Redactor(values)
+            values |= secret_values(self.inventory.host(name).vars, marked=names)
+        return Redactor(values, names)
 
     def close(self) -> None:
         for conn in self._connections.values():
@@ -112,8 +114,9 @@ def run_playbook(
     started: dict[str, float] = {}
     executors: dict[str, HostExecutor] = {}
     with Session(inventory, options) as session:
-        redactor = session.redactor()
-        redactor.add(secret_values(*(play.vars for play in playbook.plays)))
+        redactor = session.redactor(
+            None, *(play.vars for play in playbook.plays), marked=[n for p in playbook.plays for n in p.secrets]
+        )
         reporter.redactor = redactor
 
         def run_host(play: Play, host: str) -> None:

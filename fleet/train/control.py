@@ -18,6 +18,7 @@ from ..inventory import Inventory
 from ..model import Plan, RunOptions, RunReport, Status, TaskResult, Unreachable
 from ..report import Reporter, print_line, print_table
 from ..runner import Session, each_host
+from ..sanitize import visible
 from .config import TrainConfig, host_setting
 from .jobs import (
     STOPPED_BY_USER,
@@ -326,7 +327,7 @@ def stop(
 # ---- logs --------------------------------------------------------------------------------------
 def _print_lines(host: str, width: int, text: str) -> None:
     for line in text.splitlines():
-        sys.stdout.write(f"{host:<{width}} | {line}\n")
+        sys.stdout.write(f"{host:<{width}} | {visible(line)}\n")  # a log's escapes are shown, not obeyed
     sys.stdout.flush()
 
 
