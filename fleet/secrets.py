@@ -104,6 +104,7 @@ def encodings(value: str) -> set[str]:
         quote_plus(value),
         json.dumps(value)[1:-1],
         json.dumps(value, ensure_ascii=False)[1:-1],
+        _html_safe_json(value),  # Jinja's tojson
         shlex.quote(value),
         html.escape(value),
         value.encode().hex(),
@@ -120,6 +121,13 @@ def encodings(value: str) -> set[str]:
             if len(core) >= _B64_CORE_MIN:
                 forms.add(core)
     return {f for f in forms if f}
+
+
+def _html_safe_json(value: str) -> str:
+    text = json.dumps(value)[1:-1]
+    for char in "<>&'":
+        text = text.replace(char, f"\\u{ord(char):04x}")
+    return text
 
 
 class Redactor:

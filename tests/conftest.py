@@ -63,3 +63,12 @@ def run_fleet(*args: str, cwd: Path | None = None, env: dict | None = None, time
         text=True,
         timeout=timeout,
     )
+
+
+# One line per fault/bad-input/leak suite, printed after the run whatever pytest's capture mode.
+SUITE_SUMMARIES: list[str] = []
+
+
+def pytest_terminal_summary(terminalreporter) -> None:
+    for line in SUITE_SUMMARIES:
+        terminalreporter.write_line(line)

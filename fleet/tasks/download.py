@@ -16,12 +16,16 @@ from .files import parse_mode
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 
-# Whichever downloader the host has: curl, else wget, else Python's urllib.
+# Whichever downloader the host has: curl, else wget, else Python's urllib. The URL reaches it on
+# stdin, never in argv, so a token in the URL never shows in the host's `ps`.
 FETCH = r"""fetch() {
-  if command -v curl >/dev/null 2>&1; then curl -fsSL --retry 3 --connect-timeout 30 -o "$2" "$1"
-  elif command -v wget >/dev/null 2>&1; then wget -q --tries=3 -O "$2" "$1"
-  elif command -v python3 >/dev/null 2>&1; then python3 -c 'import shutil, sys, urllib.request as u
-with u.urlopen(sys.argv[1], timeout=60) as r, open(sys.argv[2], "wb") as f: shutil.copyfileobj(r, f)' "$1" "$2"
+  if command -v curl >/dev/null 2>&1; then
+    printf 'url = "%s"\n' "$(printf %s "$1" | sed 's/[\\"]/\\&/g')" |
+      curl -fsSL --retry 3 --connect-timeout 30 -o "$2" -K -
+  elif command -v wget >/dev/null 2>&1; then printf '%s\n' "$1" | wget -q --tries=3 -O "$2" -i -
+  elif command -v python3 >/dev/null 2>&1; then printf '%s\n' "$1" | python3 -c 'import shutil, sys, urllib.request as u
+url = sys.stdin.readline().rstrip("\n")
+with u.urlopen(url, timeout=60) as r, open(sys.argv[1], "wb") as f: shutil.copyfileobj(r, f)' "$2"
   else echo "cannot download: the host has no curl, wget or python3 (apt-get install curl)" >&2; return 127; fi
 }
 """
