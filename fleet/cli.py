@@ -106,6 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("-D", "--diff", action="store_true", help="show what changes in files and packages")
     run.add_argument("-t", "--tags", default="", help="only tasks with these tags (comma list)")
     run.add_argument("--skip-tags", default="", help="skip tasks with these tags")
+    run.add_argument(
+        "--no-batch", action="store_true", help="send each probe on its own, not batched (slower; for debugging)"
+    )
     run.set_defaults(handler=cmd_run)
 
     facts = sub.add_parser("facts", help="arch, OS, driver, CUDA, GPUs and training stack per host")
@@ -161,7 +164,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     inventory = load_inventory_arg(args.inventory)
     playbook = load_playbook(args.playbook)
     options = run_options(
-        args, check=args.check, diff=args.diff, tags=_tagset(args.tags), skip_tags=_tagset(args.skip_tags)
+        args,
+        check=args.check,
+        diff=args.diff,
+        tags=_tagset(args.tags),
+        skip_tags=_tagset(args.skip_tags),
+        batch_probes=not args.no_batch,
     )
     check_tags(playbook, options.tags, options.skip_tags)
     report = run_playbook(playbook, inventory, options, choose_reporter(json_lines=args.json), limit=args.pattern)

@@ -1,5 +1,19 @@
 """One host's tasks, in order, over one connection: decide (when/loop), render, probe, plan,
-apply, register. An unchanged task costs one remote command; a changed one two."""
+apply, register.
+
+Probes are batched: when a task needs its probe, the probes of the tasks after it that can
+already be rendered (and the facts, before the first task) go in the same request, and their
+observations are kept until something changes the host. So a converged play costs one round trip
+per host, and a play with k changes about 2k+1. The batch is only a cache of observations keyed by
+the exact probe script and its settings: every task is still decided, rendered and planned at its
+own turn with the real variables, and uses a kept observation only when its probe is the same, so
+batched and unbatched runs give identical results (tests/test_batched_probes.py).
+
+What ends a batch: a task whose `when:`, `loop:`, args or environment need something not known
+yet (an earlier task's registered result, or the facts while they are being gathered); a task
+that will run something without a probe (a command with no `creates`/`removes`, also with
+`changed_when: false`: it may write, so it runs at its turn like any change and the probes after
+it are sent again); a task that runs as another user (`become`); MAX_PROBES probes."""
 
 from __future__ import annotations
 
@@ -9,10 +23,12 @@ from dataclasses import replace
 from typing import Any
 
 from . import shell
+from .batch import MAX_PROBES, Batch, ProbeCall
 from .connection import Connection
-from .facts import Facts, gather_facts, with_overrides
-from .model import FleetError, HostReport, Plan, RunOptions, Status, TaskResult, Unreachable
+from .facts import FACTS_PROBE, FACTS_TIMEOUT, Facts, with_overrides
+from .model import CommandResult, FleetError, HostReport, Plan, RunOptions, Status, TaskResult, Unreachable
 from .playbook import Play
+from .probe import as_probe, observe
 from .report import Reporter
 from .secrets import MASK, Redactor, hidden_values
 from .task import Action, Context, Task, build
@@ -41,11 +57,18 @@ class HostExecutor:
         self.redactor = redactor
         self.facts: Facts | None = None
         self.registered: dict[str, Any] = {}
+        # Observations taken since the host last changed, in the order they were probed.
+        self._kept: list[tuple[ProbeCall, CommandResult]] = []
+        self._alone: set[ProbeCall] = set()  # calls a batch could not answer: they run on their own
+        self._play: Play | None = None
+        self._cursor = (0, 0)  # (task index, item index) of the task running now
+        self._facts_pending = False  # gathering them now: looking ahead must not use them
 
     # ---- variables ---------------------------------------------------------------------------
-    def variables(self, play: Play) -> Variables:
+    def variables(self, play: Play, unknown: Mapping[str, Any] | None = None) -> Variables:
         """Lowest precedence first; templates render lazily when used (fleet/templating.py).
-        Registered results and facts came from the host: data, never templated."""
+        Registered results and facts came from the host: data, never templated. `unknown` (only
+        when looking ahead for a batch) replaces values not known yet with ones that fail when used."""
         magic = {
             "inventory_hostname": self.host,
             "check_mode": self.options.check,
@@ -59,6 +82,7 @@ class HostExecutor:
             (self.registered, False),
             (self.options.extra_vars, True),
             (magic, False),
+            (unknown or {}, False),
         )
 
     def flag(self, value: Any, variables: Variables, keyword: str) -> bool:
@@ -68,19 +92,24 @@ class HostExecutor:
     # ---- play ----------------------------------------------------------------------------------
     def run_play(self, play: Play) -> None:
         """Run a play's tasks; stop this host at its first failure (unless ignored)."""
+        self._play, self._cursor, self._kept = play, (0, 0), []
         try:
             gather = self.flag(play.gather_facts, self.variables(play), "gather_facts")
         except TemplateError as exc:
             raise FleetError(f"{play.source}: host {self.host}: {exc}") from None
-        if gather and self.facts is None:
+        self._facts_pending = gather and self.facts is None
+        if self._facts_pending:
             # `facts_override` (a dry-run/test aid) replaces gathered fields, e.g. a GPU's.
             try:
-                self.facts = with_overrides(gather_facts(self.conn), self.hostvars.get("facts_override"))
+                gathered = observe(FACTS_PROBE, self._probe(ProbeCall(FACTS_PROBE.script, timeout=FACTS_TIMEOUT)))
+                self.facts = with_overrides(gathered, self.hostvars.get("facts_override"))
+                self._facts_pending = False
             except FleetError as exc:
                 raise FleetError(f"host {self.host}: {exc}") from None
-        for task in play.tasks:
+        for index, task in enumerate(play.tasks):
             if not self._selected(task, play):
                 continue
+            self._cursor = (index, 0)
             results = self.run_task(task, play)
             if any(r.status is Status.FAILED and not r.ignored for r in results):
                 return
@@ -102,7 +131,8 @@ class HostExecutor:
         except TemplateError as exc:
             return [self._finish(task, Status.FAILED, self._explain(task, exc), 0.0)]
         results = []
-        for item in items:
+        for number, item in enumerate(items):
+            self._cursor = (self._cursor[0], number)
             scope = variables if item is _NO_ITEM else variables.child(item=item)
             shown = None if item is _NO_ITEM else item
             try:
@@ -147,33 +177,43 @@ class HostExecutor:
     def _explain(self, task: Task, exc: Exception) -> str:
         return f"{task.source}: {exc}"
 
-    def _run_one(self, task: Task, play: Play, scope: Variables, item: Any) -> TaskResult:
-        started = time.monotonic()
-        try:
-            if task.when is not None and not evaluate(task.when, scope):
-                return self._finish(task, Status.SKIPPED, "condition false", started, item=item)
-            args = render_argument(task.args, scope, "arguments")
-            env = render_argument({**play.environment, **task.environment}, scope, "environment")
-            become_user = render_argument(task.become_user or play.become_user, scope, "become_user")
-            action = build(task.action, args)
-        except (TemplateError, FleetError) as exc:
-            return self._finish(task, Status.FAILED, self._explain(task, exc), started, item=item)
+    def _prepare(self, task: Task, play: Play, scope: Variables) -> tuple[Action, dict[str, Any]] | None:
+        """The task's action and run settings for one item, or None when `when:` is false. The
+        same code decides a task at its turn and when looking ahead for a batch."""
+        if task.when is not None and not evaluate(task.when, scope):
+            return None
+        args = render_argument(task.args, scope, "arguments")
+        env = render_argument({**play.environment, **task.environment}, scope, "environment")
+        become_user = render_argument(task.become_user or play.become_user, scope, "become_user")
+        action = build(task.action, args)
         run_kwargs = {
             "env": env or None,
             "become": task.become,
             "become_user": become_user,
             "timeout": task.timeout or float(scope.get("command_timeout") or 0) or None,
         }
+        return action, run_kwargs
+
+    def _run_one(self, task: Task, play: Play, scope: Mapping[str, Any], item: Any) -> TaskResult:
+        started = time.monotonic()
+        try:
+            prepared = self._prepare(task, play, scope)
+        except (TemplateError, FleetError) as exc:
+            return self._finish(task, Status.FAILED, self._explain(task, exc), started, item=item)
+        if prepared is None:
+            return self._finish(task, Status.SKIPPED, "condition false", started, item=item)
+        action, run_kwargs = prepared
         ctx = Context(self.host, self.facts, scope, self.options.check)
         observed = None
-        probe = action.probe()
-        if probe is not None:
-            observed = self.conn.run(probe, **run_kwargs)
-            if observed.timed_out:
-                return self._timed_out(task, started, item, run_kwargs["timeout"])
+        probe = as_probe(action.probe())
         try:
+            if probe is not None:
+                result = self._probe(ProbeCall.of(probe.script, run_kwargs))
+                if result.timed_out:
+                    return self._timed_out(task, started, item, run_kwargs["timeout"])
+                observed = observe(probe, result)
             plan = action.plan(observed, ctx)
-        except FleetError as exc:
+        except FleetError as exc:  # also a probe that failed (ProbeFailed)
             return self._finish(task, Status.FAILED, str(exc), started, item=item)
         if plan.fail:
             return self._judge(task, scope, Status.FAILED, plan.fail, plan, started, item, plan.data)
@@ -198,6 +238,7 @@ class HostExecutor:
     ) -> TaskResult:
         script = "".join(shell.write_file(u.path, u.content, u.mode) for u in plan.uploads)
         script += plan.script or ""
+        self._kept.clear()  # the host changes: what was observed before may no longer hold
         result = self.conn.run(script, **run_kwargs)
         if result.timed_out:
             return self._timed_out(task, started, item, run_kwargs["timeout"])
@@ -206,6 +247,73 @@ class HostExecutor:
             message = f"{plan.summary or 'apply'} failed: {result.brief()}"
             return self._judge(task, scope, Status.FAILED, message, plan, started, item, data)
         return self._judge(task, scope, Status.CHANGED, plan.summary, plan, started, item, data)
+
+    # ---- probes, batched -------------------------------------------------------------------------
+    def _probe(self, call: ProbeCall) -> CommandResult:
+        """The result of a probe call: kept from a batch sent since the host last changed, else
+        from a new batch that also carries the probes of the tasks after this one."""
+        if self.options.batch_probes and call not in self._alone:
+            if (kept := self._take(call)) is not None:
+                return kept
+            batch = Batch.of([call, *self._lookahead(call)])
+            if len(batch.calls) > 1:
+                result = self.conn.run(batch.script(), **batch.run_kwargs())
+                self._kept = list(zip(batch.calls, batch.split(result), strict=False))
+                if (kept := self._take(call)) is not None:
+                    return kept
+                self._alone.add(call)  # unanswered (timed out, sudo refused): it runs alone, as unbatched
+        return self.conn.run(call.script, **call.run_kwargs())
+
+    def _take(self, call: ProbeCall) -> CommandResult | None:
+        for index, (kept_call, result) in enumerate(self._kept):
+            if kept_call == call:
+                del self._kept[: index + 1]  # what came before was for tasks that did not need it
+                return result
+        return None
+
+    def _lookahead(self, first: ProbeCall) -> list[ProbeCall]:
+        """The probe calls of the tasks after the cursor, rendered with what is known now, up to
+        the first task that cannot be rendered yet or will change the host. A guess that turns
+        out wrong costs only a probe: each task compares its own call at its turn."""
+        play = self._play
+        if play is None:
+            return []
+        unknown: dict[str, Any] = {}
+        if self._facts_pending:
+            unknown["facts"] = _unknown("facts")
+        calls: list[ProbeCall] = []
+        task_index, item_index = self._cursor
+        skip_items = item_index + 1
+        if first.script == FACTS_PROBE.script:  # gathering facts: start at the first task
+            task_index, skip_items = 0, 0
+        try:
+            for task in play.tasks[task_index:]:
+                if not self._selected(task, play):
+                    continue
+                variables = self.variables(play, unknown)
+                task = self._resolved(task, play, variables)
+                for item in self._loop_items(task, variables)[skip_items:]:
+                    scope = variables if item is _NO_ITEM else variables.child(item=item)
+                    prepared = self._prepare(task, play, scope)
+                    if prepared is None:
+                        continue
+                    action, run_kwargs = prepared
+                    probe = as_probe(action.probe())
+                    if probe is None:
+                        if action.read_only:
+                            continue
+                        return calls  # it will run something: the probes after it must wait
+                    call = ProbeCall.of(probe.script, run_kwargs)
+                    Batch.of([call]).script()  # a bad environment name fails its own task, not this one
+                    if call.user != first.user or len(calls) + 2 > MAX_PROBES:
+                        return calls
+                    calls.append(call)
+                skip_items = 0
+                if task.register:
+                    unknown[task.register] = _unknown(task.register)
+        except Exception:  # not renderable yet: the batch ends here, the task decides at its turn
+            return calls
+        return calls
 
     def _timed_out(self, task: Task, started: float, item: Any, timeout: Any) -> TaskResult:
         message = f"timed out after {timeout:g}s and was stopped; raise the task's `timeout:` if it needs longer"
@@ -277,6 +385,13 @@ class HostExecutor:
 
 
 _NO_ITEM = object()
+
+
+def _unknown(name: str) -> Any:
+    """A value not known while looking ahead: any use of it fails, which ends the batch."""
+    import jinja2
+
+    return jinja2.StrictUndefined(name=name)
 
 
 def _registered(result: TaskResult, data: Mapping[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 from .health import PROBE as HEALTH_PROBE
 from .health import HostHealth, parse_health
-from .model import FleetError
+from .model import CommandResult, FleetError
+from .probe import Probe, observe
 
 if TYPE_CHECKING:
     from .connection import Connection
@@ -192,10 +193,17 @@ def parse_facts(text: str) -> Facts:
     )
 
 
+def _parse_result(result: CommandResult) -> Facts:
+    return parse_facts(result.stdout)
+
+
+FACTS_TIMEOUT = 60.0
+FACTS_PROBE = Probe(PROBE, _parse_result)
+
+
 def gather_facts(conn: Connection) -> Facts:
     """Facts of one host: one remote command."""
-    result = conn.run(PROBE, timeout=60)
-    return parse_facts(result.stdout)
+    return observe(FACTS_PROBE, conn.run(FACTS_PROBE.script, timeout=FACTS_TIMEOUT))
 
 
 def with_overrides(facts: Facts, overrides: Mapping[str, Any] | None) -> Facts:

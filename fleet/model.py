@@ -79,6 +79,8 @@ class RunOptions:
     extra_vars: Mapping[str, Any] = field(default_factory=dict)
     forks: int = 16
     accept_new_host_keys: bool = False
+    # Send the probes of the tasks ahead in one request (off: one request per probe, to debug).
+    batch_probes: bool = True
 
 
 class Status(StrEnum):

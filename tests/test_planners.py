@@ -24,9 +24,14 @@ def out(stdout: str, exited: int = 0) -> CommandResult:
     return CommandResult(stdout, "", exited)
 
 
+def plan_from(task, result: CommandResult, ctx: Context) -> Plan:
+    """The task's plan from its probe's output (parsed by the probe's own parser)."""
+    return task.plan(task.probe().parse(result), ctx)
+
+
 def plan(action: str, args: dict, stdout: str | None, ctx: Context = CTX) -> Plan:
     task = build(action, args)
-    return task.plan(None if stdout is None else out(stdout), ctx)
+    return task.plan(None, ctx) if stdout is None else plan_from(task, out(stdout), ctx)
 
 
 def file_state(content: bytes, mode: str = "644") -> str:
@@ -43,14 +48,14 @@ def test_file_probe_prints_the_golden_format(tmp_path):
     f = tmp_path / "f.txt"
     f.write_bytes(b"a\nb\n")
     f.chmod(0o640)
-    assert sh(build("copy", {"dest": str(f), "content": ""}).probe()) == file_state(b"a\nb\n", "640")
+    assert sh(build("copy", {"dest": str(f), "content": ""}).probe().script) == file_state(b"a\nb\n", "640")
     (tmp_path / "d").mkdir(mode=0o750)
-    assert sh(build("directory", {"path": str(tmp_path / "d")}).probe()) == "directory\n750\n"
-    assert sh(build("line", {"path": str(tmp_path / "none"), "line": "x"}).probe()) == "absent\n"
+    assert sh(build("directory", {"path": str(tmp_path / "d")}).probe().script) == "directory\n750\n"
+    assert sh(build("line", {"path": str(tmp_path / "none"), "line": "x"}).probe().script) == "absent\n"
 
 
 def test_apt_probe_prints_the_golden_format():  # CI and the hosts are Debian/Ubuntu: dpkg-query is there
-    probe = build("apt", {"packages": ["coreutils", "fleet-no-such-package"]}).probe()
+    probe = build("apt", {"packages": ["coreutils", "fleet-no-such-package"]}).probe().script
     assert sh(probe) == "coreutils\tinstall ok installed\n"  # unknown packages print nothing (and exit 0)
 
 
@@ -89,7 +94,7 @@ def test_apt_absent_and_quoting():
     assert removal.script.endswith("apt-get remove -y -qq git\n") and removal.diff == "- git\n"
     odd = plan("apt", {"packages": ["x; rm -rf /"], "update_cache": False}, "")
     assert "'x; rm -rf /'" in odd.script
-    assert "'x; rm -rf /'" in build("apt", {"packages": ["x; rm -rf /"]}).probe()
+    assert "'x; rm -rf /'" in build("apt", {"packages": ["x; rm -rf /"]}).probe().script
 
 
 # ---- directory --------------------------------------------------------------------------------------
@@ -188,14 +193,14 @@ def test_line_plans():
 # ---- command / shell --------------------------------------------------------------------------------
 def test_command_creates_and_removes():
     creates = build("command", {"cmd": "make install", "creates": "~/bin/tool"})
-    assert creates.probe() == '[ -e "$HOME"/bin/tool ] && echo creates-present || echo creates-absent'
-    assert not creates.plan(out("creates-present\n"), CTX).changes
-    ran = creates.plan(out("creates-absent\n"), CTX)
+    assert creates.probe().script == '[ -e "$HOME"/bin/tool ] && echo creates-present || echo creates-absent'
+    assert not plan_from(creates, out("creates-present\n"), CTX).changes
+    ran = plan_from(creates, out("creates-absent\n"), CTX)
     assert ran.script == "make install\n" and ran.always_runs
 
     removes = build("command", {"cmd": ["rm", "-r", "~/cache dir"], "removes": "~/cache dir", "chdir": "/tmp"})
-    assert not removes.plan(out("removes-absent\n"), CTX).changes
-    assert removes.plan(out("removes-present\n"), CTX).script == "cd /tmp && rm -r \"$HOME\"/'cache dir'\n"
+    assert not plan_from(removes, out("removes-absent\n"), CTX).changes
+    assert plan_from(removes, out("removes-present\n"), CTX).script == "cd /tmp && rm -r \"$HOME\"/'cache dir'\n"
 
 
 def test_command_without_creates_always_runs_and_needs_no_probe():

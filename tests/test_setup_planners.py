@@ -15,9 +15,10 @@ import pytest
 
 from fleet.doctor import FIXES, Diagnosis, diagnose, fix_playbook, setup_play
 from fleet.facts import Facts, with_overrides
-from fleet.model import CommandResult, FleetError
+from fleet.model import CommandResult, FleetError, Plan
 from fleet.playbook import load_playbook
 from fleet.task import Context, build
+from fleet.tasks.files import FileState
 from fleet.tasks.pip import parse_wanted, satisfied, to_install
 from fleet.tasks.profile import export_line
 from fleet.tasks.stack import choose_attention
@@ -32,6 +33,11 @@ CHECK = Context("h1", check=True)
 
 def out(stdout: str, exited: int = 0, stderr: str = "") -> CommandResult:
     return CommandResult(stdout, stderr, exited)
+
+
+def plan_from(task, result: CommandResult, ctx: Context) -> Plan:
+    """The task's plan from its probe's output (parsed by the probe's own parser)."""
+    return task.plan(task.probe().parse(result), ctx)
 
 
 def pip_probe(installed: dict[str, str], machine: str = "aarch64") -> CommandResult:
@@ -93,7 +99,7 @@ def test_markers_are_evaluated_on_the_host():
 
 
 def pip_plan(args: dict, probe: CommandResult, ctx: Context = CTX):
-    return build("pip", {"venv": "~/p/.venv", **args}).plan(probe, ctx)
+    return plan_from(build("pip", {"venv": "~/p/.venv", **args}), probe, ctx)
 
 
 def test_pip_installs_only_what_is_missing_or_out_of_range_and_says_which():
@@ -167,24 +173,26 @@ def test_pip_without_venv_fails_but_check_mode_plans_everything():
 # ---- uv / venv -------------------------------------------------------------------------------------
 def test_uv_is_installed_when_missing_or_not_the_pinned_version():
     uv = build("uv", {"version": "0.13.9"})
-    assert not uv.plan(out("uv 0.13.9 (abc 2025-11-01)\n"), CTX).changes
-    upgrade = uv.plan(out("uv 0.4.0\n"), CTX)
+    assert not plan_from(uv, out("uv 0.13.9 (abc 2025-11-01)\n"), CTX).changes
+    upgrade = plan_from(uv, out("uv 0.4.0\n"), CTX)
     assert upgrade.summary == "upgrade uv 0.4.0 to 0.13.9 into ~/.local/bin from https://astral.sh/uv/0.13.9/install.sh"
-    fresh = build("uv", {}).plan(out(""), CTX)
+    fresh = plan_from(build("uv", {}), out(""), CTX)
     assert "https://astral.sh/uv/install.sh" in fresh.script and 'UV_INSTALL_DIR="$HOME"/.local/bin' in fresh.script
     assert "UV_NO_MODIFY_PATH=1" in fresh.script and "| sh" not in fresh.script  # a failed fetch must fail
-    assert not build("uv", {"version": ""}).plan(out("uv 0.5.1\n"), CTX).changes
+    assert not plan_from(build("uv", {"version": ""}), out("uv 0.5.1\n"), CTX).changes
 
 
 def test_venv_create_keep_and_refuse_to_wipe():
     venv = build("venv", {"path": "~/p/.venv", "python": 3.12})  # YAML's number 3.12 is taken as "3.12"
-    create = venv.plan(out("absent\n"), CTX)
+    create = plan_from(venv, out("absent\n"), CTX)
     assert create.script.endswith('uv venv --python 3.12 "$HOME"/p/.venv\n')
-    assert not venv.plan(out("venv\n3.12.11\ninclude-system-site-packages = false\n"), CTX).changes
-    wrong = venv.plan(out("venv\n3.11.2\ninclude-system-site-packages = false\n"), CTX)
+    assert not plan_from(venv, out("venv\n3.12.11\ninclude-system-site-packages = false\n"), CTX).changes
+    wrong = plan_from(venv, out("venv\n3.11.2\ninclude-system-site-packages = false\n"), CTX)
     assert wrong.fail.startswith("venv ~/p/.venv has Python 3.11.2, not 3.12; remove it")
-    flip = build("venv", {"path": "/v", "system_site_packages": True}).plan(
-        out("venv\n3.12.1\ninclude-system-site-packages = false\n"), CTX
+    flip = plan_from(
+        build("venv", {"path": "/v", "system_site_packages": True}),
+        out("venv\n3.12.1\ninclude-system-site-packages = false\n"),
+        CTX,
     )
     assert "include-system-site-packages = true" in flip.script
     assert python_matches("3.12.1", "3.12") and not python_matches("3.1.2", "3.12")
@@ -194,25 +202,44 @@ def test_venv_create_keep_and_refuse_to_wipe():
 def test_download_plans():
     sha = "a" * 64
     task = build("download", {"url": "https://x.invalid/f.whl", "dest": "~/w/f.whl", "sha256": sha})
-    assert not task.plan(out(f"file\n{sha}\n"), CTX).changes
-    again = task.plan(out(f"file\n{'b' * 64}\n"), CTX)
+    assert not plan_from(task, out(f"file\n{sha}\n"), CTX).changes
+    again = plan_from(task, out(f"file\n{'b' * 64}\n"), CTX)
     assert again.summary.endswith(f"(sha256 differs (have {'b' * 64}, want {sha}))")
     assert f'if [ "$got" != {sha} ]' in again.script and 'mv -f -- "$t" "$HOME"/w/f.whl' in again.script
     no_sum = build("download", {"url": "https://x.invalid/f", "dest": "/f", "sha256": ""})
-    assert not no_sum.plan(out("file\n"), CTX).changes and "sha256sum" not in no_sum.probe()
+    assert not plan_from(no_sum, out("file\n"), CTX).changes and "sha256sum" not in no_sum.probe().script
     with pytest.raises(FleetError, match="64 hex digits"):
-        build("download", {"url": "u", "dest": "/f", "sha256": "abc"}).plan(out("absent\n"), CTX)
+        plan_from(build("download", {"url": "u", "dest": "/f", "sha256": "abc"}), out("absent\n"), CTX)
 
 
 # ---- python check ----------------------------------------------------------------------------------
 def test_python_check_fails_with_the_snippets_message():
     check = build("python", {"venv": "~/p/.venv", "code": "import torch"})
     err = "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'torch'\n"
-    assert check.plan(out("", 1, err), CTX).fail == "ModuleNotFoundError: No module named 'torch'"
-    in_check = check.plan(out("", 1, err), CHECK)
+    failed = out("\n@@fleet-snippet-exit 1\n", stderr=err)  # the probe exits 0; the snippet's status comes last
+    assert plan_from(check, failed, CTX).fail == "ModuleNotFoundError: No module named 'torch'"
+    assert plan_from(check, failed, CTX).data == {"rc": 1, "stdout": "", "stderr": err}
+    in_check = plan_from(check, failed, CHECK)
     assert in_check.always_runs and "fails now: ModuleNotFoundError" in in_check.summary
-    ok = check.plan(out("Torch: 2.9.0 | CUDA: 12.8 | GPU: NVIDIA GH200 480GB\n"), CTX)
+    ok = plan_from(check, out("Torch: 2.9.0 | CUDA: 12.8 | GPU: NVIDIA GH200 480GB\n\n@@fleet-snippet-exit 0\n"), CTX)
     assert ok.summary.endswith("NVIDIA GH200 480GB") and not ok.changes
+    with pytest.raises(FleetError, match="printed no exit status"):
+        plan_from(check, out("Torch: 2.9.0\n"), CTX)
+
+
+def test_python_check_probe_prints_the_golden_format():
+    check = build("python", {"venv": "/usr", "code": "import sys; print('out'); sys.exit('no torch here')"})
+    ran = subprocess.run(["sh", "-c", check.probe().script], capture_output=True, text=True)
+    assert ran.returncode == 0  # the probe could look; what it saw is the snippet's status
+    assert ran.stdout == "out\n\n@@fleet-snippet-exit 1\n" and ran.stderr == "no torch here\n"
+    missing = build("python", {"venv": "/nonexistent", "code": "pass"}).probe()
+    seen = missing.parse(CommandResult(*_sh(missing.script)))
+    assert seen.exited == 127 and "no Python at /nonexistent/bin/python3" in seen.stderr
+
+
+def _sh(script: str) -> tuple[str, str, int]:
+    ran = subprocess.run(["sh", "-c", script], capture_output=True, text=True)
+    return ran.stdout, ran.stderr, ran.returncode
 
 
 # ---- profile ---------------------------------------------------------------------------------------
@@ -244,17 +271,19 @@ def test_profile_plan_edits_only_its_own_line():
     env_state = f"file\n644\n{hashlib.sha256(body).hexdigest()}\n{base64.b64encode(body).decode()}\n"
     bashrc = b"# mine\n"
     rc_state = f"file\n644\n{hashlib.sha256(bashrc).hexdigest()}\n{base64.b64encode(bashrc).decode()}\n"
-    plan = task.plan(out(f"{env_state}@@fleet-next-file\n{rc_state}"), CTX)
+    plan = plan_from(task, out(f"{env_state}@@fleet-next-file\n{rc_state}"), CTX)
     assert [u.path for u in plan.uploads] == ["~/.fleet/env.sh", "~/.bashrc"]
     assert plan.uploads[0].content.decode() == f"{other}\nexport ATTN_IMPL=sdpa # fleet: ATTN_IMPL\n"
     assert plan.uploads[1].content.decode().startswith('# mine\n[ -f "$HOME"/.fleet/env.sh ]')
     empty = f"file\n644\n{hashlib.sha256(b'').hexdigest()}\n\n"  # an empty ~/.bashrc is not "too large"
-    fresh = task.plan(out(f"absent\n@@fleet-next-file\n{empty}"), CTX)
+    fresh = plan_from(task, out(f"absent\n@@fleet-next-file\n{empty}"), CTX)
     assert fresh.uploads[1].content.decode() == '[ -f "$HOME"/.fleet/env.sh ] && . "$HOME"/.fleet/env.sh # fleet: env\n'
     with pytest.raises(FleetError, match="exactly one of"):
-        build("profile", {"name": "X", "value": "1", "prepend": "/a"}).plan(out(""), CTX)
+        build("profile", {"name": "X", "value": "1", "prepend": "/a"}).plan([FileState("absent")] * 2, CTX)
     with pytest.raises(FleetError, match="not an environment variable name"):
-        build("profile", {"name": "X-Y", "value": "1"}).plan(out(""), CTX)
+        build("profile", {"name": "X-Y", "value": "1"}).plan([FileState("absent")] * 2, CTX)
+    with pytest.raises(FleetError, match="printed 1 file states for 2 files"):
+        plan_from(build("profile", {"name": "X", "value": "1"}), out("absent\n"), CTX)
 
 
 # ---- stack -----------------------------------------------------------------------------------------
@@ -273,12 +302,12 @@ def test_stack_records_the_fallback_and_says_so():
         "flash_attn_3_error": "ModuleNotFoundError: No module named 'flash_attn_3'",
         "flash_attn": True,
     }
-    plan = build("stack", {"venv": "~/p/.venv"}).plan(stack_probe(seen), CTX)
+    plan = plan_from(build("stack", {"venv": "~/p/.venv"}), stack_probe(seen), CTX)
     content = json.loads(plan.uploads[0].content)
     assert content["attn_impl"] == "flash_attention_2" and content["flash_attn_3"] is False
     assert plan.data["note"].startswith("flash_attn_3 is not usable here (ModuleNotFoundError")
     assert "trains with flash_attention_2" in plan.data["note"]
-    again = build("stack", {"venv": "~/p/.venv"}).plan(stack_probe(seen, content), CTX)
+    again = plan_from(build("stack", {"venv": "~/p/.venv"}), stack_probe(seen, content), CTX)
     assert not again.changes and again.data["note"]  # unchanged, still said in the recap
     assert choose_attention({"flash_attn_3": True}, None) == ("flash_attention_3", None)
     assert choose_attention({}, None)[0] == "sdpa"

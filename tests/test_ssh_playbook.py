@@ -32,8 +32,8 @@ def test_demo_converges_then_changes_nothing(ssh_fleet, ssh_inventory, tmp_path)
     assert second.returncode == 0, second.stdout + second.stderr
     for name, host in recap(second.stdout).items():
         assert host["changed"] == 0, name
-        # facts (1) + one probe per unchanged task (5) + the read-only command (1)
-        assert host["commands"] == 7, name
+        # one batch (facts and the five probes) + the command that always runs (1)
+        assert host["commands"] == 2, name
 
 
 def test_check_mode_changes_nothing_on_disk(ssh_fleet, ssh_inventory):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import ClassVar, Literal
 
 from ..model import CommandResult, Plan
+from ..probe import Probe
 from ..shell import join, quote
 from ..task import Action, Args, Context, action
 
@@ -25,17 +26,20 @@ def installed(dpkg_output: str) -> set[str]:
     return names
 
 
+def _installed(result: CommandResult) -> set[str]:
+    return installed(result.stdout)
+
+
 @action
 class Apt(Action):
     name = "apt"
     Args: ClassVar = AptArgs
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[set[str]]:
         words = " ".join(quote(p) for p in self.args.packages)
-        return f"dpkg-query -W -f='${{Package}}\\t${{Status}}\\n' {words} 2>/dev/null; true"
+        return Probe(f"dpkg-query -W -f='${{Package}}\\t${{Status}}\\n' {words} 2>/dev/null; true", _installed)
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
-        have = installed(observed.stdout if observed else "")
+    def plan(self, have: set[str], ctx: Context) -> Plan:
         wanted = [p.split("=")[0] for p in self.args.packages]
         if self.args.state == "present":
             todo = [p for p, name in zip(self.args.packages, wanted, strict=True) if name not in have]

@@ -3,11 +3,29 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import dataclass
 from typing import ClassVar
 
 from .. import shell
 from ..model import CommandResult, Plan
+from ..probe import Probe
 from ..task import Action, Args, Context, action
+
+
+@dataclass(frozen=True)
+class Guards:
+    """Whether the `creates` and `removes` paths exist (None: not given)."""
+
+    creates_exists: bool | None = None
+    removes_exists: bool | None = None
+
+    @classmethod
+    def of(cls, result: CommandResult) -> Guards:
+        seen = result.stdout.split()
+        return cls(
+            True if "creates-present" in seen else False if "creates-absent" in seen else None,
+            True if "removes-present" in seen else False if "removes-absent" in seen else None,
+        )
 
 
 class CommandArgs(Args):
@@ -28,7 +46,7 @@ class Command(Action):
     name = "command"
     Args: ClassVar = CommandArgs
 
-    def probe(self) -> str | None:
+    def probe(self) -> Probe[Guards] | None:
         a = self.args
         if not (a.creates or a.removes):
             return None
@@ -37,18 +55,17 @@ class Command(Action):
             checks.append(f"[ -e {shell.path(a.creates)} ] && echo creates-present || echo creates-absent")
         if a.removes:
             checks.append(f"[ -e {shell.path(a.removes)} ] && echo removes-present || echo removes-absent")
-        return "; ".join(checks)
+        return Probe("; ".join(checks), Guards.of)
 
     def command_text(self) -> str:
         cmd = self.args.cmd
         words = cmd if isinstance(cmd, list) else shlex.split(cmd)
         return " ".join(shell.path(str(w)) for w in words)  # `~/x` still means the home folder
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
-        seen = observed.stdout.split() if observed else []
-        if "creates-present" in seen:
+    def plan(self, guards: Guards | None, ctx: Context) -> Plan:
+        if guards and guards.creates_exists:
             return Plan(summary=f"{self.args.creates} exists")
-        if "removes-absent" in seen:
+        if guards and guards.removes_exists is False:
             return Plan(summary=f"{self.args.removes} does not exist")
         text = self.command_text()
         if self.args.chdir:

@@ -7,10 +7,12 @@ download never leaves a partial file behind."""
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import ClassVar
 
 from .. import shell
 from ..model import CommandResult, FleetError, Plan
+from ..probe import Probe
 from ..task import Action, Args, Context, action
 from .files import parse_mode
 
@@ -29,6 +31,19 @@ with u.urlopen(url, timeout=60) as r, open(sys.argv[1], "wb") as f: shutil.copyf
   else echo "cannot download: the host has no curl, wget or python3 (apt-get install curl)" >&2; return 127; fi
 }
 """
+
+
+@dataclass(frozen=True)
+class Target:
+    """The download's target: file | other | absent, and its sha256 when one is pinned."""
+
+    kind: str
+    sha256: str | None = None
+
+    @classmethod
+    def of(cls, result: CommandResult) -> Target:
+        lines = result.stdout.split()
+        return cls(lines[0] if lines else "absent", lines[1] if len(lines) > 1 else None)
 
 
 class DownloadArgs(Args):
@@ -51,19 +66,18 @@ class Download(Action):
             raise FleetError(f"download: sha256 {self.args.sha256!r} is not 64 hex digits")
         return value or None
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[Target]:
         p = shell.path(self.args.dest)
         digest = f"sha256sum -- {p} | cut -c1-64" if self.wanted_sha256() else "true"
-        return f"if [ -f {p} ]; then echo file; {digest}; elif [ -e {p} ]; then echo other; else echo absent; fi"
+        script = f"if [ -f {p} ]; then echo file; {digest}; elif [ -e {p} ]; then echo other; else echo absent; fi"
+        return Probe(script, Target.of)
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+    def plan(self, target: Target, ctx: Context) -> Plan:
         a = self.args
         if a.dest.endswith("/"):
             raise FleetError(f"download: dest {a.dest!r} must be a file path, not a folder")
         want = self.wanted_sha256()
-        lines = (observed.stdout if observed else "absent").split()
-        kind = lines[0] if lines else "absent"
-        have = lines[1] if len(lines) > 1 else None
+        kind, have = target.kind, target.sha256
         if kind == "other":
             return Plan(fail=f"{a.dest} exists and is not a regular file")
         if kind == "file" and (want is None or have == want):

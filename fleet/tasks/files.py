@@ -15,6 +15,7 @@ from typing import ClassVar, Literal
 
 from .. import shell
 from ..model import CommandResult, FleetError, Plan, Upload
+from ..probe import Probe
 from ..task import Action, Args, Context, action
 from ..templating import TemplateError, render
 
@@ -22,7 +23,7 @@ DIFF_LIMIT = 256 * 1024
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-def file_probe(target: str) -> str:
+def file_script(target: str) -> str:
     p = shell.path(target)
     # Lines: kind, mode, sha256, base64 content. Three programs for a file (one stat gives mode
     # and size): each fork+exec costs the host ~1.5 ms, and most tasks probe a file.
@@ -32,6 +33,10 @@ def file_probe(target: str) -> str:
         f"elif [ -d {p} ]; then echo directory; stat -c %a {p}; "
         f"elif [ -e {p} ]; then echo other; else echo absent; fi"
     )
+
+
+def file_probe(target: str) -> Probe[FileState]:
+    return Probe(file_script(target), FileState.of)
 
 
 @dataclass(frozen=True)
@@ -54,6 +59,10 @@ class FileState:
         content = base64.b64decode(body) if body else (b"" if sha == EMPTY_SHA256 else None)
         return cls(kind, mode, sha, content)
 
+    @classmethod
+    def of(cls, result: CommandResult) -> FileState:
+        return cls.parse(result.stdout)
+
 
 def parse_mode(mode: str | int | None) -> int | None:
     if mode is None:
@@ -73,9 +82,8 @@ def text_diff(path: str, old: bytes | None, new: bytes) -> str | None:
     return "".join(difflib.unified_diff(a, b, f"{path} (before)", f"{path} (after)")) or None
 
 
-def plan_content(dest: str, observed: CommandResult | None, content: bytes, mode: str | None) -> Plan:
+def plan_content(dest: str, state: FileState, content: bytes, mode: str | None) -> Plan:
     """The shared heart of copy/template/line: upload when content or mode differs."""
-    state = FileState.parse(observed.stdout if observed else "absent")
     wanted_mode = parse_mode(mode)
     if state.kind not in ("file", "absent"):
         return Plan(fail=f"{dest} exists and is a {state.kind}, not a file")
@@ -107,11 +115,10 @@ class Directory(Action):
     name = "directory"
     Args: ClassVar = DirectoryArgs
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[FileState]:
         return file_probe(self.args.path)
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
-        state = FileState.parse(observed.stdout if observed else "absent")
+    def plan(self, state: FileState, ctx: Context) -> Plan:
         p = shell.path(self.args.path)
         if self.args.state == "absent":
             if state.kind == "absent":
@@ -149,7 +156,7 @@ class Copy(Action):
     name = "copy"
     Args: ClassVar = CopyArgs
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[FileState]:
         return file_probe(self.args.dest)
 
     def content(self, ctx: Context) -> bytes:
@@ -159,8 +166,8 @@ class Copy(Action):
             return self.args.content.encode()
         return _local_source(self.args.src, ctx).read_bytes()
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
-        return plan_content(self.args.dest, observed, self.content(ctx), self.args.mode)
+    def plan(self, state: FileState, ctx: Context) -> Plan:
+        return plan_content(self.args.dest, state, self.content(ctx), self.args.mode)
 
 
 class TemplateArgs(Args):
@@ -176,16 +183,16 @@ class Template(Action):
     name = "template"
     Args: ClassVar = TemplateArgs
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[FileState]:
         return file_probe(self.args.dest)
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+    def plan(self, state: FileState, ctx: Context) -> Plan:
         source = _local_source(self.args.src, ctx)
         try:
             text = render(source.read_text(), ctx.vars)
         except TemplateError as exc:
             raise FleetError(f"template {source}: {exc}") from None
-        return plan_content(self.args.dest, observed, text.encode(), self.args.mode)
+        return plan_content(self.args.dest, state, text.encode(), self.args.mode)
 
 
 class LineArgs(Args):
@@ -222,10 +229,10 @@ class Line(Action):
     name = "line"
     Args: ClassVar = LineArgs
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[FileState]:
         return file_probe(self.args.path)
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+    def plan(self, state: FileState, ctx: Context) -> Plan:
         a = self.args
         if a.state == "present" and a.line is None:
             raise FleetError("line: state present needs `line`")
@@ -235,7 +242,6 @@ class Line(Action):
             re.compile(a.regexp or "")
         except re.error as exc:
             raise FleetError(f"line: regexp {a.regexp!r} is not a valid regular expression: {exc}") from None
-        state = FileState.parse(observed.stdout if observed else "absent")
         if state.kind == "absent":
             if a.state == "absent":
                 return Plan(summary=f"{a.path} absent")
@@ -245,4 +251,4 @@ class Line(Action):
             return Plan(fail=f"{a.path} is larger than {DIFF_LIMIT} bytes; line edits only small files")
         old = (state.content or b"").decode()
         new = edit_lines(old, a.line, a.regexp, a.state == "present")
-        return plan_content(a.path, observed, new.encode(), a.mode)
+        return plan_content(a.path, state, new.encode(), a.mode)

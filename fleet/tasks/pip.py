@@ -14,7 +14,7 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
 from packaging.specifiers import SpecifierSet
@@ -23,6 +23,7 @@ from packaging.version import InvalidVersion, Version
 
 from .. import shell
 from ..model import CommandResult, FleetError, Plan
+from ..probe import Probe
 from ..task import Action, Args, Context, action
 from .uv import UV_PATH, venv_python
 
@@ -172,9 +173,20 @@ class Pip(Action):
     def wanted(self) -> list[Wanted]:
         return [parse_wanted(p) for p in _words(self.args.packages)]
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[dict[str, Any]]:
         py = venv_python(self.args.venv)
-        return f"if [ -x {py} ]; then {py} -c {shell.quote(INSTALLED)}; else echo '{{\"missing\": true}}'; fi"
+        script = f"if [ -x {py} ]; then {py} -c {shell.quote(INSTALLED)}; else echo '{{\"missing\": true}}'; fi"
+        return Probe(script, self.listing)
+
+    def listing(self, result: CommandResult) -> dict[str, Any]:
+        """{"installed": {name: version}, "env": marker environment} or {"missing": True}."""
+        try:
+            seen = json.loads(result.stdout.strip().splitlines()[-1])
+        except (IndexError, json.JSONDecodeError):
+            raise FleetError(f"could not list the packages in {self.args.venv}: {result.brief()}") from None
+        if not isinstance(seen, dict):
+            raise FleetError(f"could not list the packages in {self.args.venv}: {result.brief()}")
+        return seen
 
     def options(self) -> list[str]:
         a = self.args
@@ -199,14 +211,9 @@ class Pip(Action):
             words.append("--no-build-isolation")
         return words + [str(w) for w in a.extra_args]
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+    def plan(self, seen: Mapping[str, Any], ctx: Context) -> Plan:
         a = self.args
         wanted = self.wanted()
-        try:
-            seen = json.loads((observed.stdout if observed else "").strip().splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            brief = observed.brief() if observed else "no output"
-            return Plan(fail=f"could not list the packages in {a.venv}: {brief}")
         py = venv_python(a.venv)
         if seen.get("missing"):
             if not ctx.check:

@@ -10,8 +10,9 @@ from typing import ClassVar, Literal
 
 from .. import shell
 from ..model import CommandResult, FleetError, Plan
+from ..probe import Probe
 from ..task import Action, Args, Context, action
-from .files import FileState, edit_lines, file_probe, plan_content
+from .files import FileState, edit_lines, file_script, plan_content
 
 ENV_FILE = "~/.fleet/env.sh"
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -56,8 +57,15 @@ class Profile(Action):
         sources = [src] if isinstance(src, str) else list(src or [])
         return [self.args.path, *(s for s in sources if s.strip())]
 
-    def probe(self) -> str:
-        return f"; echo {_SPLIT}; ".join(file_probe(t) for t in self.targets())
+    def probe(self) -> Probe[list[FileState]]:
+        return Probe(f"; echo {_SPLIT}; ".join(file_script(t) for t in self.targets()), self.states)
+
+    def states(self, result: CommandResult) -> list[FileState]:
+        """One state per target, in order."""
+        outputs = result.stdout.split(_SPLIT)
+        if len(outputs) != len(self.targets()):
+            raise FleetError(f"profile: the probe printed {len(outputs)} file states for {len(self.targets())} files")
+        return [FileState.parse(raw.strip("\n")) for raw in outputs]
 
     def line(self) -> str | None:
         a = self.args
@@ -70,26 +78,22 @@ class Profile(Action):
             raise FleetError("profile: give exactly one of `value`, `prepend` or `append`")
         return export_line(a.name, a.value, a.prepend, a.append)
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+    def plan(self, states: list[FileState], ctx: Context) -> Plan:
         line = self.line()
-        outputs = (observed.stdout if observed else "").split(_SPLIT)
         targets = self.targets()
-        if len(outputs) != len(targets):
-            outputs = ["absent"] * len(targets)
         # (file, its line or None to remove it, the marker that finds the line again)
         edits = [(targets[0], line, marker(self.args.name))]
         if line is not None:  # a removed variable leaves the env file sourced
             edits += [(t, source_line(self.args.path), marker("env")) for t in targets[1:]]
         plans = []
-        for (target, text, mark), raw in zip(edits, outputs, strict=False):
-            state = FileState.parse(raw.strip("\n"))
+        for (target, text, mark), state in zip(edits, states, strict=False):
             if state.kind == "file" and state.content is None:
                 return Plan(fail=f"{target} is too large to edit")
             if state.kind == "absent" and text is None:
                 continue
             old = (state.content or b"").decode(errors="replace")
             new = edit_lines(old, text, rf"{re.escape(mark)}$", present=text is not None)
-            plans.append(plan_content(target, CommandResult(raw.strip("\n"), "", 0), new.encode(), None))
+            plans.append(plan_content(target, state, new.encode(), None))
         failed = [p.fail for p in plans if p.fail]
         if failed:
             return Plan(fail=failed[0])

@@ -9,9 +9,20 @@ from __future__ import annotations
 from typing import ClassVar
 
 from .. import shell
-from ..model import CommandResult, Plan
+from ..model import CommandResult, FleetError, Plan
+from ..probe import Probe
 from ..task import Action, Args, Context, action
 from .uv import venv_python
+
+_RC = "@@fleet-snippet-exit"
+
+
+def snippet_result(result: CommandResult) -> CommandResult:
+    """The snippet's own stdout, stderr and exit status, from the probe's output."""
+    stdout, found, rc = result.stdout.rpartition(f"\n{_RC} ")
+    if not found or not rc.strip().isdigit():
+        raise FleetError("python: the check's probe printed no exit status")
+    return CommandResult(stdout, result.stderr, int(rc))
 
 
 class PythonArgs(Args):
@@ -25,13 +36,17 @@ class PythonCheck(Action):
     name = "python"
     Args: ClassVar = PythonArgs
 
-    def probe(self) -> str:
+    def snippet(self) -> str:
         py = venv_python(self.args.venv)
         missing = shell.quote(f"no Python at {self.args.venv.rstrip('/')}/bin/python3; create the venv first")
         return f"if [ -x {py} ]; then {py} -c {shell.quote(self.args.code)}; else echo {missing} >&2; exit 127; fi"
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
-        result = observed or CommandResult("", "no output", 1)
+    def probe(self) -> Probe[CommandResult]:
+        """The snippet, whose exit status is what it observed: printed last, so that the probe
+        itself exits 0 whenever it could run (a refused sudo still fails the probe)."""
+        return Probe(f"( {self.snippet()}\n); printf '\\n{_RC} %s\\n' \"$?\"", snippet_result)
+
+    def plan(self, result: CommandResult, ctx: Context) -> Plan:
         data = {"rc": result.exited, "stdout": result.stdout, "stderr": result.stderr}
         if result.ok:
             lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
@@ -39,7 +54,7 @@ class PythonCheck(Action):
         reason = result.brief()
         if ctx.check:
             return Plan(
-                script=self.probe() + "\n",
+                script=self.snippet() + "\n",
                 summary=f"check after the changes above (fails now: {reason})",
                 always_runs=True,
                 data=data,

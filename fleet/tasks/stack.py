@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from .. import shell
 from ..facts import sections
 from ..model import CommandResult, Plan, Upload
+from ..probe import Probe
 from ..task import Action, Args, Context, action
 from .uv import venv_python
 
@@ -63,6 +65,19 @@ def choose_attention(seen: Mapping[str, Any], forced: str | None) -> tuple[str, 
     return impl, f"flash_attn_3 is not usable here ({why}); this host trains with {impl} (ATTN_IMPL={impl})"
 
 
+@dataclass(frozen=True)
+class Seen:
+    """What the venv's Python reported, and the stack file as recorded last time."""
+
+    stack: dict[str, Any]
+    recorded: dict[str, Any]
+
+    @classmethod
+    def of(cls, result: CommandResult) -> Seen:
+        parts = sections(result.stdout)
+        return cls(_json(parts.get("stack", "").splitlines()[-1:] or ["{}"]), _json([parts.get("file", "")]))
+
+
 class StackArgs(Args):
     venv: str
     attn_impl: str | None = None  # force a choice; empty: decide from what imports
@@ -74,18 +89,19 @@ class Stack(Action):
     name = "stack"
     Args: ClassVar = StackArgs
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[Seen]:
         py = venv_python(self.args.venv)
+        return Probe(self.script(py), Seen.of)
+
+    def script(self, py: str) -> str:
         return (
             f"echo @@stack; if [ -x {py} ]; then {py} -c {shell.quote(STACK)} 2>/dev/null "
             '|| echo \'{"error": "the stack probe crashed"}\'; else echo \'{"missing": true}\'; fi; '
             f"echo @@file; cat {shell.path(self.args.path)} 2>/dev/null; true"
         )
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
-        parts = sections(observed.stdout if observed else "")
-        seen = _json(parts.get("stack", "").splitlines()[-1:] or ["{}"])
-        recorded = _json([parts.get("file", "")])
+    def plan(self, observed: Seen, ctx: Context) -> Plan:
+        seen, recorded = observed.stack, observed.recorded
         impl, note = choose_attention(seen, (self.args.attn_impl or "").strip() or None)
         if seen.get("missing"):
             note = None  # nothing to say about a venv that is not there yet (--check before setup)

@@ -13,6 +13,7 @@ from pydantic import ConfigDict
 
 from .. import shell
 from ..model import CommandResult, FleetError, Plan
+from ..probe import Probe
 from ..task import Action, Args, Context, action
 from .download import FETCH
 
@@ -37,6 +38,12 @@ def parse_version(text: str, what: str) -> Version:
         raise FleetError(f"{what} {text!r} is not a version") from None
 
 
+def installed_uv(result: CommandResult) -> str | None:
+    """The installed uv's version, None when there is none."""
+    found = _UV_VERSION.search(result.stdout)
+    return found.group(1) if found else None
+
+
 class UvArgs(Args):
     version: str | None = None  # None/"": any installed uv will do
     installer_url: str | None = None  # default: astral's installer (for `version`, when given)
@@ -50,14 +57,12 @@ class Uv(Action):
     name = "uv"
     Args: ClassVar = UvArgs
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[str | None]:
         uv = shell.path(self.args.install_dir.rstrip("/") + "/uv")
-        return f"[ -x {uv} ] && {uv} --version; true"
+        return Probe(f"[ -x {uv} ] && {uv} --version; true", installed_uv)
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+    def plan(self, have: str | None, ctx: Context) -> Plan:
         a = self.args
-        found = _UV_VERSION.search(observed.stdout if observed else "")
-        have = found.group(1) if found else None
         want = (a.version or "").strip() or None
         if have and (want is None or parse_version(have, "uv") == parse_version(want, "uv version")):
             return Plan(summary=f"uv {have} in {a.install_dir}")
@@ -108,18 +113,20 @@ class Venv(Action):
     name = "venv"
     Args: ClassVar = VenvArgs
 
-    def probe(self) -> str:
+    def probe(self) -> Probe[list[str]]:
         p = shell.path(self.args.path.rstrip("/"))
-        return (
+        script = (
             f"if [ -x {p}/bin/python ]; then echo venv; "
             f"{p}/bin/python -c 'import sys; print(\"%d.%d.%d\" % sys.version_info[:3])'; "
             f"grep -i '^include-system-site-packages' {p}/pyvenv.cfg 2>/dev/null || echo no-cfg; "
             f"elif [ -e {p} ]; then echo other; else echo absent; fi"
         )
+        return Probe(script, venv_lines)
 
-    def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
+    def plan(self, lines: list[str], ctx: Context) -> Plan:
+        """lines: venv, its Python version, its include-system-site-packages line (or no-cfg);
+        or other; or absent."""
         a = self.args
-        lines = [line.strip() for line in (observed.stdout if observed else "absent").splitlines() if line.strip()]
         kind = lines[0] if lines else "absent"
         if kind == "other":
             return Plan(fail=f"{a.path} exists but is not a virtual environment (no bin/python); move it away")
@@ -148,6 +155,10 @@ class Venv(Action):
             summary=f"set include-system-site-packages = {value} in {a.path}",
             diff=f"- include-system-site-packages = {str(system).lower()}\n+ include-system-site-packages = {value}\n",
         )
+
+
+def venv_lines(result: CommandResult) -> list[str]:
+    return [line.strip() for line in result.stdout.splitlines() if line.strip()]
 
 
 def python_matches(have: str, want: str) -> bool:
