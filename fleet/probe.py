@@ -45,5 +45,7 @@ def observe(probe: Probe[T], result: CommandResult) -> T:
     if result.timed_out:
         raise ProbeFailed("the probe timed out and was stopped; raise the task's `timeout:` if the host is slow")
     if result.exited != 0:
-        raise ProbeFailed(f"could not look at the host (probe exit {result.exited}): {result.brief()}")
+        lines = [line.strip() for line in result.stderr.splitlines() if line.strip()]
+        why = "; ".join(lines[:3]) if lines else result.brief()
+        raise ProbeFailed(f"could not look at the host (probe exit {result.exited}): {why}")
     return probe.parse(result)

@@ -1,0 +1,183 @@
+"""Batched and unbatched runs give identical results.
+
+Every task type runs both ways on real sshd hosts (node-01 batched, node-02 with --no-batch, same
+playbook): on clean hosts (first run, where several tasks change what a later task probes), on
+converged hosts, after the hosts were changed by hand in the middle of the play's work, and in
+--check mode. The task events (status, message, diff, item), every registered result (written to a
+file by the last task) and the files left behind are compared byte for byte; the batched run must
+also cost fewer round trips."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_fleet
+
+pytestmark = pytest.mark.ssh
+
+BATCHED, UNBATCHED = "node-01", "node-02"
+WORK = "bp"  # the folder in each host's home
+
+TASKS = [
+    {"name": "work folder", "directory": {"path": "~/bp", "mode": "0755"}},
+    {"name": "folders", "directory": {"path": "~/bp/{{ item }}", "mode": "0750"}, "loop": ["conf", "data", "bin"]},
+    {"name": "config", "copy": {"dest": "~/bp/conf/app.conf", "content": "[app]\nworkers = 4\n", "mode": "0644"}},
+    {"name": "env line", "line": {"path": "~/bp/conf/env.sh", "line": "mode = prod", "regexp": "^mode ="}},
+    # changes the file the task above just wrote: its probe must see the new content
+    {"name": "second line, own env", "line": {"path": "~/bp/conf/env.sh", "line": "tag = {{ lookup_tag }}"},
+     "environment": {"BP_FLAG": "1"}},
+    {"name": "template", "template": {"src": "node.j2", "dest": "~/bp/conf/node.conf", "mode": "0600"}},
+    {"name": "write a file by hand", "shell": {"cmd": "printf 'made by shell\\n' > ~/bp/data/hand.txt"},
+     "changed_when": False},
+    # must see what the command above wrote: up to date, not create
+    {"name": "same content by copy", "copy": {"dest": "~/bp/data/hand.txt", "content": "made by shell\n"}},
+    {"name": "stamp", "command": {"cmd": "touch ~/bp/data/stamp", "creates": "~/bp/data/stamp"}},
+    {"name": "build", "shell": {"cmd": "echo built > ~/bp/data/build.txt", "creates": "~/bp/data/build.txt"}},
+    {"name": "cleanup", "command": {"cmd": "rm ~/bp/data/stamp.old", "removes": "~/bp/data/stamp.old"}},
+    {"name": "packages", "apt": {"packages": ["coreutils"], "update_cache": False}},
+    {"name": "no such package", "apt": {"packages": ["fleet-no-such-package"], "state": "absent"}},
+    {"name": "a fake uv", "copy": {"dest": "~/bp/bin/uv", "content": "#!/bin/sh\necho 'uv 0.5.1'\n", "mode": "0755"}},
+    {"name": "uv", "uv": {"install_dir": "~/bp/bin"}},
+    {"name": "a venv by hand", "shell": {
+        "cmd": "mkdir -p ~/bp/venv/bin && ln -s /usr/bin/python3 ~/bp/venv/bin/python && "
+               "echo 'include-system-site-packages = false' > ~/bp/venv/pyvenv.cfg",
+        "creates": "~/bp/venv"}},
+    {"name": "venv", "venv": {"path": "~/bp/venv", "python": "3"}},
+    {"name": "download what is there", "download": {
+        "url": "file:///nonexistent", "dest": "~/bp/data/build.txt",
+        "sha256": hashlib.sha256(b"built\n").hexdigest()}},
+    {"name": "profile", "profile": {"name": "BP_HOME", "value": "~/bp", "path": "~/bp/env.sh",
+                                    "source_from": "~/bp/bashrc"}},
+    {"name": "check", "python": {"venv": "/usr", "code": "import sys; print('py', sys.version_info[0])"},
+     "register": "check"},
+    # needs the result registered just above: ends a batch
+    {"name": "uses the check", "copy": {"dest": "~/bp/data/check.txt", "content": "{{ check.stdout }}"}},
+    {"name": "assert", "assert": {"that": ["check.rc == 0"]}},
+    {"name": "not installed", "pip": {"venv": "/usr", "packages": ["fleet-no-such-dist"], "state": "absent"}},
+    {"name": "stack", "stack": {"venv": "/usr", "path": "~/bp/stack.json"}, "register": "stack"},
+    {"name": "skipped", "copy": {"dest": "~/bp/never", "content": "x"}, "when": "facts.arch == 'no-such-arch'"},
+    {"name": "as root", "command": {"cmd": "true", "creates": "/"}, "become": True},
+    {"name": "after root", "directory": {"path": "~/bp/after"}},
+    {"name": "registered results", "copy": {"dest": "~/bp/registered.json",
+                                            "content": "{{ {'check': check, 'stack': stack} | tojson }}"}},
+]  # fmt: skip
+
+
+def events(stdout: str) -> list[dict]:
+    return [json.loads(line) for line in stdout.splitlines() if line.startswith("{")]
+
+
+def results(stdout: str) -> list[dict]:
+    """Each task result as the user sees it, without the host and the time it took."""
+    drop = {"host", "duration"}
+    return [{k: v for k, v in e.items() if k not in drop} for e in events(stdout) if e["event"] == "task"]
+
+
+def commands(stdout: str) -> int:
+    (recap,) = [e for e in events(stdout) if e["event"] == "recap"]
+    return recap["commands"]
+
+
+def tree(folder: Path) -> list[tuple[str, str, str]]:
+    out = []
+    for path in sorted(folder.rglob("*")):
+        if path.is_symlink():
+            kind = "-> " + str(path.readlink())
+        elif path.is_dir():
+            kind = "dir"
+        else:
+            kind = path.read_text(errors="replace")
+        out.append((str(path.relative_to(folder)), oct(path.lstat().st_mode & 0o7777), kind))
+    return out
+
+
+@pytest.fixture
+def book(tmp_path):
+    (tmp_path / "node.j2").write_text("arch={{ facts.arch }} tag={{ lookup_tag }}\n")
+    path = tmp_path / "book.yaml"
+    play = {"hosts": "nodes", "vars": {"lookup_tag": "t1"}, "tasks": TASKS}
+    path.write_text(yaml.safe_dump([play], sort_keys=False))
+    return path
+
+
+def both(ssh_fleet, inventory: Path, book: Path, *extra: str) -> tuple[str, str]:
+    """Run the play batched on one host and unbatched on the other; the same results or fail."""
+    batched = run_fleet("run", book, "-i", inventory, "--json", "--diff", "-l", BATCHED, *extra)
+    unbatched = run_fleet("run", book, "-i", inventory, "--json", "--diff", "-l", UNBATCHED, "--no-batch", *extra)
+    assert batched.returncode == 0, batched.stdout[-3000:] + batched.stderr
+    assert unbatched.returncode == 0, unbatched.stdout[-3000:] + unbatched.stderr
+    assert results(batched.stdout) == results(unbatched.stdout)
+    homes = [ssh_fleet.host(h).home / WORK for h in (BATCHED, UNBATCHED)]
+    assert tree(homes[0]) == tree(homes[1])
+    return batched.stdout, unbatched.stdout
+
+
+def test_every_task_type_gives_the_same_results_batched_and_unbatched(ssh_fleet, ssh_inventory, book):
+    for host in (BATCHED, UNBATCHED):
+        shutil.rmtree(ssh_fleet.host(host).home / WORK, ignore_errors=True)
+
+    first, first_alone = both(ssh_fleet, ssh_inventory, book)
+    statuses = [r["status"] for r in results(first)]
+    assert statuses.count("changed") >= 15 and "failed" not in statuses
+    by_name = {r["task"]: r for r in results(first)}
+    assert by_name["same content by copy"]["status"] == "ok"  # it saw what the shell task wrote
+    assert by_name["download what is there"]["status"] == "ok"
+    home = ssh_fleet.host(BATCHED).home / WORK
+    assert (home / "conf/env.sh").read_text() == "mode = prod\ntag = t1\n"  # the second line saw the first
+    registered = json.loads((home / "registered.json").read_text())
+    assert registered["check"]["stdout"] == "py 3\n" and registered["check"]["rc"] == 0
+    assert commands(first) < commands(first_alone)
+
+    both(ssh_fleet, ssh_inventory, book)  # the registered results now say "ok" where they said "changed"
+    converged, converged_alone = both(ssh_fleet, ssh_inventory, book)
+    assert {r["status"] for r in results(converged)} == {"ok", "skipped"}
+    # batches: facts + probes up to the command that always runs | probes to the task that needs
+    # `check` | probes to the task that runs as root | its probe | the rest; plus the command
+    assert commands(converged) == 6 < commands(converged_alone)
+
+    # Changed by hand in the middle: a task in the middle changes, the tasks after it see it.
+    for host in (BATCHED, UNBATCHED):
+        work = ssh_fleet.host(host).home / WORK
+        (work / "conf/app.conf").write_text("[app]\nworkers = 2\n")
+        (work / "conf/env.sh").write_text("mode = dev\n")
+        (work / "data/build.txt").unlink()
+        (work / "data/stamp.old").write_text("old\n")
+        (work / "venv/pyvenv.cfg").write_text("include-system-site-packages = true\n")
+    middle, _ = both(ssh_fleet, ssh_inventory, book)
+    changed = [r["task"] for r in results(middle) if r["status"] == "changed"]
+    assert changed == [
+        "config", "env line", "second line, own env", "build", "cleanup", "venv",
+    ], changed  # fmt: skip
+    by_name = {r["task"]: r for r in results(middle)}
+    assert by_name["download what is there"]["status"] == "ok"  # it saw the rebuilt file
+
+    (book.parent / "node.j2").write_text("arch={{ facts.arch }} changed\n")
+    checked, _ = both(ssh_fleet, ssh_inventory, book, "--check")
+    assert [r["task"] for r in results(checked) if r["status"] == "changed"] == ["template"]
+
+
+def test_a_failed_probe_fails_its_task_with_the_probes_reason(ssh_fleet, ssh_inventory, tmp_path):
+    """sudo refusing (here: an unknown become user) is not a state to plan from."""
+    tasks = [
+        {"name": "fine", "directory": {"path": "~"}},
+        {"name": "refused", "copy": {"dest": "/tmp/never", "content": "x"}, "become": True,
+         "become_user": "fleet-no-such-user"},
+        {"name": "never reached", "directory": {"path": "~/bp-never"}},
+    ]  # fmt: skip
+    book = tmp_path / "fail.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": "nodes", "tasks": tasks}], sort_keys=False))
+    outputs = []
+    for flag in ((), ("--no-batch",)):
+        run = run_fleet("run", book, "-i", ssh_inventory, "--json", "-l", BATCHED, *flag)
+        assert run.returncode == 2, run.stdout + run.stderr
+        outputs.append(results(run.stdout))
+    assert outputs[0] == outputs[1]
+    refused = [r for r in outputs[0] if r["task"] == "refused"][0]
+    assert refused["status"] == "failed"
+    assert refused["message"].startswith("could not look at the host (probe exit 1): sudo: unknown user fleet-no-such")
+    assert "never reached" not in [r["task"] for r in outputs[0]]
