@@ -177,7 +177,7 @@ def test_a_failed_probe_fails_its_task_with_the_probes_reason(ssh_fleet, ssh_inv
         assert run.returncode == 2, run.stdout + run.stderr
         outputs.append(results(run.stdout))
     assert outputs[0] == outputs[1]
-    refused = [r for r in outputs[0] if r["task"] == "refused"][0]
+    refused = next(r for r in outputs[0] if r["task"] == "refused")
     assert refused["status"] == "failed"
     assert refused["message"].startswith("could not look at the host (probe exit 1): sudo: unknown user fleet-no-such")
     assert "never reached" not in [r["task"] for r in outputs[0]]
