@@ -63,8 +63,10 @@ def action(cls: type[Action]) -> type[Action]:
 
 
 def lookup(name: str) -> type[Action]:
-    from . import tasks  # noqa: F401 - importing registers the built-in actions
+    if name not in ACTIONS:
+        from . import tasks
 
+        tasks.load(name)  # importing a task module registers its actions
     try:
         return ACTIONS[name]
     except KeyError:

@@ -237,3 +237,17 @@ def test_assert_plans():
 def test_arguments_are_validated(action, args, message):
     with pytest.raises(FleetError, match=message):
         build(action, args)
+
+
+def test_every_task_module_is_found_by_its_task_types():
+    """fleet imports only the task modules a playbook uses: the map must know every type."""
+    import importlib
+
+    from fleet import tasks
+    from fleet.task import ACTIONS
+
+    for module in tasks.MODULES:
+        importlib.import_module(f"fleet.tasks.{module}")
+    assert {name: cls.__module__ for name, cls in ACTIONS.items()} == {
+        name: f"fleet.tasks.{module}" for name, module in tasks.MODULE.items()
+    }
