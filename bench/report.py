@@ -8,7 +8,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
-from tools import TOOLS
+from tools import FLOORS, TOOLS
 
 MEASURE_TEXT = {
     "converge": "first run (converge)",
@@ -33,10 +33,12 @@ def write_results(out: Path, results: Any, raw: Path) -> None:
     tools = [t for t in TOOLS if any(s.tool == t for s in samples)]
     sizes = sorted({s.hosts for s in samples})
     cells = _cells(samples)
-    others = [t for t in tools if t != "fleet"] if "fleet" in tools else []
+    others = [t for t in tools if t != "fleet" and t not in FLOORS] if "fleet" in tools else []
+    floors = [t for t in tools if t in FLOORS] if "fleet" in tools else []
     m = results.machine
+    rtt = float(results.settings.get("rtt_ms", "0") or 0)
     lines = [
-        "# fleet vs Ansible vs pyinfra",
+        "# fleet vs Ansible vs pyinfra" + (f", {rtt:g} ms RTT (WAN mode)" if rtt else ""),
         "",
         f"Written by `bench/run.py` on {results.started}. Command: `{results.command}`",
         "",
@@ -51,10 +53,22 @@ def write_results(out: Path, results: Any, raw: Path) -> None:
         "converge, 0 on re-run) and no failure, identical files left behind by every tool, and facts",
         "reporting every host's architecture.",
         "",
+        *(
+            [
+                "WAN mode: every tool reached every host through one user-space TCP proxy (bench/wanproxy.py)",
+                f"that delays each direction by {rtt / 2:g} ms: each round trip costs {rtt:g} ms more than loopback.",
+                "",
+            ]
+            if rtt
+            else []
+        ),
+        "The paramiko floors (bench/floor.py) are what any Python tool over SSH must at least spend: the",
+        "columns `fleet / paramiko-N` say how far fleet is above them (1.0x = at the floor).",
+        "",
         "## Wall-clock time, median seconds (n runs)",
         "",
     ]
-    header = ["hosts", "measure", *tools, *(f"{t} / fleet" for t in others)]
+    header = ["hosts", "measure", *tools, *(f"{t} / fleet" for t in others), *(f"fleet / {t}" for t in floors)]
     lines.append("| " + " | ".join(header) + " |")
     lines.append("|" + "---|" * len(header))
     for n in sizes:
@@ -71,7 +85,28 @@ def write_results(out: Path, results: Any, raw: Path) -> None:
             for tool in others:
                 ok = tool in medians and medians.get("fleet")
                 row.append(f"{medians[tool] / medians['fleet']:.1f}x" if ok else "-")
+            for tool in floors:
+                ok = tool in medians and medians.get("fleet")
+                row.append(f"{medians['fleet'] / medians[tool]:.2f}x" if ok else "-")
+            if all(cell == "-" for cell in row[2 : 2 + len(tools)]):
+                continue
             lines.append("| " + " | ".join(row) + " |")
+    lines += [
+        "",
+        "## SSH sessions per host (the most any host had, from the hosts' sshd logs: `Starting session:`)",
+        "",
+        "| hosts | measure | " + " | ".join(tools) + " |",
+        "|" + "---|" * (len(tools) + 2),
+    ]
+    for n in sizes:
+        for measure in MEASURE_TEXT:
+            row = [str(n), MEASURE_TEXT[measure]]
+            for tool in tools:
+                got = [s.sessions_per_host for s in cells.get((n, measure, tool), [])]
+                got = [g for g in got if g is not None]
+                row.append(str(max(got)) if got else "-")
+            if any(cell != "-" for cell in row[2:]):
+                lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
         "## Peak memory on the re-run, median MiB (largest process / whole process tree)",
@@ -96,13 +131,14 @@ def write_results(out: Path, results: Any, raw: Path) -> None:
     if fleet_commands:
         lines.append(
             f"fleet's remote commands per host on the re-run: {', '.join(map(str, fleet_commands))} "
-            "(one batched facts command plus one probe per unchanged task)."
+            "(one request carrying the facts and every task's probe)."
         )
         lines.append("")
     lines += ["## How each tool was run", ""]
     lines += [f"- **{t}**: {TOOLS[t].how}" for t in tools]
     lines += [f"- {note}" for note in results.notes]
     lines += [
+        f"- sizes above {results.settings.get('others_up_to', '50')} hosts: fleet alone (`--others-up-to`).",
         f"- forks/parallelism: {results.settings['forks']}. A tool stops repeating at a fleet size once its runs "
         f"there took more than {results.settings['budget_s']} s (`--budget`), so *n* can be smaller for slow cells.",
         f"- Raw samples (every run, with peak RSS): `bench/results/{raw.name}` (not committed).",

@@ -37,6 +37,7 @@ from report import write_results  # noqa: E402
 from tools import TOOLS, BenchError, Fleet, Host, HostOutcome, Tool  # noqa: E402
 
 MEASURES = ("converge", "rerun", "facts")
+SESSION_LINE = b"Starting session:"  # sshd, LogLevel VERBOSE: one line per SSH session (channel)
 RUN_TIMEOUT = 1800.0  # seconds; a run that takes longer is a failure, not a data point
 
 
@@ -60,6 +61,8 @@ class Sample:
     max_rss_kib: int
     tree_rss_kib: int
     commands_per_host: int | None = None
+    sessions_per_host: int | None = None  # the most any host had (from the hosts' sshd logs)
+    rtt_ms: float = 0.0
 
 
 @dataclass
@@ -123,15 +126,18 @@ class Bench:
     def measure(self, tool: Tool, hosts: Sequence[Host], measure: str, repeat: int, workdir: Path) -> Sample:
         argv = tool.facts_argv() if measure == "facts" else tool.run_argv()
         logdir = self.logs / f"{len(hosts)}" / tool.name / f"{measure}-{repeat}"
+        log_sizes = {h.name: _size(h.sshd_log) for h in hosts}
         result = run_measured(argv, cwd=workdir, env=tool.env(), logs=logdir, timeout=RUN_TIMEOUT)
         tool.after_run()
+        sessions = max((count_sessions(h.sshd_log, log_sizes[h.name]) for h in hosts), default=None)
         try:
             commands = self.check(tool, hosts, measure, result)
         except BenchError as exc:
             raise BenchError(f"{exc}\n  command: {' '.join(argv)}\n  output: {self.keep_log(logdir)}") from None
         return Sample(
-            tool.name, len(hosts), measure, repeat, result.seconds, result.max_rss_kib, result.tree_rss_kib, commands
-        )
+            tool.name, len(hosts), measure, repeat, result.seconds, result.max_rss_kib, result.tree_rss_kib, commands,
+            sessions, self.args.rtt_ms,
+        )  # fmt: skip
 
     def check(self, tool: Tool, hosts: Sequence[Host], measure: str, result: Measured) -> int | None:
         if result.exit_code != 0:
@@ -157,6 +163,30 @@ class Bench:
         return kept
 
 
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
+
+
+def count_sessions(log: str, start: int) -> int | None:
+    """`Starting session:` lines sshd wrote to the host's log since byte `start` (sshd logs
+    asynchronously to the client's exit by a few ms: wait for the count to settle)."""
+    if not log:
+        return None
+    count, last = 0, -1
+    for _ in range(20):
+        with open(log, "rb") as fh:
+            fh.seek(start)
+            count = fh.read().count(SESSION_LINE)
+        if count == last:
+            break
+        last = count
+        time.sleep(0.05)
+    return count
+
+
 def clean(hosts: Sequence[Host]) -> None:
     for host in hosts:
         shutil.rmtree(host.bench_dir, ignore_errors=True)
@@ -175,7 +205,7 @@ def run_size(bench: Bench, tools: list[Tool], hosts: Sequence[Host], fleet: Flee
                 continue  # this tool has had its time at this size; the table shows its n
             workdir = bench.workroot / "work" / str(n) / tool.name
             clean(hosts)
-            for measure in MEASURES:
+            for measure in (m for m in MEASURES if m in tool.measures):
                 sample = bench.measure(tool, hosts, measure, repeat, workdir)
                 results.samples.append(sample)
                 spent[tool.name] += sample.seconds
@@ -212,6 +242,52 @@ def versions(tools: list[Tool]) -> dict[str, str]:
     return out
 
 
+def start_wan(
+    hosts: tuple[Host, ...], fleet_hosts: object, rtt_ms: float, workroot: Path
+) -> tuple[subprocess.Popen[bytes], tuple[Host, ...], Path]:
+    """One proxy process in front of every host (same address, another port), and a known_hosts
+    that names the hosts by their proxy endpoints."""
+    sshfleet = sys.modules["sshfleet"]
+    proxied, pairs, lines = [], [], []
+    for host, real in zip(hosts, fleet_hosts.hosts, strict=True):  # type: ignore[attr-defined]
+        port = sshfleet.free_port(host.address)  # type: ignore[attr-defined]
+        pairs.append(f"{host.address}:{port}={host.address}:{host.port}")
+        kind, key = real.host_public_key
+        lines.append(f"[{host.address}]:{port} {kind} {key}\n")
+        proxied.append(Host(host.name, host.address, port, host.user, host.bench_dir, host.sshd_log))
+    known_hosts = workroot / "known_hosts.wan"
+    known_hosts.write_text("".join(lines))
+    argv = [sys.executable, str(HERE / "wanproxy.py"), "--rtt-ms", f"{rtt_ms:g}", *pairs]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, start_new_session=True)
+    assert proc.stdout is not None
+    if proc.stdout.readline().strip() != b"ready":
+        proc.kill()
+        raise BenchError("the WAN proxy did not start")
+    return proc, tuple(proxied), known_hosts
+
+
+def startup(tools: list[Tool]) -> str:
+    """How long the interpreter alone and fleet's `run` imports take here (median of 5)."""
+    fleet = next((t for t in tools if t.name == "fleet"), None)
+    if fleet is None:
+        return "start-up not measured (fleet not among the tools)"
+    imports = "import fleet.cli, fleet.playbook, fleet.runner, fleet.executor, fleet.report, fleet.connection"
+
+    def median_of(code: str) -> float:
+        times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            subprocess.run([sys.executable, "-c", code], check=True, env=fleet.env())
+            times.append(time.perf_counter() - started)
+        return sorted(times)[2]
+
+    bare, loaded = median_of("pass"), median_of(imports)
+    return (
+        f"start-up: `python -c pass` {bare:.3f} s; with the modules `fleet run` imports before it connects "
+        f"{loaded:.3f} s (fleet's own start: {loaded - bare:.3f} s), medians of 5."
+    )
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hosts", default="1,10,50", help="fleet sizes, comma separated (default 1,10,50)")
@@ -224,6 +300,18 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="seconds per tool and size after which a tool stops repeating (default 600; its n is shown)",
     )
     p.add_argument("--bin", action="append", default=[], help="folder with ansible/pyinfra CLIs (repeatable)")
+    p.add_argument(
+        "--others-up-to",
+        type=int,
+        default=50,
+        help="sizes above this run fleet alone (default 50: the 200-host run is fleet's)",
+    )
+    p.add_argument(
+        "--rtt-ms",
+        type=float,
+        default=0.0,
+        help="reach every host through a user-space proxy that adds this round-trip time (WAN mode)",
+    )
     p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="markdown table to write")
     p.add_argument("--json-dir", default=str(HERE / "results"), help="folder for the raw JSON samples")
     return p.parse_args(argv)
@@ -234,7 +322,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     sizes = sorted({int(s) for s in args.hosts.split(",") if s.strip()})
     names = [t.strip() for t in args.tools.split(",") if t.strip()]
     unknown = [t for t in names if t not in TOOLS]
-    if unknown or not sizes or min(sizes) < 1 or max(sizes) > 240 or args.repeat < 1:
+    if unknown or not sizes or min(sizes) < 1 or max(sizes) > 240 or args.repeat < 1 or not 0 <= args.rtt_ms <= 1000:
         print(f"bench: error: bad --tools/--hosts/--repeat ({unknown or args.hosts})", file=sys.stderr)
         return 1
     if os.geteuid() != 0:
@@ -252,23 +340,45 @@ def main(argv: Sequence[str] | None = None) -> int:
         started=time.strftime("%Y-%m-%d %H:%M:%S %Z"),
         machine=machine_info(),
         versions=versions(tools),
-        settings={"forks": "the fleet size, for every tool", "budget_s": str(args.budget)},
+        settings={
+            "forks": "the fleet size, for every tool",
+            "budget_s": str(args.budget),
+            "rtt_ms": f"{args.rtt_ms:g}",
+            "others_up_to": str(args.others_up_to),
+        },
     )
+    results.notes.append(startup(tools))
     sshfleet = load_sshfleet()
     workroot = Path(tempfile.mkdtemp(prefix="fleet-bench-", dir="/tmp"))
-    fleet_hosts = sshfleet.SSHFleet(workroot, max(sizes), prefix="bench")  # type: ignore[attr-defined]
+    fleet_hosts = sshfleet.SSHFleet(workroot, max(sizes), prefix="bench", log_level="VERBOSE")  # type: ignore[attr-defined]
+    proxy = None
     try:
         fleet_hosts.start()
-        hosts = tuple(Host(h.name, h.address, h.port, h.user, str(h.home / "bench")) for h in fleet_hosts.hosts)
-        fleet = Fleet(hosts, fleet_hosts.client_key, fleet_hosts.known_hosts)
+        hosts = tuple(
+            Host(h.name, h.address, h.port, h.user, str(h.home / "bench"), str(h.dir / "sshd.log"))
+            for h in fleet_hosts.hosts
+        )
+        known_hosts = fleet_hosts.known_hosts
+        if args.rtt_ms:
+            proxy, hosts, known_hosts = start_wan(hosts, fleet_hosts, args.rtt_ms, workroot)
+        fleet = Fleet(hosts, fleet_hosts.client_key, known_hosts)
         bench = Bench(args, workroot)
-        print(f"bench: {max(sizes)} sshd hosts on {fleet_hosts.subnet}.x; tools: {', '.join(names)}", flush=True)
+        wan = f", {args.rtt_ms:g} ms RTT through a proxy" if args.rtt_ms else ""
+        print(f"bench: {max(sizes)} sshd hosts on {fleet_hosts.subnet}.x{wan}; tools: {', '.join(names)}", flush=True)
         for n in sizes:
-            run_size(bench, tools, hosts[:n], fleet, results)
+            at_size = [t for t in tools if n <= args.others_up_to or t.name == "fleet"]
+            run_size(bench, at_size, hosts[:n], fleet, results)
     except BenchError as exc:
         print(f"bench: FAILED: {exc}", file=sys.stderr)
         return 2
     finally:
+        if proxy is not None:
+            proxy.terminate()
+            try:
+                proxy.wait(10)
+            except subprocess.TimeoutExpired:
+                proxy.kill()
+                proxy.wait()
         fleet_hosts.stop()
         fleet_hosts.remove_users()
         shutil.rmtree(workroot, ignore_errors=True)

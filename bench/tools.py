@@ -18,6 +18,7 @@ from typing import Any, ClassVar
 import yaml
 
 WORKLOAD = Path(__file__).resolve().parent / "workload"
+REPO = WORKLOAD.parent.parent
 APP_PORT = 8080
 
 
@@ -40,6 +41,7 @@ class Host:
     port: int
     user: str
     bench_dir: str
+    sshd_log: str = ""  # the host's sshd log (LogLevel VERBOSE: one `Starting session:` per session)
 
 
 @dataclass(frozen=True)
@@ -69,9 +71,11 @@ def _version_line(argv: list[str]) -> str:
 
 class Tool:
     name: ClassVar[str]
+    measures: ClassVar[tuple[str, ...]] = ("converge", "rerun", "facts")
     # The work each tool does on a first run of the workload: every task but the apt check.
     converge_changes: ClassVar[int] = 11
-    # Remote commands per host on a re-run, where the tool counts them (fleet: facts + 12 probes).
+    # Remote commands per host on a re-run, where the tool counts them (fleet: one batch of facts
+    # and the 12 probes).
     rerun_commands: ClassVar[int | None] = None
     how: ClassVar[str] = ""  # one line for RESULTS.md: how the tool was set up
 
@@ -115,21 +119,27 @@ class Tool:
 # ---- fleet -------------------------------------------------------------------------------------
 class FleetTool(Tool):
     name = "fleet"
-    rerun_commands = 13
+    rerun_commands = 1
     how = (
-        "`fleet run workload/fleet.yaml` and `fleet facts` (plain output, as in a CI log), the console "
-        "script of the interpreter running the harness; paramiko, one transport per host, strict host keys "
-        "against the fleet's known_hosts; `-f` = fleet size."
+        "`python -m fleet.cli run workload/fleet.yaml` and `... facts` (plain output, as in a CI log) from "
+        "this checkout, by the interpreter running the harness; paramiko, one transport per host, strict "
+        "host keys against the fleet's known_hosts; `-f` = fleet size."
     )
 
     def _argv0(self) -> list[str]:
-        # The console script beside this interpreter (what `fleet` runs), not a pyenv shim.
-        script = Path(sys.executable).parent / "fleet"
-        return [str(script)] if script.is_file() else [sys.executable, "-m", "fleet.cli"]
+        return [sys.executable, "-m", "fleet.cli"]
+
+    def env(self) -> dict[str, str]:
+        # This checkout's fleet (as the tests use it), not whatever copy is installed.
+        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        return {**os.environ, "PYTHONPATH": path}
 
     def version(self) -> str:
         out = subprocess.run(
-            [sys.executable, "-c", "import fleet; print(fleet.__version__)"], capture_output=True, text=True
+            [sys.executable, "-c", "import fleet; print(fleet.__version__)"],
+            capture_output=True,
+            text=True,
+            env=self.env(),
         ).stdout.strip()
         return f"fleet {out or 'unknown'}"
 
@@ -138,7 +148,7 @@ class FleetTool(Tool):
         did). An editable install under PYTHONDONTWRITEBYTECODE=1 would otherwise compile every
         module on every run and time the compiler, not fleet."""
         code = "import compileall, pathlib, fleet; compileall.compile_dir(pathlib.Path(fleet.__file__).parent, quiet=1)"
-        subprocess.run([sys.executable, "-c", code], check=True)
+        subprocess.run([sys.executable, "-c", code], check=True, env=self.env())
 
     def prepare(self, workdir: Path, fleet: Fleet, forks: int) -> None:
         self.workdir, self.forks = workdir, forks
@@ -363,4 +373,61 @@ class PyinfraTool(Tool):
         return json.loads(match[1]) if match else {}
 
 
-TOOLS: dict[str, type[Tool]] = {t.name: t for t in (FleetTool, AnsibleTool, PyinfraTool)}
+# ---- the raw paramiko floors --------------------------------------------------------------------
+class FloorTool(Tool):
+    """bench/floor.py: paramiko alone, `commands` sessions per host (each runs `true`); its facts
+    measure is the raw batched gather (one facts script per host)."""
+
+    commands: ClassVar[int]
+
+    def version(self) -> str:
+        import paramiko
+
+        return f"paramiko {paramiko.__version__}"
+
+    def prepare(self, workdir: Path, fleet: Fleet, forks: int) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        spec = {
+            "key": str(fleet.key),
+            "known_hosts": str(fleet.known_hosts),
+            "hosts": [{"name": h.name, "address": h.address, "port": h.port, "user": h.user} for h in fleet.hosts],
+        }
+        (workdir / "hosts.json").write_text(json.dumps(spec))
+
+    def run_argv(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).parent / "floor.py"), "hosts.json", "--commands", str(self.commands)]
+
+    def facts_argv(self) -> list[str]:
+        return [sys.executable, str(Path(__file__).parent / "floor.py"), "hosts.json", "--facts"]
+
+    _LINE = re.compile(r"^host (\S+) ok commands (\d+) arch (\S+)$", re.M)
+
+    def outcomes(self, stdout: str) -> dict[str, HostOutcome]:
+        return {m[1]: HostOutcome(0, 0, False, int(m[2])) for m in self._LINE.finditer(stdout)}
+
+    def facts_hosts(self, stdout: str) -> dict[str, str]:
+        return {m[1]: m[3] for m in self._LINE.finditer(stdout)}
+
+
+class Floor1(FloorTool):
+    name = "paramiko-1"
+    commands = 1
+    rerun_commands = 1
+    measures = ("rerun", "facts")
+    how = (
+        "bench/floor.py: raw paramiko, every host in parallel, strict host keys, TCP_NODELAY; re-run: one "
+        "command (`true`) per host; facts: one script of the same system facts per host (the raw batched gather)."
+    )
+
+
+class Floor12(FloorTool):
+    name = "paramiko-12"
+    commands = 12
+    rerun_commands = 12
+    measures = ("rerun",)
+    how = "bench/floor.py as above, 12 commands per host one after another, each its own session (one per task)."
+
+
+TOOLS: dict[str, type[Tool]] = {t.name: t for t in (FleetTool, AnsibleTool, PyinfraTool, Floor1, Floor12)}
+FLOORS = ("paramiko-1", "paramiko-12")

@@ -115,7 +115,7 @@ Subsystem sftp internal-sftp
 AllowTcpForwarding yes
 MaxSessions 200
 MaxStartups 200
-LogLevel ERROR
+LogLevel {log_level}
 """
 
 
@@ -125,7 +125,10 @@ class SSHFleet:
     Each test run gets its own loopback subnet (127.A.B.x) and login users derived from its run
     id, so runs in parallel (several developers, CI) never share a host, user or home."""
 
-    def __init__(self, root: Path, count: int, *, prefix: str = "node", run_id: int | None = None) -> None:
+    def __init__(
+        self, root: Path, count: int, *, prefix: str = "node", run_id: int | None = None, log_level: str = "ERROR"
+    ) -> None:
+        """log_level VERBOSE makes each host's sshd.log say `Starting session:` for every session."""
         self.root = root
         self.run_id = os.getpid() % 60000 if run_id is None else run_id
         self.subnet = f"127.{1 + self.run_id // 250}.{self.run_id % 250}"
@@ -147,7 +150,9 @@ class SSHFleet:
             ensure_user(user, home)
             _run("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(hdir / "ssh_host_ed25519_key"))
             shutil.copy(f"{self.client_key}.pub", hdir / "authorized_keys")
-            (hdir / "sshd_config").write_text(SSHD_CONFIG.format(address=address, port=port, dir=hdir, user=user))
+            (hdir / "sshd_config").write_text(
+                SSHD_CONFIG.format(address=address, port=port, dir=hdir, user=user, log_level=log_level)
+            )
             self.hosts.append(SSHHost(name, address, port, user, home, hdir))
         self.write_known_hosts()
 

@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parent.parent
 def test_bench_harness_writes_a_results_table(tmp_path):
     out, raw_dir = tmp_path / "RESULTS.md", tmp_path / "results"
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--tools", "fleet", "--hosts", "2", "--repeat", "1",
+        [sys.executable, str(REPO / "bench" / "run.py"), "--tools", "fleet,paramiko-1", "--hosts", "2", "--repeat", "1",
          "--out", str(out), "--json-dir", str(raw_dir)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
@@ -29,9 +29,17 @@ def test_bench_harness_writes_a_results_table(tmp_path):
         row = next(line for line in table.splitlines() if line.startswith(f"| 2 | {measure} |"))
         seconds = row.split("|")[3].split()[0]
         assert float(seconds) > 0, row
-    assert "fleet's remote commands per host on the re-run: 13" in table
+    assert "fleet's remote commands per host on the re-run: 1" in table
 
     (raw_file,) = raw_dir.glob("bench-*.json")
     samples = json.loads(raw_file.read_text())["samples"]
-    assert sorted(s["measure"] for s in samples) == ["converge", "facts", "rerun"]
-    assert all(s["tool"] == "fleet" and s["hosts"] == 2 and s["max_rss_kib"] > 0 for s in samples)
+    fleet = {s["measure"]: s for s in samples if s["tool"] == "fleet"}
+    floor = {s["measure"]: s for s in samples if s["tool"] == "paramiko-1"}
+    assert sorted(fleet) == ["converge", "facts", "rerun"] and sorted(floor) == ["facts", "rerun"]
+    assert all(s["hosts"] == 2 and s["max_rss_kib"] > 0 for s in samples)
+    # Counted from the hosts' sshd logs: a converged re-run and facts cost one SSH session per host,
+    # like the one-command floor; the first run at most one per remote command.
+    assert fleet["rerun"]["sessions_per_host"] == 1 and fleet["rerun"]["commands_per_host"] == 1
+    assert fleet["facts"]["sessions_per_host"] == 1
+    assert floor["rerun"]["sessions_per_host"] == 1
+    assert 1 <= fleet["converge"]["sessions_per_host"] <= fleet["converge"]["commands_per_host"]

@@ -1,0 +1,63 @@
+"""The raw paramiko floor: what any Python tool over SSH must at least spend on the same hosts.
+
+    python bench/floor.py HOSTS.json --commands 12 [--facts]
+
+Connects to every host in parallel (one thread each, strict host keys, TCP_NODELAY as fleet
+sets it), runs `--commands` commands one after another on each (each a new session: channel
+open, exec, EOF, exit status), or the facts script once with `--facts`, and prints one line per
+host: `host <name> ok commands <n> arch <arch>`. The harness times the whole process, interpreter
+start included, exactly as it times the tools."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import paramiko
+
+FACTS = "uname -m; hostname; uname -r; cat /etc/os-release; nproc; grep MemTotal /proc/meminfo; df -Pk ~ | tail -n1"
+
+
+def run_host(host: dict, key: str, known_hosts: str, commands: int, facts: bool) -> str:
+    client = paramiko.SSHClient()
+    client.load_host_keys(known_hosts)
+    client.set_missing_host_key_policy(paramiko.RejectPolicy())
+    client.connect(
+        host["address"], port=host["port"], username=host["user"], key_filename=key,
+        allow_agent=False, look_for_keys=False, timeout=30,
+    )  # fmt: skip
+    transport = client.get_transport()
+    assert transport is not None
+    transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    arch = ""
+    for _ in range(1 if facts else commands):
+        _, out, _ = client.exec_command(FACTS if facts else "true")
+        text = out.read().decode()
+        if out.channel.recv_exit_status() != 0:
+            raise SystemExit(f"floor: a command failed on {host['name']}")
+        arch = text.split("\n", 1)[0]
+    client.close()
+    return f"host {host['name']} ok commands {1 if facts else commands} arch {arch or '-'}"
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("hosts", help="JSON: {key, known_hosts, hosts: [{name, address, port, user}]}")
+    p.add_argument("--commands", type=int, default=1)
+    p.add_argument("--facts", action="store_true", help="run one facts script per host instead")
+    args = p.parse_args()
+    spec = json.loads(Path(args.hosts).read_text())
+    hosts = spec["hosts"]
+    with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+        lines = pool.map(lambda h: run_host(h, spec["key"], spec["known_hosts"], args.commands, args.facts), hosts)
+        for line in lines:
+            print(line)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
