@@ -43,11 +43,11 @@ def _train_grpo():
     return module
 
 
-def write_config(tmp_path: Path, job: dict, name: str = "cfg.yaml") -> Path:
+def write_config(tmp_path: Path, job: dict, name: str = "cfg.yaml", train: dict | None = None) -> Path:
     script = tmp_path / "job.py"
     script.write_text("print('hi')\n")
     path = tmp_path / name
-    path.write_text(yaml.safe_dump({"job": {"script": "job.py", **job}, "train": {"smoke": True}}))
+    path.write_text(yaml.safe_dump({"job": {"script": "job.py", **job}, "train": train or {"smoke": True}}))
     return path
 
 
@@ -159,7 +159,8 @@ def test_preflight_refuses_unfit_hosts(tmp_path):
 def test_launch_plan_syncs_only_changed_files_and_skips_running_jobs(tmp_path):
     import hashlib
 
-    config = load_config(write_config(tmp_path, {"require_gpu": False, "require_modules": []}))
+    job = {"require_gpu": False, "require_modules": []}
+    config = load_config(write_config(tmp_path, job, train={"model": "Qwen/Qwen3-8B"}))
     spec = node_specs(config, ["h"], {"h": {}}, "L")["h"]
     stack = {"attn_impl": "flash_attention_2"}
     fresh = plan_launch(spec, _preflight(stack=stack), config, {})
@@ -172,11 +173,27 @@ def test_launch_plan_syncs_only_changed_files_and_skips_running_jobs(tmp_path):
         "cfg.yaml": hashlib.sha256(config.content).hexdigest(),
     }
     again = plan_launch(spec, _preflight(shas=same), config, {"attn_impl": "sdpa"})
-    assert again.data["synced"] == [] and "ATTN_IMPL=sdpa" in again.summary
+    assert again.data["synced"] == [] and "ATTN_IMPL=sdpa (host var)" in again.summary
     running = plan_launch(spec, _preflight(state="running"), config, {})
     assert running.script is None and not running.fail and "already running" in running.summary
     leftover = replace(_preflight(), state=JobState("failed", exit_code=137, procs=frozenset({77})))
     assert "77" in plan_launch(spec, leftover, config, {}).fail  # never lose track of live processes
+
+
+def test_gpt_oss_trains_with_eager_attention_whatever_the_host_offers(tmp_path):
+    """Attention sinks: the recap says, and job.sh exports, what train_grpo.py will really run."""
+    job = {"require_gpu": False, "require_modules": []}
+    for train in ({"model": "openai/gpt-oss-20b"}, {"smoke": True}, {}):
+        config = load_config(write_config(tmp_path, job, train=train))
+        spec = node_specs(config, ["h"], {"h": {}}, "L")["h"]
+        plan = plan_launch(spec, _preflight(stack={"attn_impl": "flash_attention_3"}), config, {"attn_impl": "sdpa"})
+        assert plan.data["attn_impl"] == "eager", train
+        assert "ATTN_IMPL=eager (gpt-oss attention sinks)" in plan.summary
+        uploaded = [base64.b64decode(b).decode() for b in re.findall(r"printf %s (\S+) \| base64 -d", plan.script)]
+        assert any("export ATTN_IMPL=eager\n" in text for text in uploaded)
+    train_grpo = _train_grpo()
+    assert train_grpo.attention_candidates("flash_attention_3", "gpt_oss") == ["eager"]
+    assert train_grpo.attention_candidates(None, "llama") == ["flash_attention_3", "flash_attention_2", "sdpa", "eager"]
 
 
 # ---- parsing what the hosts said ------------------------------------------------------------------

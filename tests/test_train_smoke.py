@@ -4,6 +4,7 @@ shipped smoke config, from launch to a finished status."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -34,14 +35,17 @@ def test_smoke_trains_grpo_steps_on_cpu(python, tmp_path):
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-3000:]
     log = (tmp_path / "runs" / "cpu-smoke" / "training.log").read_text()
-    # the fallback chain, each refusal with its reason, ending on what gpt-oss supports on a CPU
-    assert "attention: flash_attention_3 unavailable: no CUDA device" in log
-    assert "attention: sdpa unavailable: GptOssForCausalLM does not support sdpa" in log
+    # gpt-oss has attention sinks: eager whatever is asked, the refusal logged with its reason;
+    # loaded from a saved checkpoint with the real model's options
+    assert "attention: flash_attention_3 refused for gpt_oss (attention sinks" in log
     assert "INFO attention: eager" in log and "vLLM generation: off" in log
+    assert "model smoke (gpt_oss): dtype float32, quantization Mxfp4Config(dequantize=True), use_cache False" in log
+    saved = json.loads((tmp_path / "runs" / "cpu-smoke" / "smoke-model.rank0" / "config.json").read_text())
+    assert saved["quantization_config"]["quant_method"] == "mxfp4"  # laid out like gpt-oss-20b's checkpoint
     steps = [parse_progress(line) for line in log.splitlines() if "step=" in line]
     assert [s.step for s in steps] == [1, 2, 3] and all(s.max_steps == 3 for s in steps)
     assert all(s.loss is not None and s.reward is not None for s in steps)
-    assert re.search(r"done: 3 steps in [\d.]+s", log)
+    assert re.search(r"done: 3 steps in [\d.]+s \(3 in this launch\)", log)
     assert log.count("step=1/3") == 1  # logged once although stderr is a terminal-less pipe
 
 
@@ -70,3 +74,50 @@ def test_fleet_train_runs_the_smoke_on_an_sshd_host(python, ssh_fleet, tmp_path)
     assert (workdir / "train_grpo.py").read_bytes() == TRAIN_GRPO.read_bytes()
     table = fleet_train(inv, SMOKE_CONFIG, "status", "--hosts", "node-02")
     assert re.search(r"node-02\s+finished\s+4/4", table.stdout), table.stdout
+
+
+@pytest.mark.ssh
+def test_interrupted_smoke_run_resumes_from_its_newest_checkpoint(python, ssh_fleet, tmp_path):
+    """Stop a real smoke run after its first checkpoints, resume it through fleet: the step count
+    goes on from the checkpoint's step, and the run ends at max_steps."""
+    inv = ssh_fleet.inventory(tmp_path / "inv")
+    (inv / "group_vars").mkdir()
+    (inv / "group_vars" / "all.yaml").write_text(yaml.safe_dump({"train_python": str(python)}))
+    body = yaml.safe_load(SMOKE_CONFIG.read_text())
+    body["job"].update(run_name="resume", script=str(TRAIN_GRPO))
+    # longer completions and more steps: slow enough to be stopped midway on a CPU
+    body["train"]["grpo"].update(max_steps=40, save_steps=3, max_completion_length=32)
+    config = tmp_path / "train_config.resume.yaml"
+    config.write_text(yaml.safe_dump(body, sort_keys=False))
+    run_dir = ssh_fleet.host("node-03").home / "tes_grpo_trl" / "runs" / "resume"
+    try:
+        assert fleet_train(inv, config, "--hosts", "node-03").returncode == 0
+        wait_for(lambda: list(run_dir.glob("checkpoint-*")), "a first checkpoint", timeout=300, every=0.5)
+        stopped = fleet_train(inv, config, "stop", "--hosts", "node-03")
+        assert stopped.returncode == 0, stopped.stdout
+        interrupted = status(inv, config, "--hosts", "node-03")[1]["node-03"]
+        assert interrupted["state"] == "stopped" and interrupted["step"] < 40, interrupted
+        newest = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*"))
+
+        refused = fleet_train(inv, config, "--hosts", "node-03")
+        assert refused.returncode != 0 and "nothing is overwritten" in refused.stdout
+
+        resumed = fleet_train(inv, config, "--hosts", "node-03", "--resume")
+        assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+        assert f"resumed from checkpoint-{newest} resume" in resumed.stdout
+        final = wait_for(
+            lambda: (s := status(inv, config, "--hosts", "node-03")[1]["node-03"])["state"] != "running" and s,
+            "the resumed run to end",
+            timeout=300,
+            every=2,
+        )
+    finally:
+        fleet_train(inv, config, "stop", "--hosts", "node-03")
+    assert final["state"] == "finished" and (final["step"], final["max_steps"]) == (40, 40), final
+    log = (run_dir / "training.log").read_text()
+    first_launch, _, second_launch = log.partition(f"resuming from runs/resume/checkpoint-{newest}")
+    assert second_launch, log[-3000:]
+    steps_after = [parse_progress(line).step for line in second_launch.splitlines() if "step=" in line]
+    assert steps_after == list(range(newest + 1, 41)), steps_after  # continues, no step twice
+    assert "step=1/40" in first_launch and "step=1/40" not in second_launch
+    assert "done: 40 steps in" in second_launch and f"({40 - newest} in this launch)" in second_launch

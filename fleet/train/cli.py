@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
+
+from ..model import FleetError
 
 # Options every train command takes; given before or after the action word, they mean the same.
 _SHARED = ("inventory", "pattern", "forks", "json", "extra_vars", "accept_new_host_keys", "config", "run")
@@ -21,6 +24,18 @@ def add_subcommand(subparsers: Any, common: Callable[[argparse.ArgumentParser], 
     train.add_argument(
         "--ignore-health", action="store_true", help="launch even where fleet health finds a GPU unfit to train on"
     )
+    again = train.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume", action="store_true", help="continue the run from its newest checkpoint on every node"
+    )
+    again.add_argument(
+        "--force", action="store_true", help="replace an existing run of this name (its log and checkpoints go)"
+    )
+    train.add_argument(
+        "--wait", type=int, default=None, metavar="SECONDS",
+        help="watch the job this long after the launch: a job that dies in it is reported failed "
+        "(default: the config's job.launch_wait, 60)",
+    )  # fmt: skip
     train.set_defaults(handler=cmd_launch)
     actions = train.add_subparsers(dest="train_action", metavar="{status,logs,stop}")
 
@@ -72,7 +87,12 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
     inventory, hosts, config, options = _setup(args)
     reporter = choose_reporter(json_lines=args.json)
-    return launch(inventory, hosts, config, options, reporter, ignore_health=args.ignore_health).exit_code
+    if args.wait is not None:
+        if args.wait < 0:
+            raise FleetError(f"--wait {args.wait}: give seconds, 0 or more")
+        config = replace(config, job=config.job.model_copy(update={"launch_wait": args.wait}))
+    mode = "resume" if args.resume else "force" if args.force else "new"
+    return launch(inventory, hosts, config, options, reporter, mode=mode, ignore_health=args.ignore_health).exit_code
 
 
 def cmd_status(args: argparse.Namespace) -> int:

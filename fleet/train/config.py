@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -45,6 +45,14 @@ class JobConfig(BaseModel):
     require_stack: bool = False  # refuse hosts where the setup playbook recorded no stack
     require_modules: list[str] = Field(default_factory=lambda: ["torch", "transformers", "trl", "peft"])
     stop_timeout: int = Field(30, ge=1, le=3600)  # seconds between TERM and KILL
+    # Seconds a launch watches the job (until its first step record or its exit): a job that dies
+    # in this window is reported failed with its log's last lines, not as started. 0: no watch.
+    launch_wait: int = Field(60, ge=0, le=3600)
+
+
+# Model families whose attention has learnable sinks: train_grpo.py trains them with eager
+# attention only (its SINK_MODELS comment holds the evidence); fleet reports and exports that.
+SINK_MODEL_MARKERS = ("gpt-oss", "gpt_oss")
 
 
 @dataclass(frozen=True)
@@ -52,6 +60,17 @@ class TrainConfig:
     path: Path
     content: bytes
     job: JobConfig
+    train: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def model(self) -> str:
+        """What the script trains: the tiny random gpt-oss for a smoke run, else `train.model`."""
+        smoke = bool(self.train.get("smoke")) or "--smoke" in self.job.args
+        return "smoke (tiny random gpt-oss)" if smoke else str(self.train.get("model") or "openai/gpt-oss-20b")
+
+    @property
+    def has_attention_sinks(self) -> bool:
+        return any(marker in self.model.lower() for marker in SINK_MODEL_MARKERS)
 
     @property
     def base_dir(self) -> Path:
@@ -79,7 +98,10 @@ def load_config(path: str | Path | None, *, run_name: str | None = None) -> Trai
         job = job.model_copy(update={"run_name": run_name})
     if not RUN_NAME.match(job.run_name):
         raise FleetError(f"{path}: run name {job.run_name!r} must be letters, digits, '.', '_' or '-'")
-    config = TrainConfig(path, path.read_bytes(), job)
+    train = data.get("train") or {}
+    if not isinstance(train, Mapping):
+        raise FleetError(f"{path}:{line_of(train) or 1}: `train:` must be a mapping")
+    config = TrainConfig(path, path.read_bytes(), job, dict(train))
     for name in [job.script, *job.files]:
         if not config.local_file(name).is_file():
             raise FleetError(f"{path}: job file {name!r} not found (looked at {config.local_file(name)})")

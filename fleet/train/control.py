@@ -21,11 +21,14 @@ from ..runner import Session, each_host
 from ..sanitize import visible
 from .config import TrainConfig, host_setting
 from .jobs import (
+    PEER_PREFIX,
     STOPPED_BY_USER,
     JobState,
+    LaunchOutcome,
     RunPaths,
     StopOutcome,
     follow_script,
+    parse_launch,
     parse_preflight,
     parse_state,
     parse_stop,
@@ -80,6 +83,7 @@ def launch(
     reporter: Reporter,
     *,
     ignore_health: bool = False,
+    mode: str = "new",
 ) -> RunReport:
     started = time.monotonic()
     report = RunReport()
@@ -102,15 +106,16 @@ def launch(
             if isinstance(pre, Unreachable):
                 rec.unreachable(host, pre)
             else:
-                plans[host] = plan_launch(specs[host], pre, config, hostvars[host], ignore_health=ignore_health)
+                plans[host] = plan_launch(specs[host], pre, config, hostvars[host], mode, ignore_health=ignore_health)
         if config.job.multi_node:
             plans = _all_or_nothing(plans, unreachable=[h for h in hosts if h not in plans])
 
         def apply(host: str, conn: Any) -> Any:
-            return conn.run(plans[host].script, timeout=PROBE_TIMEOUT)
+            return conn.run(plans[host].script, timeout=PROBE_TIMEOUT + config.job.launch_wait)
 
         to_start = [h for h in hosts if h in plans and plans[h].script and not plans[h].fail]
         applied = each_host(session, to_start, apply, options.forks)
+        failed_nodes = []
         for host in hosts:
             plan = plans.get(host)
             if plan is None:
@@ -121,17 +126,58 @@ def launch(
                 rec.result(host, Status.OK, plan.summary, started)
             elif isinstance(applied[host], Unreachable):
                 rec.unreachable(host, applied[host])
+                failed_nodes.append(host)
             elif not applied[host].ok:
                 rec.result(host, Status.FAILED, f"launch failed: {applied[host].brief()}", started)
+                failed_nodes.append(host)
             else:
-                pid = applied[host].stdout.strip().removeprefix("pid ")
-                rec.result(host, Status.CHANGED, f"{plan.summary}; pid {pid}", started)
+                status, message = _launch_result(plan.summary, parse_launch(applied[host].stdout), config)
+                rec.result(host, status, message, started)
+                if status is Status.FAILED:
+                    failed_nodes.append(host)
+        if config.job.multi_node and failed_nodes:
+            _stop_peers(session, config, specs, [h for h in to_start if h not in failed_nodes], failed_nodes[0], rec)
         rec.close(hosts, started)
     return report
 
 
+def _launch_result(summary: str, seen: LaunchOutcome, config: TrainConfig) -> tuple[Status, str]:
+    """A job that exited in the watch window is not `started`: failed (with its last words) or done."""
+    if seen.exit_code is not None and seen.exit_code != 0:
+        lines = "\n".join(f"    {line}" for line in seen.tail[-10:])
+        return Status.FAILED, (
+            f"the job exited with code {seen.exit_code} within {seen.waited}s of its launch; last log lines:\n{lines}"
+        )
+    if seen.exit_code == 0:
+        return Status.CHANGED, f"{summary}; pid {seen.pid}; it finished within {seen.waited}s"
+    if seen.ready:
+        return Status.CHANGED, f"{summary}; pid {seen.pid}; first step record after {seen.waited}s"
+    if config.job.launch_wait:
+        return Status.CHANGED, f"{summary}; pid {seen.pid}; running, no step record yet after {seen.waited}s"
+    return Status.CHANGED, f"{summary}; pid {seen.pid}"
+
+
+def _stop_peers(
+    session: Session, config: TrainConfig, specs: Mapping[str, Any], hosts: list[str], failed: str, rec: _Recorder
+) -> None:
+    """A multi-node launch where a node died at once: its peers would wait at the rendezvous or
+    their first collective until a timeout; stop them now, naming the node."""
+    reason = f"{PEER_PREFIX}{failed} failed at launch"
+
+    def work(host: str, conn: Any) -> StopOutcome:
+        script = stop_script(specs[host].paths, reason, config.job.stop_timeout)
+        return parse_stop(conn.run(script, timeout=_stop_limit(config)).stdout)
+
+    for host, outcome in each_host(session, hosts, work, session.options.forks).items():
+        if isinstance(outcome, StopOutcome) and not outcome.left:
+            rec.result(host, Status.FAILED, f"stopped: {reason}", time.monotonic())
+        else:
+            rec.result(host, Status.FAILED, f"could not stop after {reason}: {outcome}", time.monotonic())
+
+
 def _all_or_nothing(plans: dict[str, Plan], unreachable: list[str]) -> dict[str, Plan]:
-    """A multi-node run starts on every node or on none: a node missing at rendezvous hangs the rest."""
+    """A multi-node run starts on every node or on none: a node missing at rendezvous hangs the rest.
+    A resume starts only when every node resumes from the same checkpoint."""
     running = [h for h, p in plans.items() if p.data.get("running")]
     blockers = [h for h, p in plans.items() if p.fail] + unreachable
     if running and len(running) < len(plans) + len(unreachable):
@@ -140,6 +186,11 @@ def _all_or_nothing(plans: dict[str, Plan], unreachable: list[str]) -> dict[str,
     if blockers and not running:
         why = f"not started: {', '.join(blockers)} cannot join the multi-node run"
         return {h: p if p.fail else Plan(fail=why) for h, p in plans.items()}
+    checkpoints = {h: p.data.get("checkpoint") for h, p in plans.items() if p.data.get("mode") == "resume"}
+    if len(set(checkpoints.values())) > 1:
+        seen = ", ".join(f"{h}: {c}" for h, c in checkpoints.items())
+        why = f"not resumed: the nodes' newest checkpoints differ ({seen}); every node must resume from the same step"
+        return {h: Plan(fail=why) for h in plans}
     return plans
 
 

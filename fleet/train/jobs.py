@@ -96,22 +96,33 @@ def state_probe(paths: RunPaths) -> str:
 
 
 def preflight_probe(paths: RunPaths, python: str, files: Sequence[str], modules: Sequence[str]) -> str:
-    """One command before a launch: host facts, the job's state, the synced files' sha256, and
-    which of the modules the job needs its python lacks."""
-    checks = "; ".join(
-        f"print({m!r}) if importlib.util.find_spec({m!r}) is None else None" for m in modules
-    )  # each module name is repr()'d into Python source, then the whole line shell-quoted
-    code = f"import importlib.util; {checks}" if modules else "pass"
+    """One command before a launch: host facts, the job's state, the synced files' sha256, the
+    run's checkpoints, and which of the modules the job needs its python cannot import."""
+    # A real import, not find_spec: a module that is there but breaks on import (an ABI mismatch,
+    # a missing shared library) must stop the launch here, not 15 s into the job.
+    code = (
+        "import importlib\n"
+        f"for name in {list(modules)!r}:\n"
+        "    try:\n"
+        "        importlib.import_module(name)\n"
+        "    except BaseException as exc:\n"
+        "        why = (str(exc).strip().splitlines() or [''])[0][:200]\n"
+        "        print('cannot-import', name, type(exc).__name__ + (': ' + why if why else ''))\n"
+        "print('imports-done')\n"
+    )  # the module names are repr()'d into Python source, then the whole program shell-quoted
     py = _python_word(python)
     lines = [PROBE, state_probe(paths), "s train_files"]
     for name in files:
         target = shell.path(f"{paths.workdir.rstrip('/')}/{name}")
         lines.append(f"( sha256sum {target} 2>/dev/null || echo 'absent  x' ) | cut -d' ' -f1")
+    lines.append("s train_checkpoints")
+    lines.append(f"ls -d {shell.path(paths.dir)}/checkpoint-* 2>/dev/null | sed 's|.*/||'")
     lines.append("s train_python")
     lines.append(
         f"cd {shell.path(paths.workdir)} 2>/dev/null || cd; "
         f"if command -v {py} >/dev/null 2>&1 || [ -x {py} ]; then "
-        f"echo ok; {py} -c {shell.quote(code)} 2>&1 | head -n 20; else echo missing; fi"
+        f"echo ok; {py} -c {shell.quote(code)} 2>&1 | grep -a -E '^(cannot-import|imports-done)' | cut -c1-300; "
+        "else echo missing; fi"
     )
     lines.append("s train_end")
     return "\n".join(lines) + "\n"
@@ -141,12 +152,19 @@ def wrapper_script(spec: NodeSpec) -> str:
     )
 
 
-def launch_script(spec: NodeSpec, synced: Mapping[str, bytes]) -> str:
+def launch_script(spec: NodeSpec, synced: Mapping[str, bytes], *, mode: str = "new", wait: int = 0) -> str:
     """Write the changed files and the wrapper, then start the wrapper in a session of its own
     (setsid), its output appended to the log and stdin closed, so it outlives the SSH session.
-    Waits (bounded) for the pid file so the next `status` already sees the job."""
+
+    mode: `new` (the run directory holds no run), `resume` (the log goes on; the job's argv
+    already carries --resume), `force` (the old run directory, checkpoints included, is removed).
+    Then it watches the job for up to `wait` seconds: until its first step record, its exit, or
+    the time is up, and says which (`parse_launch`), with the log's last lines when it exited."""
     p = spec.paths
-    parts = [f"mkdir -p {shell.path(p.dir)} || exit 1\n"]
+    parts = []
+    if mode == "force":
+        parts.append(f"rm -rf -- {shell.path(p.dir)}\n")
+    parts.append(f"mkdir -p {shell.path(p.dir)} || exit 1\n")
     for name, content in synced.items():
         parts.append(shell.write_file(f"{p.workdir.rstrip('/')}/{name}", content))
     # 0700: the job's environment (a token in the config's env, say) is for its owner's eyes only
@@ -154,15 +172,54 @@ def launch_script(spec: NodeSpec, synced: Mapping[str, bytes]) -> str:
     parts.append(shell.write_file(p.file("job.json"), json.dumps(dict(spec.meta), sort_keys=True).encode()))
     parts.append(shell.write_file(p.file("job.tag"), spec.tag.encode()))
     parts.append(
-        f"if [ -f {p.q(LOG)} ]; then mv -f {p.q(LOG)} {p.q(LOG + '.1')}; fi\n"
+        f"off=$(stat -c %s {p.q(LOG)} 2>/dev/null || echo 0)\n"
         f"rm -f {p.q('job.pid')} {p.q('job.exit')} {p.q('job.stopped')} {p.q('job.started')}\n"
         f"FLEET_JOB={shell.quote(spec.tag)} setsid sh {p.q('job.sh')} >>{p.q(LOG)} 2>&1 </dev/null &\n"
         "i=0\n"
         f"while [ ! -s {p.q('job.pid')} ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done\n"
         f'if [ -s {p.q("job.pid")} ]; then echo "pid $(cat {p.q("job.pid")})"; '
         f'else echo "the job did not start within 10s; see {p.file(LOG)}" >&2; exit 1; fi\n'
+        # only this launch's lines count: a resumed run's log already holds step records
+        f"new() {{ tail -c +$((off + 1)) {p.q(LOG)} 2>/dev/null; }}\n"
+        "i=0\n"
+        f"while [ $i -lt {int(wait) * 10} ]; do\n"
+        f"  if [ -f {p.q('job.exit')} ] || new | grep -q -a -E '(^|[[:space:]])step=[0-9]+'; then break; fi\n"
+        "  sleep 0.1; i=$((i+1))\n"
+        "done\n"
+        'echo "waited $((i / 10))"\n'
+        f'if [ -f {p.q("job.exit")} ]; then echo "exit $(cat {p.q("job.exit")})"; '
+        "elif new | grep -q -a -E '(^|[[:space:]])step=[0-9]+'; then echo ready; fi\n"
+        "echo @@tail\n"
+        "new | tail -n 12 | cut -c1-300\n"
     )
     return "".join(parts)
+
+
+@dataclass(frozen=True)
+class LaunchOutcome:
+    """What a launch saw in its watch window."""
+
+    pid: int | None
+    waited: int  # seconds
+    exit_code: int | None  # the job ended within the window
+    ready: bool  # its first step record came
+    tail: tuple[str, ...]  # the log's last lines from this launch
+
+
+def parse_launch(text: str) -> LaunchOutcome:
+    head, _, tail = text.partition("@@tail\n")
+    values: dict[str, str] = {}
+    for line in head.splitlines():
+        key, _, rest = line.partition(" ")
+        values[key] = rest.strip()
+    code = values.get("exit", "")
+    return LaunchOutcome(
+        pid=int(values["pid"]) if values.get("pid", "").isdigit() else None,
+        waited=int(values["waited"]) if values.get("waited", "").isdigit() else 0,
+        exit_code=int(code) if code.lstrip("-").isdigit() else (-1 if "exit" in values else None),
+        ready="ready" in values,
+        tail=tuple(line for line in tail.splitlines() if line.strip()),
+    )
 
 
 def stop_script(paths: RunPaths, reason: str, timeout: int) -> str:
@@ -371,7 +428,12 @@ class Preflight:
     state: JobState
     file_sha: Mapping[str, str | None]  # None: absent on the host
     python_found: bool
-    missing_modules: tuple[str, ...]
+    missing_modules: tuple[str, ...]  # "name (why)" for each module the job's python cannot import
+    checkpoints: tuple[str, ...] = ()  # checkpoint-N directories of the run, oldest first
+
+    @property
+    def newest_checkpoint(self) -> str | None:
+        return self.checkpoints[-1] if self.checkpoints else None
 
 
 def parse_preflight(text: str, files: Sequence[str]) -> Preflight:
@@ -383,8 +445,17 @@ def parse_preflight(text: str, files: Sequence[str]) -> Preflight:
     }
     python = sec.get("train_python", "").splitlines()
     found = bool(python) and python[0].strip() == "ok"
-    missing = tuple(line.strip() for line in python[1:] if re.fullmatch(r"[\w.]+", line.strip()))
-    return Preflight(parse_facts(text), parse_state(text), file_sha, found, missing)
+    missing = []
+    for line in python[1:]:
+        words = line.strip().split(" ", 2)
+        if words[0] == "cannot-import" and len(words) > 1:
+            missing.append(f"{words[1]} ({words[2]})" if len(words) > 2 else words[1])
+    if found and not missing and "imports-done" not in python[1:]:
+        missing.append("(the import check itself crashed)")
+    listed = sec.get("train_checkpoints", "").split()
+    numbered = [c for c in listed if re.fullmatch(r"checkpoint-\d+", c)]
+    checkpoints = tuple(sorted(numbered, key=lambda c: int(c.rpartition("-")[2])))
+    return Preflight(parse_facts(text), parse_state(text), file_sha, found, tuple(missing), checkpoints)
 
 
 @dataclass(frozen=True)

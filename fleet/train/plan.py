@@ -110,10 +110,19 @@ def _refuse_shared_workdirs(hosts: Sequence[str], hostvars: Mapping[str, Mapping
         seen[key] = host
 
 
-def attention_impl(hostvars: Mapping[str, Any], env: Mapping[str, str], stack: Mapping[str, Any]) -> str | None:
-    """The host's ATTN_IMPL: host var, else the config's env, else what the setup playbook
-    recorded as working on that host; None lets train_grpo.py walk its fallback chain."""
-    return hostvars.get("attn_impl") or env.get("ATTN_IMPL") or stack.get("attn_impl") or None
+def attention_impl(
+    hostvars: Mapping[str, Any], env: Mapping[str, str], stack: Mapping[str, Any], config: TrainConfig
+) -> tuple[str | None, str]:
+    """The host's ATTN_IMPL and why: eager for a model with attention sinks (gpt-oss), whatever
+    else is set; else the host var, the config's env, or what the setup playbook recorded as
+    working on that host; None lets train_grpo.py walk its fallback chain."""
+    if config.has_attention_sinks:
+        return "eager", "gpt-oss attention sinks"
+    for value, source in ((hostvars.get("attn_impl"), "host var"), (env.get("ATTN_IMPL"), "config env"),
+                          (stack.get("attn_impl"), "setup stack")):  # fmt: skip
+        if value:
+            return str(value), source
+    return None, "auto"
 
 
 def preflight_failure(spec: NodeSpec, pre: Preflight, config: TrainConfig) -> str | None:
@@ -165,35 +174,63 @@ def health_failure(pre: Preflight, hostvars: Mapping[str, Any], host: str) -> st
     )
 
 
+MODES = ("new", "resume", "force")
+
+
 def plan_launch(
-    spec: NodeSpec, pre: Preflight, config: TrainConfig, hostvars: Mapping[str, Any], *, ignore_health: bool = False
+    spec: NodeSpec,
+    pre: Preflight,
+    config: TrainConfig,
+    hostvars: Mapping[str, Any],
+    mode: str = "new",
+    *,
+    ignore_health: bool = False,
 ) -> Plan:
-    """Nothing when the run already runs there; a failure when the host is not fit; else the one
-    script that syncs the changed files and starts the job."""
+    """Nothing when the run already runs there; a failure when the host is not fit or when the
+    launch would overwrite a run that exists there (unless `mode` says resume or force); else the
+    one script that syncs the changed files and starts the job."""
     state = pre.state
+    name = config.job.run_name
     if state.state == "running":
         step = f", step {state.progress.step}" if state.progress.step is not None else ""
         return Plan(summary=f"already running (pid {state.pid}{step})", data={"running": True})
     if state.leftovers:
         pids = " ".join(map(str, sorted(state.leftovers)))
         return Plan(fail=f"processes {pids} of the last launch are still alive; end them first (fleet train stop)")
+    exists = state.state != "absent" or bool(pre.checkpoints)
+    if mode == "new" and exists:
+        step = f" at step {state.progress.step}" if state.progress.step is not None else ""
+        what = state.state if state.state != "absent" else "has checkpoints"
+        return Plan(
+            fail=f"run {name} exists here ({what}{step}); nothing is overwritten: --resume continues it from its "
+            "newest checkpoint, --run NEW_NAME starts a new run, --force replaces it"
+        )
+    if mode == "resume" and not pre.checkpoints:
+        where = spec.paths.dir
+        return Plan(
+            fail=f"nothing to resume: no checkpoint-* in {where} (the config's grpo: save_strategy/save_steps "
+            "make checkpoints)"
+        )
     failure = preflight_failure(spec, pre, config)
     if not failure and not ignore_health:
         failure = health_failure(pre, hostvars, spec.host)
     if failure:
         return Plan(fail=failure)
     env = dict(spec.env)
-    attn = attention_impl(hostvars, spec.env, pre.facts.stack)
+    attn, why = attention_impl(hostvars, spec.env, pre.facts.stack, config)
     if attn:
-        env["ATTN_IMPL"] = str(attn)
+        env["ATTN_IMPL"] = attn
+    argv = (*spec.argv, "--resume") if mode == "resume" else spec.argv
     # the GPUs' counters at launch: `fleet train status` tells a GPU that turned sick during the run
-    spec = replace(spec, env=env, meta={**spec.meta, "health": baseline(pre.facts.health)})
+    meta = {**spec.meta, "argv": list(argv), "mode": mode, "health": baseline(pre.facts.health)}
+    spec = replace(spec, env=env, argv=argv, meta=meta)
     files = job_files(config)
-    changed = {name: body for name, body in files.items() if pre.file_sha.get(name) != hashlib.sha256(body).hexdigest()}
+    changed = {n: body for n, body in files.items() if pre.file_sha.get(n) != hashlib.sha256(body).hexdigest()}
     rank = f"node {spec.meta['node_rank']}/{spec.meta['nnodes']}, " if spec.meta["nnodes"] > 1 else ""
     synced = f"; synced {', '.join(changed)}" if changed else "; files unchanged"
+    verb = {"new": "started", "resume": f"resumed from {pre.newest_checkpoint}", "force": "replaced and started"}
     return Plan(
-        script=launch_script(spec, changed),
-        summary=f"started {config.job.run_name} ({rank}ATTN_IMPL={attn or 'auto'}){synced}",
-        data={"synced": sorted(changed), "attn_impl": attn},
+        script=launch_script(spec, changed, mode=mode, wait=config.job.launch_wait),
+        summary=f"{verb[mode]} {name} ({rank}{config.model}, ATTN_IMPL={attn or 'auto'} ({why})){synced}",
+        data={"synced": sorted(changed), "attn_impl": attn, "checkpoint": pre.newest_checkpoint, "mode": mode},
     )

@@ -1,14 +1,23 @@
 """GRPO on gpt-oss with a rank-4 LoRA adapter (TRL GRPOTrainer + PEFT).
 
-    python train_grpo.py [--config train_config.yaml] [--smoke] [--run-name NAME] [--max-steps N]
+    python train_grpo.py [--config train_config.yaml] [--smoke] [--run-name NAME] [--max-steps N] [--resume]
 
 Everything about the run comes from the config file's `train:` section (model, data, rewards,
-LoRA, GRPOConfig values); `fleet train` reads the same file's `job:` section. ATTN_IMPL picks the
-attention implementation (flash_attention_3, else flash_attention_2, else sdpa, else eager: the
-first one that loads, each refusal logged). vLLM generates when it is importable and a GPU is there.
+LoRA, GRPOConfig values); `fleet train` reads the same file's `job:` section. The attention
+implementation is chosen per model (see `attention_candidates`): gpt-oss trains with eager
+attention; other models take ATTN_IMPL or the chain flash_attention_3 -> flash_attention_2 ->
+sdpa -> eager (the first one that loads, each refusal logged). vLLM generates when it is
+importable and a GPU is there.
 
-`--smoke` builds a tiny random gpt-oss model and a word-level tokenizer in memory (nothing is
-downloaded) and trains a few GRPO steps: the whole path, provable on any GPU and on a CPU.
+gpt-oss is loaded the way transformers supports training it: its MXFP4 expert weights
+dequantized to bf16 (`Mxfp4Config(dequantize=True)`), `use_cache=False`, eager attention.
+
+`--smoke` builds a tiny random gpt-oss and a word-level tokenizer (nothing is downloaded), saves
+the model as a checkpoint and loads it back through the same loading code as the real model, then
+trains a few GRPO steps: the whole path, provable on any GPU and on a CPU.
+
+`--resume` continues from the newest `checkpoint-N` in runs/<run name>/ (Trainer's
+resume_from_checkpoint: weights, optimizer, scheduler, RNG and step); without one it fails.
 
 Every logged step becomes one line `step=N/M loss=… reward=… …` in runs/<run name>/training.log,
 which `fleet train status` reads.
@@ -85,8 +94,32 @@ def is_main_local_process() -> bool:
 
 
 # ---- attention implementation -------------------------------------------------------------------
-def attention_candidates(requested: str | None) -> list[str]:
-    """The chain from the requested implementation down: fa3 -> fa2 -> sdpa -> eager."""
+# Models whose attention has learnable sinks (a per-head logit that joins the softmax):
+# gpt-oss. Which implementations compute them correctly, forward AND backward, in the
+# transformers versions this script runs on (4.56-4.57, the setup guide's lock, and 5.x):
+#  - sdpa: refused by the model itself, `GptOssPreTrainedModel._supports_sdpa = False`
+#    (models/gpt_oss/modeling_gpt_oss.py): torch's SDPA has no sink term.
+#  - flash_attention_2 / flash_attention_3 (the flash_attn / flash_attn_interface packages):
+#    `_process_flash_attention_kwargs` (modeling_flash_attention_utils.py) passes the sinks as
+#    `s_aux` only when the kernel's signature has `s_aux` (4.57: "Only within kernel
+#    implementation atm"; 5.x also `learnable_sink`); these kernels have neither, so the sinks
+#    are dropped without a word and the attention is silently wrong.
+#  - the kernels-hub FA3 that takes `s_aux` (kernels-community/vllm-flash-attn3) is vLLM's
+#    inference kernel: forward only, no gradient for the sinks (Unsloth's gpt-oss training notes
+#    report the same) - fine to generate with, wrong to train with.
+#  - eager: `eager_attention_forward` concatenates the sinks to the logits in plain torch, so
+#    autograd differentiates them; the published gpt-oss fine-tuning recipes use it.
+# Hence: eager for sink models, whatever is asked; FA3 -> FA2 -> sdpa -> eager for the rest.
+SINK_MODELS = {"gpt_oss": "attention sinks: only eager computes them in forward and backward"}
+
+
+def attention_candidates(requested: str | None, model_type: str | None = None) -> list[str]:
+    """The implementations to try, in order: for a model with attention sinks only eager (a
+    request for another one is logged as refused); else the chain from the requested one down."""
+    if model_type in SINK_MODELS:
+        if requested and requested.strip() != "eager":
+            log.warning("attention: %s refused for %s (%s)", requested.strip(), model_type, SINK_MODELS[model_type])
+        return ["eager"]
     requested = (requested or ATTN_CHAIN[0]).strip()
     if requested in ATTN_CHAIN:
         return list(ATTN_CHAIN[ATTN_CHAIN.index(requested) :])
@@ -114,10 +147,10 @@ def attention_refusal(impl: str, model_class: Any) -> str | None:
     return None
 
 
-def load_with_attention(requested: str | None, model_class: Any, load: Any) -> tuple[Any, str]:
+def load_with_attention(candidates: list[str], model_class: Any, load: Any) -> tuple[Any, str]:
     """load(impl) with the first implementation that is available and actually loads."""
     reasons = []
-    for impl in attention_candidates(requested):
+    for impl in candidates:
         refusal = attention_refusal(impl, model_class)
         if refusal is None:
             try:
@@ -183,8 +216,15 @@ def smoke_tokenizer() -> Any:
     )
 
 
-def smoke_model(tokenizer: Any, attn_impl: str) -> Any:
-    """A two-layer gpt-oss with four experts and random weights (a few hundred kB)."""
+def smoke_checkpoint(tokenizer: Any, directory: Path) -> str:
+    """A two-layer gpt-oss with four experts and random weights (a few hundred kB), saved as a
+    checkpoint laid out like openai/gpt-oss-20b's: expert weights in MXFP4 (uint8 `*_blocks`, two
+    e2m1 values a byte, 32-value groups sharing a `*_scales` exponent) and the same
+    `quantization_config`, so that `load_model` takes the real model's path (dequantize to bf16)."""
+    import json
+
+    import torch
+    from safetensors.torch import load_file, save_file
     from transformers import GptOssConfig, GptOssForCausalLM
 
     config = GptOssConfig(
@@ -201,32 +241,85 @@ def smoke_model(tokenizer: Any, attn_impl: str) -> Any:
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
         bos_token_id=None,
-        attn_implementation=attn_impl,
     )
-    return GptOssForCausalLM(config)
+    GptOssForCausalLM(config).save_pretrained(directory)
+    weights = load_file(directory / "model.safetensors")
+    experts, hidden, inter = config.num_local_experts, config.hidden_size, config.intermediate_size
+    random = torch.Generator().manual_seed(0)
+    for layer in range(config.num_hidden_layers):
+        prefix = f"model.layers.{layer}.mlp.experts."
+        for name, rows, cols in (("gate_up_proj", 2 * inter, hidden), ("down_proj", hidden, inter)):
+            del weights[prefix + name]
+            blocks = torch.randint(0, 256, (experts, rows, cols // 32, 16), dtype=torch.uint8, generator=random)
+            weights[prefix + name + "_blocks"] = blocks
+            weights[prefix + name + "_scales"] = torch.full((experts, rows, cols // 32), 124, dtype=torch.uint8)
+    save_file(weights, directory / "model.safetensors", metadata={"format": "pt"})
+    meta = json.loads((directory / "config.json").read_text())
+    meta["quantization_config"] = {
+        "quant_method": "mxfp4",
+        "modules_to_not_convert": [
+            "model.layers.*.self_attn", "model.layers.*.mlp.router", "model.embed_tokens", "lm_head",
+        ],
+    }  # fmt: skip
+    (directory / "config.json").write_text(json.dumps(meta, indent=2))
+    return str(directory)
 
 
-def build_model(cfg: dict[str, Any], smoke: bool) -> tuple[Any, Any, str]:
+def load_options(model_config: Any, dtype: Any, extra: dict[str, Any]) -> dict[str, Any]:
+    """from_pretrained's options for training. MXFP4 checkpoints (gpt-oss ships its experts so)
+    are dequantized to bf16 on load: transformers' MXFP4 kernels are inference-only, and
+    `Mxfp4Config(dequantize=True)` is what its gpt-oss fine-tuning guide and the published
+    recipes load with. `use_cache=False`: no KV cache while training (gradient checkpointing
+    refuses it, and it only costs memory); generation turns it on for itself."""
+    options: dict[str, Any] = {"dtype": dtype, "use_cache": False}
+    quant = getattr(model_config, "quantization_config", None)
+    method = quant.get("quant_method") if isinstance(quant, dict) else getattr(quant, "quant_method", None)
+    if str(method).lower().endswith("mxfp4"):
+        from transformers import Mxfp4Config
+
+        options["quantization_config"] = Mxfp4Config(dequantize=True)
+    options.update(extra)  # the config's model_kwargs (device_map, ...) have the last word
+    return options
+
+
+def describe_options(options: dict[str, Any]) -> str:
+    quant = options.get("quantization_config")
+    dequant = f"{type(quant).__name__}(dequantize={getattr(quant, 'dequantize', None)})" if quant else "none"
+    return f"dtype {str(options['dtype']).removeprefix('torch.')}, quantization {dequant}, use_cache {options['use_cache']}"
+
+
+def build_model(cfg: dict[str, Any], smoke: bool, scratch: Path) -> tuple[Any, Any, str]:
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GptOssForCausalLM
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
     requested = os.environ.get("ATTN_IMPL") or cfg.get("attn_impl")
     if smoke:
         tokenizer = smoke_tokenizer()
-        model, impl = load_with_attention(requested, GptOssForCausalLM, lambda a: smoke_model(tokenizer, a))
-        return model, tokenizer, impl
-    name = cfg.get("model", DEFAULT_MODEL)
-    tokenizer = AutoTokenizer.from_pretrained(name)
-    if tokenizer.pad_token is None:
-        tokenizer.pad_token = tokenizer.eos_token
-    dtype = getattr(torch, str(cfg.get("dtype", "bfloat16")))
-    kwargs = dict(cfg.get("model_kwargs") or {})
+        name = smoke_checkpoint(tokenizer, scratch / f"smoke-model.rank{os.environ.get('RANK', '0')}")
+    else:
+        name = cfg.get("model", DEFAULT_MODEL)
+        tokenizer = AutoTokenizer.from_pretrained(name)
+        if tokenizer.pad_token is None:
+            tokenizer.pad_token = tokenizer.eos_token
+    model_config = AutoConfig.from_pretrained(name)
+    # bf16 as the real run; a smoke run on a CPU computes in float32 (bf16 matmuls are slow there)
+    default = "float32" if smoke and not torch.cuda.is_available() else "bfloat16"
+    dtype = getattr(torch, str(cfg.get("dtype", default)))
+    options = load_options(model_config, dtype, dict(cfg.get("model_kwargs") or {}))
+    model_class = _model_class(model_config)
+    log.info("model %s (%s): %s", "smoke" if smoke else name, model_config.model_type, describe_options(options))
 
     def load(impl: str) -> Any:
-        return AutoModelForCausalLM.from_pretrained(name, attn_implementation=impl, dtype=dtype, **kwargs)
+        return AutoModelForCausalLM.from_pretrained(name, attn_implementation=impl, **options)
 
-    model, impl = load_with_attention(requested, GptOssForCausalLM, load)
+    model, impl = load_with_attention(attention_candidates(requested, model_config.model_type), model_class, load)
     return model, tokenizer, impl
+
+
+def _model_class(model_config: Any) -> Any:
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM._model_mapping[type(model_config)]
 
 
 def build_dataset(cfg: dict[str, Any], smoke: bool) -> Any:
@@ -317,6 +410,9 @@ def grpo_config(cfg: dict[str, Any], run_name: str, run_dir: Path, smoke: bool, 
             per_device_train_batch_size=2, num_generations=2, max_completion_length=8, max_steps=4,
             learning_rate=1e-3, beta=0.0, temperature=1.0, seed=0, dataloader_num_workers=0,
         )  # fmt: skip
+    if int(os.environ.get("NNODES", "1")) > 1:
+        # Nodes share no disk: each saves its own checkpoints, so each can resume from them.
+        values["save_on_each_node"] = True
     values.update(cfg.get("grpo") or {})
     if max_steps is not None:
         values["max_steps"] = max_steps
@@ -378,12 +474,19 @@ def step_logger() -> Any:
     return StepLogger()
 
 
+def newest_checkpoint(run_dir: Path) -> str | None:
+    from transformers.trainer_utils import get_last_checkpoint
+
+    return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--config", help="YAML file; its `train:` section configures the run (default ./train_config.yaml)")
     p.add_argument("--smoke", action="store_true", help="tiny random gpt-oss built in memory, a few steps")
     p.add_argument("--run-name", help=f"runs/<run name>/ holds log and outputs (default {DEFAULT_RUN_NAME})")
     p.add_argument("--max-steps", type=int, help="override GRPOConfig.max_steps")
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint-N of the run")
     return p.parse_args(argv)
 
 
@@ -393,8 +496,12 @@ def main(argv: list[str] | None = None) -> int:
     smoke = args.smoke or bool(cfg.get("smoke"))
     if smoke:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the smoke run must never reach a hub
-    # The libraries' notes about their own renamed internals are not actionable in a run's log.
+    # The libraries' notes about their own renamed internals are not actionable in a run's log,
+    # and progress bars in a log file are noise: the step lines say it all.
     warnings.filterwarnings("ignore", category=FutureWarning)
+    if not sys.stderr.isatty():
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+        os.environ.setdefault("TQDM_DISABLE", "1")
     run_name = args.run_name or os.environ.get("FLEET_RUN") or cfg.get("run_name") or DEFAULT_RUN_NAME
     run_dir = Path(cfg.get("runs_dir", "runs")) / run_name
     setup_logging(run_dir)
@@ -414,7 +521,10 @@ def main(argv: list[str] | None = None) -> int:
     )  # fmt: skip
     torch.manual_seed(int(cfg.get("seed", 0)))
     apply_gpu_budget()
-    model, tokenizer, _ = build_model(cfg, smoke)
+    checkpoint = newest_checkpoint(run_dir) if args.resume else None
+    if args.resume and checkpoint is None:
+        raise SystemExit(f"--resume: no checkpoint-N in {run_dir} to resume from")
+    model, tokenizer, _ = build_model(cfg, smoke, run_dir)
     trainer = GRPOTrainer(
         model=model,
         reward_funcs=build_rewards(cfg, smoke),
@@ -430,15 +540,18 @@ def main(argv: list[str] | None = None) -> int:
 
         trainer.remove_callback(PrinterCallback)
         trainer.remove_callback(ProgressCallback)
-    result = trainer.train()
+    if checkpoint:
+        log.info("resuming from %s (step %s)", checkpoint, checkpoint.rpartition("-")[2])
+    result = trainer.train(resume_from_checkpoint=checkpoint)
     if torch.cuda.is_available():
         peak = torch.cuda.max_memory_allocated() / 2**20
         log.info("peak GPU memory allocated by torch: %.0f MiB", peak)
     if not smoke and trainer.is_world_process_zero():
         trainer.save_model(str(run_dir / "adapter"))
+    first = int(checkpoint.rpartition("-")[2]) if checkpoint else 0
     log.info(
-        "done: %d steps in %.1fs, train loss %.6g", trainer.state.global_step, time.monotonic() - started,
-        result.training_loss,
+        "done: %d steps in %.1fs (%d in this launch), train loss %.6g", trainer.state.global_step,
+        time.monotonic() - started, trainer.state.global_step - first, result.training_loss,
     )  # fmt: skip
     return 0
 

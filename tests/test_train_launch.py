@@ -1,0 +1,95 @@
+"""`fleet train` launches against real sshd hosts: a job that dies in the watch window is reported
+failed with its last log lines; module checks really import; a run that exists is never
+overwritten (--run NEW, --resume or --force decide)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from train_jobs.kit import JOBS, fleet_train, status, wait_for, write_config
+
+pytestmark = pytest.mark.ssh
+
+
+def events(stdout: str, kind: str) -> dict[str, dict]:
+    return {e["host"]: e for e in map(json.loads, stdout.splitlines()) if e["event"] == kind}
+
+
+def test_job_dying_in_the_watch_window_is_reported_failed_with_its_last_lines(ssh_inventory, tmp_path):
+    config = write_config(tmp_path / "dies.yaml", script=JOBS / "dies_on_import.py", run="dies")
+    launched = fleet_train(ssh_inventory, config, "--hosts", "node-01", "--json")
+    assert launched.returncode != 0, launched.stdout
+    task = events(launched.stdout, "task")["node-01"]
+    assert task["status"] == "failed", task
+    assert "the job exited with code 1 within" in task["message"]
+    assert "ModuleNotFoundError: No module named 'fleet_test_module_that_does_not_exist'" in task["message"]
+    code, states = status(ssh_inventory, config, "--hosts", "node-01")
+    assert code == 2 and states["node-01"]["state"] == "failed"
+
+
+def test_launch_watch_ends_at_the_first_step_record(ssh_inventory, tmp_path):
+    args = ["--steps", "300", "--interval", "0.1"]
+    config = write_config(tmp_path / "ready.yaml", script=JOBS / "steps_job.py", run="ready", args=args)
+    try:
+        launched = fleet_train(ssh_inventory, config, "--hosts", "node-02", "--json")
+        assert launched.returncode == 0, launched.stdout + launched.stderr
+        message = events(launched.stdout, "task")["node-02"]["message"]
+        assert "first step record after" in message, message
+        assert status(ssh_inventory, config, "--hosts", "node-02")[1]["node-02"]["state"] == "running"
+    finally:
+        fleet_train(ssh_inventory, config, "stop", "--hosts", "node-02")
+
+
+def test_module_check_imports_for_real(ssh_fleet, ssh_inventory, tmp_path):
+    """A module that is there (find_spec finds it) but breaks on import stops the launch."""
+    host = ssh_fleet.host("node-03")
+    workdir = host.home / "fleet-train-test"
+    workdir.mkdir()
+    (workdir / "broken_dep.py").write_text("raise ImportError('libcudart.so.13: cannot open shared object file')\n")
+    shutil.chown(workdir, host.user, host.user)
+    config = write_config(
+        tmp_path / "dep.yaml", script=JOBS / "steps_job.py", run="dep", require_modules=["json", "broken_dep"]
+    )
+    launched = fleet_train(ssh_inventory, config, "--hosts", "node-03", "--json")
+    assert launched.returncode != 0
+    message = events(launched.stdout, "task")["node-03"]["message"]
+    assert "cannot import broken_dep (ImportError: libcudart.so.13: cannot open shared object file)" in message
+    assert "json" not in message.split("cannot import")[1]
+    assert not (workdir / "runs" / "dep").exists()  # nothing was started
+
+
+def test_existing_run_is_never_overwritten(ssh_fleet, ssh_inventory, tmp_path):
+    args = ["--steps", "3", "--interval", "0.05"]
+    config = write_config(tmp_path / "once.yaml", script=JOBS / "steps_job.py", run="once", args=args)
+    first = fleet_train(ssh_inventory, config, "--hosts", "node-04")
+    assert first.returncode == 0, first.stdout + first.stderr
+    wait_for(lambda: status(ssh_inventory, config, "--hosts", "node-04")[1]["node-04"]["state"] == "finished", "end")
+    run_dir = ssh_fleet.host("node-04").home / "fleet-train-test" / "runs" / "once"
+    before = {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()}
+
+    again = fleet_train(ssh_inventory, config, "--hosts", "node-04", "--json")
+    assert again.returncode != 0
+    message = events(again.stdout, "task")["node-04"]["message"]
+    assert "run once exists here (finished at step 3); nothing is overwritten" in message
+    assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
+
+    nothing = fleet_train(ssh_inventory, config, "--hosts", "node-04", "--resume", "--json")
+    assert nothing.returncode != 0
+    assert "nothing to resume: no checkpoint-*" in events(nothing.stdout, "task")["node-04"]["message"]
+
+    renamed = fleet_train(ssh_inventory, config, "--hosts", "node-04", "--run", "once-b")
+    assert renamed.returncode == 0, renamed.stdout
+    assert (run_dir.parent / "once-b" / "job.pid").exists()
+
+    forced = fleet_train(ssh_inventory, config, "--hosts", "node-04", "--force", "--json")
+    assert forced.returncode == 0, forced.stdout
+    assert "replaced and started once" in events(forced.stdout, "task")["node-04"]["message"]
+    launch_ids = {
+        json.loads(before["job.json"])["launch_id"],
+        json.loads((run_dir / "job.json").read_text())["launch_id"],
+    }
+    assert len(launch_ids) == 2
+    log = (run_dir / "training.log").read_text()
+    assert log.count("fleet: starting") == 1  # the old log went with the old run
