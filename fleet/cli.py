@@ -135,6 +135,10 @@ def build_parser() -> argparse.ArgumentParser:
     doctor.add_argument("--playbook", default="playbooks/setup.yaml", help="the setup playbook (default %(default)s)")
     doctor.set_defaults(handler=cmd_doctor)
 
+    init = sub.add_parser("init", help="write an editable copy of the playbooks, training configs and inventories")
+    init.add_argument("directory", help="the new lab's folder (created; nothing in it is overwritten)")
+    init.set_defaults(handler=cmd_init)
+
     from .train.cli import add_subcommand as add_train  # argparse only: the engine loads when a command runs
 
     add_train(sub, _common)
@@ -159,10 +163,11 @@ def _tagset(text: str) -> frozenset[str]:
 def cmd_run(args: argparse.Namespace) -> int:
     from .playbook import check_tags, load_playbook
     from .report import choose_reporter
+    from .resources import find
     from .runner import run_playbook
 
     inventory = load_inventory_arg(args.inventory)
-    playbook = load_playbook(args.playbook)
+    playbook = load_playbook(find(args.playbook))  # ./playbooks/... first, else the shipped copy
     options = run_options(
         args,
         check=args.check,
@@ -194,6 +199,16 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .doctor import cmd_doctor as doctor
 
     return doctor(args)
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from .scaffold import init_lab
+
+    target = Path(args.directory)
+    written = init_lab(target)
+    tops = sorted({str(rel.parts[0]) for rel in written})
+    print(f"wrote {len(written)} files under {target}/ ({', '.join(tops)}); edit them, and run fleet from there")
+    return 0
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:

@@ -268,7 +268,9 @@ def exit_code(diagnoses: Mapping[str, Diagnosis]) -> int:
 
 
 def setup_play(path: str) -> Play:
-    candidates = [Path(path)]
+    from .resources import find  # ./playbooks/... first, else the copy fleet ships
+
+    candidates = [find(path)]
     if not Path(path).is_absolute():
         candidates.append(Path(__file__).resolve().parent.parent / path)  # a source checkout
     for candidate in candidates:

@@ -86,7 +86,7 @@ def test_interrupted_smoke_run_resumes_from_its_newest_checkpoint(python, ssh_fl
     body = yaml.safe_load(SMOKE_CONFIG.read_text())
     body["job"].update(run_name="resume", script=str(TRAIN_GRPO))
     # longer completions and more steps: slow enough to be stopped midway on a CPU
-    body["train"]["grpo"].update(max_steps=40, save_steps=3, max_completion_length=32)
+    body["train"]["grpo"].update(max_steps=20, save_steps=3, max_completion_length=16)
     config = tmp_path / "train_config.resume.yaml"
     config.write_text(yaml.safe_dump(body, sort_keys=False))
     run_dir = ssh_fleet.host("node-03").home / "tes_grpo_trl" / "runs" / "resume"
@@ -96,7 +96,7 @@ def test_interrupted_smoke_run_resumes_from_its_newest_checkpoint(python, ssh_fl
         stopped = fleet_train(inv, config, "stop", "--hosts", "node-03")
         assert stopped.returncode == 0, stopped.stdout
         interrupted = status(inv, config, "--hosts", "node-03")[1]["node-03"]
-        assert interrupted["state"] == "stopped" and interrupted["step"] < 40, interrupted
+        assert interrupted["state"] == "stopped" and interrupted["step"] < 20, interrupted
         newest = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*"))
 
         refused = fleet_train(inv, config, "--hosts", "node-03")
@@ -113,11 +113,11 @@ def test_interrupted_smoke_run_resumes_from_its_newest_checkpoint(python, ssh_fl
         )
     finally:
         fleet_train(inv, config, "stop", "--hosts", "node-03")
-    assert final["state"] == "finished" and (final["step"], final["max_steps"]) == (40, 40), final
+    assert final["state"] == "finished" and (final["step"], final["max_steps"]) == (20, 20), final
     log = (run_dir / "training.log").read_text()
     first_launch, _, second_launch = log.partition(f"resuming from runs/resume/checkpoint-{newest}")
     assert second_launch, log[-3000:]
     steps_after = [parse_progress(line).step for line in second_launch.splitlines() if "step=" in line]
-    assert steps_after == list(range(newest + 1, 41)), steps_after  # continues, no step twice
-    assert "step=1/40" in first_launch and "step=1/40" not in second_launch
-    assert "done: 40 steps in" in second_launch and f"({40 - newest} in this launch)" in second_launch
+    assert steps_after == list(range(newest + 1, 21)), steps_after  # continues, no step twice
+    assert "step=1/20" in first_launch and "step=1/20" not in second_launch
+    assert "done: 20 steps in" in second_launch and f"({20 - newest} in this launch)" in second_launch

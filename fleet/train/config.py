@@ -15,10 +15,11 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from ..model import FleetError
+from ..resources import find
 from ..task import describe_validation
 from ..yamlfile import line_of, load_yaml
 
-DEFAULT_CONFIG = Path(__file__).resolve().parents[2] / "playbooks" / "files" / "train_config.yaml"
+DEFAULT_CONFIG = "playbooks/files/train_config.yaml"  # ./ first, else the shipped one (resources.find)
 # The setup guide's ceiling: "VRAM usage should not exceed 97871 MiB".
 GPU_BUDGET_MIB = 97871
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
@@ -83,7 +84,7 @@ class TrainConfig:
 
 def load_config(path: str | Path | None, *, run_name: str | None = None) -> TrainConfig:
     """Read and check a config file; bad values become one line naming file:line."""
-    path = Path(path) if path else DEFAULT_CONFIG
+    path = Path(path) if path else find(DEFAULT_CONFIG)
     data = load_yaml(path) or {}
     if not isinstance(data, Mapping):
         raise FleetError(f"{path}: a training config is a mapping with `job:` and `train:` sections")
