@@ -13,7 +13,10 @@ What ends a batch: a task whose `when:`, `loop:`, args or environment need somet
 yet (an earlier task's registered result, or the facts while they are being gathered); a task
 that will run something without a probe (a command with no `creates`/`removes`, also with
 `changed_when: false`: it may write, so it runs at its turn like any change and the probes after
-it are sent again); a task that runs as another user (`become`); MAX_PROBES probes."""
+it are sent again); a task that runs as another user (`become`); MAX_PROBES probes. Probes with
+different environments share a batch (each exports its own in its subshell); a batch runs under
+the shortest time limit of its probes, and a probe it could not answer in time runs again alone
+under its own limit, as unbatched."""
 
 from __future__ import annotations
 
