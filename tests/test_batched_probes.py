@@ -181,3 +181,24 @@ def test_a_failed_probe_fails_its_task_with_the_probes_reason(ssh_fleet, ssh_inv
     assert refused["status"] == "failed"
     assert refused["message"].startswith("could not look at the host (probe exit 1): sudo: unknown user fleet-no-such")
     assert "never reached" not in [r["task"] for r in outputs[0]]
+
+
+def test_a_probe_that_runs_out_of_time_in_a_batch_runs_alone_under_its_own_limit(tmp_path):
+    """The batch runs under its shortest limit (here the slow check's 1 s): the quick probe before
+    the check is answered by the batch, the check runs again alone and times out on its own, and
+    the results are those of an unbatched run."""
+    (tmp_path / "inv").mkdir()
+    inventory = {"all": {"children": {"nodes": {"hosts": {"localhost": {"connection": "local"}}}}}}
+    (tmp_path / "inv" / "hosts.yaml").write_text(yaml.safe_dump(inventory))
+    tasks = [
+        {"name": "quick", "directory": {"path": str(tmp_path)}},
+        {"name": "slow check", "python": {"venv": "/usr", "code": "import time; time.sleep(4)"}, "timeout": 1},
+    ]
+    book = tmp_path / "slow.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": "nodes", "gather_facts": False, "tasks": tasks}], sort_keys=False))
+    runs = [run_fleet("run", book, "-i", tmp_path / "inv", "--json", *flag) for flag in ((), ("--no-batch",))]
+    assert [r.returncode for r in runs] == [2, 2], runs[0].stdout + runs[0].stderr
+    assert results(runs[0].stdout) == results(runs[1].stdout)
+    assert [(r["task"], r["status"]) for r in results(runs[0].stdout)] == [("quick", "ok"), ("slow check", "failed")]
+    assert "timed out after 1s" in results(runs[0].stdout)[1]["message"]
+    assert (commands(runs[0].stdout), commands(runs[1].stdout)) == (2, 2)  # the batch, then the check alone
