@@ -28,6 +28,11 @@ def _cells(samples: list[Any]) -> dict[tuple[int, str, str], list[Any]]:
     return cells
 
 
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """A markdown table's lines."""
+    return ["| " + " | ".join(header) + " |", "|" + "---|" * len(header), *("| " + " | ".join(r) + " |" for r in rows)]
+
+
 def write_results(out: Path, results: Any, raw: Path) -> None:
     samples = results.samples
     tools = [t for t in TOOLS if any(s.tool == t for s in samples)]
@@ -69,8 +74,7 @@ def write_results(out: Path, results: Any, raw: Path) -> None:
         "",
     ]
     header = ["hosts", "measure", *tools, *(f"{t} / fleet" for t in others), *(f"fleet / {t}" for t in floors)]
-    lines.append("| " + " | ".join(header) + " |")
-    lines.append("|" + "---|" * len(header))
+    rows = []
     for n in sizes:
         for measure in MEASURE_TEXT:
             medians: dict[str, float] = {}
@@ -88,32 +92,22 @@ def write_results(out: Path, results: Any, raw: Path) -> None:
             for tool in floors:
                 ok = tool in medians and medians.get("fleet")
                 row.append(f"{medians['fleet'] / medians[tool]:.2f}x" if ok else "-")
-            if all(cell == "-" for cell in row[2 : 2 + len(tools)]):
-                continue
-            lines.append("| " + " | ".join(row) + " |")
-    lines += [
-        "",
-        "## SSH sessions per host (the most any host had, from the hosts' sshd logs: `Starting session:`)",
-        "",
-        "| hosts | measure | " + " | ".join(tools) + " |",
-        "|" + "---|" * (len(tools) + 2),
-    ]
+            if any(cell != "-" for cell in row[2 : 2 + len(tools)]):
+                rows.append(row)
+    lines += _table(header, rows)
+    lines += ["", "## SSH sessions per host (the most any host had; hosts' sshd logs: `Starting session:`)", ""]
+    rows = []
     for n in sizes:
         for measure in MEASURE_TEXT:
-            row = [str(n), MEASURE_TEXT[measure]]
-            for tool in tools:
-                got = [s.sessions_per_host for s in cells.get((n, measure, tool), [])]
-                got = [g for g in got if g is not None]
-                row.append(str(max(got)) if got else "-")
-            if any(cell != "-" for cell in row[2:]):
-                lines.append("| " + " | ".join(row) + " |")
-    lines += [
-        "",
-        "## Peak memory on the re-run, median MiB (largest process / whole process tree)",
-        "",
-        "| hosts | " + " | ".join(tools) + " |",
-        "|" + "---|" * (len(tools) + 1),
-    ]
+            counts = [
+                [s.sessions_per_host for s in cells.get((n, measure, t), []) if s.sessions_per_host is not None]
+                for t in tools
+            ]
+            if any(counts):
+                rows.append([str(n), MEASURE_TEXT[measure], *(str(max(c)) if c else "-" for c in counts)])
+    lines += _table(["hosts", "measure", *tools], rows)
+    lines += ["", "## Peak memory on the re-run, median MiB (largest process / whole process tree)", ""]
+    rows = []
     for n in sizes:
         row = [str(n)]
         for tool in tools:
@@ -124,7 +118,8 @@ def write_results(out: Path, results: Any, raw: Path) -> None:
                 row.append(f"{largest:.0f} / {tree:.0f}")
             else:
                 row.append("-")
-        lines.append("| " + " | ".join(row) + " |")
+        rows.append(row)
+    lines += _table(["hosts", *tools], rows)
     rerun_commands = {s.commands_per_host for s in samples if s.tool == "fleet" and s.measure == "rerun"}
     fleet_commands = sorted(rerun_commands - {None})
     lines += [""]
