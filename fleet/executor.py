@@ -66,6 +66,8 @@ class HostExecutor:
         self._play: Play | None = None
         self._cursor = (0, 0)  # (task index, item index) of the task running now
         self._facts_pending = False  # gathering them now: looking ahead must not use them
+        self._facts_seen: Facts | None = None
+        self._facts_dict: Any = {}
 
     # ---- variables ---------------------------------------------------------------------------
     def variables(self, play: Play, unknown: Mapping[str, Any] | None = None) -> Variables:
@@ -76,7 +78,7 @@ class HostExecutor:
             "inventory_hostname": self.host,
             "check_mode": self.options.check,
             "playbook_dir": play.base_dir,
-            "facts": unsafe(self.facts.as_dict()) if self.facts else {},
+            "facts": self._facts_view(),
         }
         return layered(
             (play.defaults, True),
@@ -87,6 +89,15 @@ class HostExecutor:
             (magic, False),
             (unknown or {}, False),
         )
+
+    def _facts_view(self) -> Any:
+        """The facts as templates see them, built once per facts object (asdict is not cheap, and
+        every task and every look ahead asks for them)."""
+        if self.facts is None:
+            return {}
+        if self._facts_seen is not self.facts:
+            self._facts_seen, self._facts_dict = self.facts, unsafe(self.facts.as_dict())
+        return self._facts_dict
 
     def flag(self, value: Any, variables: Variables, keyword: str) -> bool:
         """A boolean keyword, which may be a template giving true/false/yes/no."""
