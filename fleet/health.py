@@ -19,18 +19,23 @@ QUERY_FIELDS = (
     "remapped_rows.pending,remapped_rows.failure,persistence_mode,compute_mode,mig.mode.current,fan.speed,pstate"
 )
 XID_LINES = 20  # the newest Xid lines read from the kernel log
+SMI_TIMEOUT = 20  # seconds: nvidia-smi can hang on a GPU that fell off the bus; that is a problem too
 
 # Sections `health_smi` (the nvidia-smi found), `health_gpus` (the query) and `health_xid` (the
 # log's source, then its Xid lines). The kernel log may be unreadable for the login user
 # (kernel.dmesg_restrict, no journal group): then the source is `none`, never a failure.
 PROBE = rf"""
 s health_smi; command -v nvidia-smi 2>/dev/null
-s health_gpus; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu={QUERY_FIELDS} --format=csv 2>&1
+s health_gpus; if command -v nvidia-smi >/dev/null 2>&1; then
+  timeout -k 5 {SMI_TIMEOUT} nvidia-smi --query-gpu={QUERY_FIELDS} --format=csv 2>&1
+  [ $? = 124 ] && echo 'nvidia-smi did not answer within {SMI_TIMEOUT} s'
+fi
 s health_xid
 if command -v nvidia-smi >/dev/null 2>&1 || [ -e /proc/driver/nvidia/version ]; then
   if dmesg >/dev/null 2>&1; then echo 'source dmesg'; dmesg 2>/dev/null | grep -a 'NVRM: Xid' | tail -n {XID_LINES}
-  elif [ -n "$(journalctl -k -b -q -n 1 --no-pager 2>/dev/null)" ]; then
-    echo 'source journal'; journalctl -k -b -q --no-pager 2>/dev/null | grep -a 'NVRM: Xid' | tail -n {XID_LINES}
+  elif [ -n "$(timeout 10 journalctl -k -b -q -n 1 --no-pager 2>/dev/null)" ]; then
+    echo 'source journal'
+    timeout 20 journalctl -k -b -q --no-pager 2>/dev/null | grep -a 'NVRM: Xid' | tail -n {XID_LINES}
   else echo 'source none'; fi
 fi
 """

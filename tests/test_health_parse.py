@@ -189,6 +189,9 @@ def test_nvidia_smi_errors_instead_of_rows_are_problems():
     # and a driver that does not know a field (older than the recorded one) says so, not "healthy"
     old = 'Field "clocks_event_reasons.active" is not a valid field to query.\n'
     assert [p.id for p in judge(health_of(old))] == ["smi-error"]
+    # and one that hangs (a GPU off the bus) is cut off by the probe's `timeout`, which says so
+    hung = "nvidia-smi did not answer within 20 s\n"
+    assert [p.text for p in judge(health_of(hung))] == ["nvidia-smi: nvidia-smi did not answer within 20 s"]
 
 
 def test_host_without_nvidia_has_no_health_to_judge(tmp_path):

@@ -110,6 +110,16 @@ def test_facts_carry_health_and_fleet_health_judges_it(gpus):
     assert as_json["healthy"] is False and "drain" in as_json["problems"][0]["remedy"]
 
 
+def test_fleet_health_counts_an_unreachable_host_as_unfit(gpus, tmp_path):
+    gpus.replay("gpu-01")
+    gone = {"gpu-gone": {"address": gpus.fleet.unused_address(), "port": 22}}
+    inventory = gpus.fleet.inventory(tmp_path / "inv", extra_hosts=gone, group="gpus")
+    result = run_fleet("health", "-i", inventory, "--hosts", "gpu-01,gpu-gone")
+    assert result.returncode == 4 and "Traceback" not in result.stderr
+    (line,) = result.stdout.splitlines()
+    assert line.startswith("gpu-gone: unreachable: ")
+
+
 def test_doctor_fixes_only_the_safe_settings_and_check_changes_nothing(gpus):
     smi = gpus.replay("gpu-03", sick(MISCONFIGURED, **{"remapped_rows.pending": "Yes"}))
     only = ("--only", "compute-mode,persistence-off")
