@@ -99,7 +99,7 @@ def show_facts(inventory: Inventory, hosts: list[str], options: RunOptions, *, a
         rows = []
         for host, f in found.items():
             if isinstance(f, Unreachable):
-                rows.append((host, "unreachable", str(f), "", "", "", "", "", "", ""))
+                rows.append((host, "unreachable", "(below)", "", "", "", "", "", "", ""))
                 continue
             rows.append((
                 host, f.arch, f"{f.os_id} {f.os_version}".strip(), f"{f.cpus}/{_gib(f.memory_bytes)}",
@@ -108,6 +108,9 @@ def show_facts(inventory: Inventory, hosts: list[str], options: RunOptions, *, a
             ))  # fmt: skip
         columns = ("host", "arch", "os", "cpu/mem", "driver", "cuda", "gpus", "gpu mem", "stack", "health")
         print_table(rows, columns, title=f"facts of {len(hosts)} host(s)")
+        for host, f in found.items():  # whole, under the table: a column would cut the reason short
+            if isinstance(f, Unreachable):
+                print_line(f"{host}: unreachable: {f}", style="red")
         if odd:
             print_line(f"≠ stack differs from the rest of the fleet on: {', '.join(sorted(odd))}", style="yellow")
     return 4 if len(reachable) < len(found) else 0
