@@ -5,9 +5,13 @@
 #      memory against the budget) and after;
 #   2. a two-node run on this one host (two inventory hosts, node ranks 0/1, one GPU each,
 #      rendezvous on 127.0.0.1) launched by the multi-node mode, run to completion;
-#   3. the same again, one rank killed: the other node stops and the run shows failed.
+#   3. the same again, one rank killed: the other node stops and the run shows failed;
+#   4. one node, interrupted (fleet train stop) after its first checkpoints, a plain relaunch
+#      refused, then `fleet train --resume`: the step count goes on from the checkpoint to the end;
+#   5. a job that dies on an import error: the launch itself reports it failed, with the log's words.
 #
 #   bash bench/device/train_smoke.sh                    # needs 2 GPUs for parts 2 and 3
+#   TRAIN_SMOKE_PARTS=145 bash bench/device/train_smoke.sh   # one GPU
 #   TRAIN_SMOKE_CPU=1 bash bench/device/train_smoke.sh  # no GPU: the same steps on the CPU (gloo)
 #
 # Wheels the box lacks (trl, datasets, fleet's deps: see wheels.txt) are taken from .whl/ when
@@ -19,7 +23,7 @@ PY=$(command -v "${PYTHON:-python3}")
 SITE=${TRAIN_SMOKE_SITE:-/tmp/site}
 WORK=${TRAIN_SMOKE_WORK:-/tmp/fleet-train-smoke}
 CPU=${TRAIN_SMOKE_CPU:-}
-PARTS=${TRAIN_SMOKE_PARTS:-123}  # e.g. 3: only the killed-rank part
+PARTS=${TRAIN_SMOKE_PARTS:-12345}  # e.g. 3: only the killed-rank part
 FAILED=0
 say() { printf '\n=== %s\n' "$*"; }
 check() { if "$@"; then echo "PASS: $CHECK"; else echo "FAIL: $CHECK"; FAILED=1; fi; }
@@ -62,21 +66,23 @@ inventory = {"all": {
     },
 }}
 yaml.safe_dump(inventory, open(f"{work}/inv/hosts.yaml", "w"), sort_keys=False)
-def config(run, steps, **job):
+def config(run, steps, script="playbooks/files/train_grpo.py", grpo=None, **job):
     body = {
         "job": {
-            "run_name": run, "python": "python3", "script": f"{repo}/playbooks/files/train_grpo.py",
+            "run_name": run, "python": "python3", "script": f"{repo}/{script}",
             "args": ["--smoke"], "require_gpu": not cpu, "min_free_gpu_mib": 2048, "stop_timeout": 20,
             "require_modules": ["torch", "transformers", "trl", "peft", "datasets"],
             "env": {"HF_HUB_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "GLOO_SOCKET_IFNAME": "lo"},
             **job,
         },
-        "train": {"smoke": True, "grpo": {"max_steps": steps, "ddp_timeout": 120}},
+        "train": {"smoke": True, "grpo": {"max_steps": steps, "ddp_timeout": 120, **(grpo or {})}},
     }
     yaml.safe_dump(body, open(f"{work}/{run}.yaml", "w"), sort_keys=False)
 config("smoke_single", 60)
 config("smoke_pair", 8, multi_node=True, master_port=29533)
 config("smoke_pair_kill", 5000, multi_node=True, master_port=29534)
+config("smoke_resume", 80, grpo={"save_strategy": "steps", "save_steps": 10, "save_total_limit": 2})
+config("dies", 1, script="tests/train_jobs/dies_on_import.py", require_modules=[])
 EOF
 
 fleet() { "$PY" -m fleet.cli "$@"; }
@@ -108,7 +114,10 @@ CHECK="a second launch changes nothing" check fleet train -i "$WORK/inv" -c "$WO
 CHECK="single run finishes" check wait_until smoke_single gpu0 600 "s['gpu0']['state'] != 'running'"
 fleet train status -i "$WORK/inv" -c "$WORK/smoke_single.yaml" --hosts gpu0
 CHECK="single run finished all 60 steps" check json_check smoke_single gpu0 "s['gpu0']['state'] == 'finished' and s['gpu0']['step'] == 60"
-grep -E "attention:|vLLM|device|peak GPU|done:" "$WORK/gpu0/runs/smoke_single/training.log"
+grep -E "model smoke|attention:|vLLM|device|peak GPU|done:" "$WORK/gpu0/runs/smoke_single/training.log"
+CHECK="the real gpt-oss loading path: MXFP4 checkpoint dequantized to bf16, no KV cache, eager attention" check \
+  grep -q "model smoke (gpt_oss): dtype bfloat16, quantization Mxfp4Config(dequantize=True), use_cache False" \
+  "$WORK/gpu0/runs/smoke_single/training.log"
 fi
 
 if [[ $PARTS == *2* ]]; then
@@ -147,6 +156,46 @@ fleet train status -i "$WORK/inv" -c "$WORK/smoke_pair_kill.yaml" --hosts pair
 left=$(grep -l -a -z -F "FLEET_JOB=smoke_pair_kill@" /proc/[0-9]*/environ 2>/dev/null | wc -l)
 CHECK="no process of the killed run is left ($left)" check [ "$left" -eq 0 ]
 fleet train stop -i "$WORK/inv" -c "$WORK/smoke_pair_kill.yaml" --hosts pair >/dev/null 2>&1
+fi
+
+if [[ $PARTS == *4* ]]; then
+say "4. one node interrupted after its first checkpoints, then resumed: the step count goes on"
+R="$WORK/gpu0/runs/smoke_resume"
+fleet train -i "$WORK/inv" -c "$WORK/smoke_resume.yaml" --hosts gpu0
+deadline=$((SECONDS + 300))
+until [ -d "$R/checkpoint-10" ] || [ $SECONDS -ge $deadline ]; do sleep 0.5; done
+fleet train stop -i "$WORK/inv" -c "$WORK/smoke_resume.yaml" --hosts gpu0
+fleet train status -i "$WORK/inv" -c "$WORK/smoke_resume.yaml" --hosts gpu0
+CHECK="interrupted run shows stopped before its end" check \
+  json_check smoke_resume gpu0 "s['gpu0']['state'] == 'stopped' and 10 <= s['gpu0']['step'] < 80"
+ls "$R"
+refuse() { ! fleet train -i "$WORK/inv" -c "$WORK/smoke_resume.yaml" --hosts gpu0; }
+CHECK="a plain relaunch is refused (nothing is overwritten)" check refuse
+fleet train -i "$WORK/inv" -c "$WORK/smoke_resume.yaml" --hosts gpu0 --resume
+CHECK="resumed run finishes" check wait_until smoke_resume gpu0 300 "s['gpu0']['state'] != 'running'"
+fleet train status -i "$WORK/inv" -c "$WORK/smoke_resume.yaml" --hosts gpu0
+CHECK="resumed run finished all 80 steps" check \
+  json_check smoke_resume gpu0 "s['gpu0']['state'] == 'finished' and s['gpu0']['step'] == 80"
+grep -E "fleet: starting|resuming from|done:" "$R/training.log"
+continues() {
+  "$PY" - "$R/training.log" <<'EOF'
+import re, sys
+log = open(sys.argv[1]).read()
+before, marker, after = log.partition("resuming from ")
+start = int(re.match(r"\S*checkpoint-(\d+)", after).group(1))
+steps = [int(m) for m in re.findall(r"step=(\d+)/80", after)]
+print(f"resumed at checkpoint {start}: steps {steps[0]}..{steps[-1]} ({len(steps)} records)")
+sys.exit(0 if marker and steps == list(range(start + 1, 81)) else 1)
+EOF
+}
+CHECK="after the resume the steps go on from the checkpoint's step to 80, none twice" check continues
+fi
+
+if [[ $PARTS == *5* ]]; then
+say "5. a job that dies on an import error: the launch reports it failed"
+fleet train -i "$WORK/inv" -c "$WORK/dies.yaml" --hosts gpu0 | tee "$WORK/dies.out"
+CHECK="launch says failed, with the job's last words" check \
+  grep -q "No module named 'fleet_test_module_that_does_not_exist'" "$WORK/dies.out"
 fi
 
 say "result"
