@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from fleet.doctor import FIXES, Diagnosis, diagnose, fix_playbook, setup_play
+from fleet.doctor import FIXES, Diagnosis, diagnose, exit_code, fix_playbook, setup_play
 from fleet.facts import Facts, with_overrides
 from fleet.model import CommandResult, FleetError, Plan
 from fleet.playbook import load_playbook
@@ -102,35 +102,84 @@ def pip_plan(args: dict, probe: CommandResult, ctx: Context = CTX):
     return plan_from(build("pip", {"venv": "~/p/.venv", **args}), probe, ctx)
 
 
-def test_pip_installs_only_what_is_missing_or_out_of_range_and_says_which():
+# uv 0.13.9's own words (recorded from `uv pip install --dry-run` on this machine)
+SATISFIED = "Using Python 3.12.3 environment at: /h/p/.venv\nChecked 2 packages in 1ms\nWould make no changes\n"
+OFFLINE_MISS = "Using Python 3.12.3 environment at: /h/p/.venv\nerror: Distribution not found (offline)\n"
+
+
+def uv_probe(installed: dict[str, str], audit: str = OFFLINE_MISS, plan: str | None = None, rc: int = 0):
+    """The pip probe's output: the venv's listing, uv's offline check, and (if asked) uv's plan."""
+    text = "@@venv\n" + pip_probe(installed).stdout + f"@@audit\n{audit}@@audit-rc {0 if plan is None else 2}\n"
+    if plan is not None:
+        text += f"@@uv-plan\n{plan}@@uv-plan-rc {rc}\n"
+    return out(text)
+
+
+VLLM_PLAN = """Using Python 3.12.3 environment at: /h/p/.venv
+Resolved 171 packages in 1.21s
+Would download 3 packages
+Would uninstall 2 packages
+Would install 4 packages
+ + aiohttp==3.14.5
+ - numpy==2.4.6
+ + numpy==2.2.6
+ - torch==2.9.0.dev20250901+cu128
+ + torch==2.8.0
+ + vllm==0.10.2
+"""
+
+
+def test_pip_plan_is_uvs_own_and_shows_every_collateral_change():
     plan = pip_plan(
-        {"packages": ["transformers>=4.57.1", "trl==0.23.1", "datasets", "packaging"], "no_build_isolation": True},
-        pip_probe({"transformers": "4.56.0", "datasets": "4.0.0", "Packaging": "25.0"}),
+        {"packages": ["vllm==0.10.2"], "extra_index_url": "https://wheels.vllm.ai/0.10.2/"},
+        uv_probe({"numpy": "2.4.6", "torch": "2.9.0.dev20250901+cu128"}, plan=VLLM_PLAN),
+        CHECK,
     )
-    assert plan.summary == "install transformers>=4.57.1 (have 4.56.0), trl==0.23.1 (missing) with --no-build-isolation"
-    assert "~ transformers 4.56.0 -> transformers>=4.57.1\n+ trl==0.23.1\n" in plan.diff
+    assert plan.summary == (
+        "install vllm==0.10.2 (missing) with --extra-index-url https://wheels.vllm.ai/0.10.2/; uv: "
+        "2 new (aiohttp 3.14.5, vllm 0.10.2); "
+        "2 downgrades (numpy 2.4.6 -> 2.2.6, torch 2.9.0.dev20250901+cu128 -> 2.8.0)"
+    )
+    assert "~ torch 2.9.0.dev20250901+cu128 -> 2.8.0 (downgrade)\n" in plan.diff and "+ aiohttp 3.14.5\n" in plan.diff
+    assert plan.data["downgraded"]["torch"] == ["2.9.0.dev20250901+cu128", "2.8.0"]
     py = '"$HOME"/p/.venv/bin/python3'
     assert plan.script.endswith(
-        f"uv pip install --python {py} --no-build-isolation 'transformers>=4.57.1' trl==0.23.1\n"
+        f"uv pip install --python {py} --extra-index-url https://wheels.vllm.ai/0.10.2/ vllm==0.10.2\n"
     )
-    assert plan.data["missing"] == ["trl"] and plan.data["out_of_range"] == {"transformers": "4.56.0"}
 
 
-def test_pip_already_satisfied_is_ok_not_changed():
+def test_pip_satisfied_by_uvs_offline_check_is_ok_not_changed():
     plan = pip_plan(
         {
             "packages": ["torch", "torchvision"],
             "pre": True,
             "index_url": "https://download.pytorch.org/whl/nightly/cu128",
         },
-        pip_probe({"torch": "2.9.0.dev20250901+cu128", "torchvision": "0.24.0.dev20250901+cu128"}),
+        uv_probe({"torch": "2.9.0.dev20250901+cu128", "torchvision": "0.24.0.dev20250901+cu128"}, audit=SATISFIED),
     )
     assert not plan.changes and plan.summary.startswith("satisfied: torch 2.9.0.dev20250901+cu128")
+    probe = build("pip", {"venv": "~/p/.venv", "packages": ["torch"], "upgrade": True}).probe().script
+    offline = next(line for line in probe.splitlines() if "--offline" in line)
+    assert "--upgrade" not in offline and "--dry-run" in offline  # the check never asks an index
 
 
-def test_pip_options_reach_uv_quoted():
-    plan = pip_plan(
+def test_pip_uv_failure_fails_the_run_and_is_shown_in_check():
+    said = "error: No solution found when resolving dependencies\n  cause: Because demo-x was not found\n"
+    probe = uv_probe({}, plan=said, rc=1)
+    assert pip_plan({"packages": ["demo-x"]}, probe).fail == (
+        "uv cannot install demo-x (missing): error: No solution found when resolving dependencies "
+        "cause: Because demo-x was not found"
+    )
+    assert "uv cannot plan it now" in pip_plan({"packages": ["demo-x"]}, probe, CHECK).summary
+
+
+def test_pip_options_and_lock_reach_uv_quoted(tmp_path):
+    lock = tmp_path / "lock.txt"
+    lock.write_text("# a lock\ntransformers==4.57.6\npeft==0.21.2 ; python_version >= '3.9'\n")
+    task = build(
+        "pip",
         {
+            "venv": "~/p/.venv",
             "packages": ["vllm==0.10.2"],
             "extra_index_url": "https://wheels.vllm.ai/0.10.2/",
             "config_settings": {"vllm:torch-backend": "auto"},
@@ -138,48 +187,94 @@ def test_pip_options_reach_uv_quoted():
             "upgrade": True,
             "index_url": "",  # an empty template value means "not given"
             "find_links": ["", "/srv/wheels"],
+            "lock": str(lock),
+            "pins": ["peft==0.17.1", "numpy<2.3"],
+            "env": {"SSL_CERT_FILE": "/etc/lab ca.pem"},
         },
-        pip_probe({}),
     )
+    assert task.constraints == "transformers==4.57.6\npeft==0.17.1\nnumpy<2.3\n"
+    plan = plan_from(task, uv_probe({}, plan=" + vllm==0.10.2\n"), CTX)
     assert (
         "--pre --upgrade --extra-index-url https://wheels.vllm.ai/0.10.2/ --find-links /srv/wheels "
-        "--config-settings vllm:torch-backend=auto vllm==0.10.2\n" in plan.script
+        '--config-settings vllm:torch-backend=auto -c "$c" vllm==0.10.2\n' in plan.script
     )
+    assert (
+        plan.script.startswith("export SSL_CERT_FILE='/etc/lab ca.pem'\n") and "constraints (3 lines)" in plan.summary
+    )
+    assert "export SSL_CERT_FILE='/etc/lab ca.pem'\n" in task.probe().script
+    with pytest.raises(FleetError, match="cannot read it"):
+        build("pip", {"venv": "v", "packages": ["x"], "lock": str(tmp_path / "nope.txt")}).probe()
+    with pytest.raises(FleetError, match="not an environment variable name"):
+        build("pip", {"venv": "v", "packages": ["x"], "env": {"A B": "1"}})
 
 
 def test_pip_never_shows_index_credentials():
-    plan = pip_plan({"packages": ["x"], "index_url": "https://bot:s3cret@pypi.example.invalid/simple"}, pip_probe({}))
+    plan = pip_plan(
+        {"packages": ["x"], "index_url": "https://bot:s3cret@pypi.example.invalid/simple"},
+        uv_probe({}, plan=" + x==1.0\n"),
+    )
     assert "s3cret" not in plan.summary + plan.diff and "https://***@pypi.example.invalid/simple" in plan.summary
     assert "https://bot:s3cret@pypi.example.invalid/simple" in plan.script  # uv still gets them
 
 
 def test_pip_local_wheel_keeps_home_and_uninstall():
-    links = pip_plan({"packages": ["torch==2.8.0"], "find_links": "~/src/dist", "no_index": True}, pip_probe({}))
+    links = pip_plan(
+        {"packages": ["torch==2.8.0"], "find_links": "~/src/dist", "no_index": True},
+        uv_probe({}, plan=" + torch==2.8.0\n"),
+    )
     assert '--find-links "$HOME"/src/dist --no-index torch==2.8.0' in links.script  # `~/` reaches uv as home
-    assert links.summary == "install torch==2.8.0 (missing) with --find-links ~/src/dist --no-index"
-    plan = pip_plan({"packages": ["~/w/demo_f-1.0-py3-none-any.whl"]}, pip_probe({}))
+    assert links.summary.startswith("install torch==2.8.0 (missing) with --find-links ~/src/dist --no-index; uv: 1 new")
+    plan = pip_plan(
+        {"packages": ["~/w/demo_f-1.0-py3-none-any.whl"]},
+        uv_probe({}, plan=" + demo-f==1.0 (from file:///h/w/demo_f-1.0-py3-none-any.whl)\n"),
+    )
     assert '"$HOME"/w/demo_f-1.0-py3-none-any.whl\n' in plan.script and "demo-f==1.0 (missing)" in plan.summary
-    gone = pip_plan({"packages": ["vllm", "absent-one"], "state": "absent"}, pip_probe({"vllm": "0.10.2"}))
+    gone = pip_plan(
+        {"packages": ["vllm", "absent-one"], "state": "absent"}, out("@@venv\n" + pip_probe({"vllm": "0.10.2"}).stdout)
+    )
     assert gone.script.endswith('uv pip uninstall --python "$HOME"/p/.venv/bin/python3 vllm\n')
     assert gone.summary == "uninstall vllm 0.10.2"
 
 
-def test_pip_without_venv_fails_but_check_mode_plans_everything():
-    missing = out('{"missing": true}\n')
+def test_pip_without_venv_or_uv_fails_but_check_mode_plans_from_metadata():
+    missing = out("@@venv\nmissing\n")
     assert "create it first" in pip_plan({"packages": ["torch"]}, missing).fail
-    assert pip_plan({"packages": ["torch"]}, missing, CHECK).summary == "install torch (missing)"
+    assert pip_plan({"packages": ["torch"]}, missing, CHECK).summary == (
+        "install torch (missing) (planned from metadata: ~/p/.venv does not exist yet)"
+    )
+    no_uv = out("@@venv\n" + pip_probe({"torch": "2.8.0"}).stdout + "@@no-uv\n")
+    assert "install it first" in pip_plan({"packages": ["torch"]}, no_uv).fail
+    assert not pip_plan({"packages": ["torch"]}, no_uv, CHECK).changes
 
 
 # ---- uv / venv -------------------------------------------------------------------------------------
 def test_uv_is_installed_when_missing_or_not_the_pinned_version():
     uv = build("uv", {"version": "0.13.9"})
-    assert not plan_from(uv, out("uv 0.13.9 (abc 2025-11-01)\n"), CTX).changes
-    upgrade = plan_from(uv, out("uv 0.4.0\n"), CTX)
+    in_dir = plan_from(uv, out("@@path\n@@dir\nuv 0.13.9 (abc 2025-11-01)\n"), CTX)
+    assert not in_dir.changes and in_dir.data["path"] == "~/.local/bin/uv"
+    upgrade = plan_from(uv, out("@@path\n@@dir\nuv 0.4.0\n"), CTX)
     assert upgrade.summary == "upgrade uv 0.4.0 to 0.13.9 into ~/.local/bin from https://astral.sh/uv/0.13.9/install.sh"
-    fresh = plan_from(build("uv", {}), out(""), CTX)
+    fresh = plan_from(build("uv", {}), out("@@path\n@@dir\n"), CTX)
     assert "https://astral.sh/uv/install.sh" in fresh.script and 'UV_INSTALL_DIR="$HOME"/.local/bin' in fresh.script
     assert "UV_NO_MODIFY_PATH=1" in fresh.script and "| sh" not in fresh.script  # a failed fetch must fail
-    assert not plan_from(build("uv", {"version": ""}), out("uv 0.5.1\n"), CTX).changes
+    assert not plan_from(build("uv", {"version": ""}), out("@@path\n@@dir\nuv 0.5.1\n"), CTX).changes
+
+
+def test_a_uv_on_path_at_the_wanted_version_is_used():
+    on_path = "@@path\n/opt/tools/uv\nuv 0.13.9 (x86_64-unknown-linux-gnu)\n@@dir\n"
+    used = plan_from(build("uv", {"version": "0.13.9"}), out(on_path), CTX)
+    assert not used.changes and used.data["path"] == "/opt/tools/uv"
+    assert used.summary == "uv 0.13.9 at /opt/tools/uv (on PATH)"
+    other = plan_from(build("uv", {"version": "0.14.0", "env": {"HTTPS_PROXY": "http://proxy:3128"}}), out(on_path), CTX)
+    assert other.summary.startswith("install uv 0.14.0 (the uv on PATH is 0.13.9) into ~/.local/bin")
+    assert other.script.startswith("export HTTPS_PROXY=http://proxy:3128\n") and other.data["path"] == "~/.local/bin/uv"
+    any_uv = plan_from(build("uv", {}), out(on_path), CTX)
+    assert not any_uv.changes and any_uv.data["path"] == "/opt/tools/uv"
+    venv = build("venv", {"path": "~/p/.venv", "uv": "/opt/tools/uv", "env": {"UV_CACHE_DIR": "/c"}})
+    assert (
+        plan_from(venv, out("absent\n"), CTX).script
+        == 'export UV_CACHE_DIR=/c\n/opt/tools/uv venv --python 3.12 "$HOME"/p/.venv\n'
+    )
 
 
 def test_venv_create_keep_and_refuse_to_wipe():
@@ -359,10 +454,13 @@ def test_setup_playbook_loads_with_the_guides_values():
     assert build_task.environment["TORCH_CUDA_ARCH_LIST"] == "{{ torch_cuda_arch_list }}"
     assert d["torch_cuda_arch_list"] == "9.0" and d["torch_version"] == "2.8.0"
     libs = next(t for t in play.tasks if t.name == "NLP / training libraries (section 4)")
-    assert libs.args["no_build_isolation"] is True and "trl==0.23.1" in libs.args["packages"]
+    assert libs.args["no_build_isolation"] is True and libs.args["packages"] == "{{ libs_packages }}"
+    assert "trl==0.23.1" in d["libs_packages"] and libs.args["lock"] == "{{ stack_lock }}"
+    gpu_only = {t.name for t in play.tasks if "gpu" in t.tags}
+    assert all(t.when == "require_gpu" for t in play.tasks if t.name in gpu_only) and len(gpu_only) == 6
     assert libs.environment == {"MAX_JOBS": "{{ max_jobs }}"}
     channel = {
-        arch: with_defaults({"facts": {"arch": arch}, "torch_source": "auto"}, d)["torch_channel"]
+        arch: with_defaults({"facts": {"arch": arch}, "torch_source": "auto", "playbook_dir": "p"}, d)["torch_channel"]
         for arch in ("aarch64", "x86_64")
     }
     assert channel == {"aarch64": "nightly", "x86_64": "stable"}
@@ -440,3 +538,58 @@ def test_doctor_fixes_are_tasks_grouped_by_findings():
     torch_fix = [t.name for t in FIXES["cpu-torch"](setup, prereqs[0])]
     assert torch_fix[0] == "doctor: uninstall torch torchvision torchaudio"
     assert "PyTorch nightly cu128 (section 2, Option A)" in torch_fix and torch_fix[-1].startswith("torch imports")
+
+
+# `nvidia-smi -L` in its format, with the recorded H200's name and UUID (tests/recorded/h200-nvidia-smi-q.txt),
+# and nvidia-smi's message on a host whose driver is not loaded
+GPU_LIST = "GPU 0: NVIDIA H200 (UUID: GPU-2118561a-f2eb-496b-e3c2-589114747d6c)"
+NO_DRIVER = (
+    "NVIDIA-SMI has failed because it couldn't communicate with the NVIDIA driver. "
+    "Make sure that the latest NVIDIA driver is installed and running."
+)
+HEALTHY = {
+    "versions": {"torch": "2.8.0", "packaging": "25", "ninja": "1.13", "cmake": "4.1", "trl": "0.23.1"},
+    "torch": {"version": "2.8.0+cu128", "cuda": "12.8", "libtorch_cuda": True, "cuda_available": True},
+    "flash_attn_3": None,
+    "vllm": None,
+    "grpo": None,
+}
+
+
+def host_output(seen: dict, *, arch: str = "x86_64", gpu: str = GPU_LIST, stack: dict | None = None) -> str:
+    return (
+        f"{json.dumps(seen)}\n@@arch\n{arch}\n@@tools\nninja\ncmake\n@@gpu\n{gpu}\n"
+        f"@@stack\n{json.dumps(stack) if stack else ''}\n"
+    )
+
+
+def test_doctor_finds_no_gpu_cuda_unavailable_and_a_stack_that_cannot_train():
+    assert diagnose(host_output(HEALTHY), "v", VARS) == []
+    found = {f.id: f for f in diagnose(host_output(HEALTHY, gpu=NO_DRIVER), "v", VARS)}
+    assert set(found) == {"no-gpu"} and NO_DRIVER[:60] in found["no-gpu"].problem
+    assert diagnose(host_output(HEALTHY, gpu=NO_DRIVER), "v", {**VARS, "require_gpu": False}) == []
+    no_cuda = {**HEALTHY, "torch": {**HEALTHY["torch"], "cuda_available": False}}
+    found = {f.id: f for f in diagnose(host_output(no_cuda), "v", VARS)}
+    assert (
+        set(found) == {"cuda-unavailable"} and "torch.cuda.is_available() is False" in found["cuda-unavailable"].problem
+    )
+    broken = {**HEALTHY, "grpo": "ModuleNotFoundError: No module named 'vllm_ascend'"}
+    broken["versions"] = {**HEALTHY["versions"], "transformers": "5.24.0"}
+    found = {f.id: f for f in diagnose(host_output(broken), "v", {**VARS, "stack_lock": "locks/x.txt"})}
+    assert found["stack-broken"].problem.startswith("from trl import GRPOTrainer fails (ModuleNotFoundError")
+    assert "transformers 5.24.0" in found["stack-broken"].problem and "locks/x.txt" in found["stack-broken"].remedy
+
+
+def test_doctor_fa3_remedy_depends_on_the_architecture_and_a_recorded_fallback_is_a_note():
+    missing = {**HEALTHY, "flash_attn_3": "ModuleNotFoundError: No module named 'flash_attn_3'"}
+    x86 = next(f for f in diagnose(host_output(missing), "v", VARS) if f.id == "fa3-missing")
+    assert "no FA3 wheel is published for x86_64" in x86.remedy and not x86.note
+    arm = next(f for f in diagnose(host_output(missing, arch="aarch64"), "v", VARS) if f.id == "fa3-missing")
+    assert arm.remedy.startswith("install the FA3 wheel (section 5)")
+    recorded = diagnose(host_output(missing, stack={"attn_impl": "eager"}), "v", VARS)
+    assert [(f.id, f.note) for f in recorded] == [("fa3-missing", True)] and "ATTN_IMPL=eager" in recorded[0].problem
+    diagnoses = {"a": Diagnosis("a", "v", tuple(recorded))}
+    assert exit_code(diagnoses) == 0  # a note never fails the exit code
+    assert fix_playbook(setup_play(str(SETUP)), diagnoses, "t").plays == ()  # and has nothing to fix
+    cpu_host = diagnose(host_output(missing, gpu=NO_DRIVER), "v", {**VARS, "require_gpu": False})
+    assert [(f.id, f.note) for f in cpu_host] == [("fa3-missing", True)]

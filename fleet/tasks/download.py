@@ -10,6 +10,8 @@ import re
 from dataclasses import dataclass
 from typing import ClassVar
 
+from pydantic import field_validator
+
 from .. import shell
 from ..model import CommandResult, FleetError, Plan
 from ..probe import Probe
@@ -17,6 +19,7 @@ from ..task import Action, Args, Context, action
 from .files import parse_mode
 
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
 # Whichever downloader the host has: curl, else wget, else Python's urllib. The URL reaches it on
 # stdin, never in argv, so a token in the URL never shows in the host's `ps`.
@@ -33,20 +36,63 @@ with u.urlopen(url, timeout=60) as r, open(sys.argv[1], "wb") as f: shutil.copyf
 """
 
 
+# Whether the URL answers (one byte), so that --check can say what the real run will meet; the URL
+# travels on stdin as in `fetch`.
+REACH = r"""reach() {
+  if command -v curl >/dev/null 2>&1; then
+    printf 'url = "%s"\n' "$(printf %s "$1" | sed 's/[\\"]/\\&/g')" |
+      curl -fsSL -r 0-0 --connect-timeout 10 --max-time 30 -o /dev/null -K - 2>&1
+  elif command -v wget >/dev/null 2>&1; then printf '%s\n' "$1" | wget -q --spider --tries=1 --timeout=30 -i - 2>&1
+  else printf '%s\n' "$1" | python3 -c 'import sys, urllib.request as u
+try: u.urlopen(sys.stdin.readline().rstrip("\n"), timeout=30).read(1)
+except Exception as e: sys.exit(str(e))' 2>&1; fi
+}
+"""
+
+
 @dataclass(frozen=True)
 class Target:
-    """The download's target: file | other | absent, and its sha256 when one is pinned."""
+    """The download's target: file | other | absent, its sha256 when one is pinned, and why the URL
+    did not answer (None: it did, or it was not asked)."""
 
     kind: str
     sha256: str | None = None
+    unreachable: str | None = None
 
     @classmethod
     def of(cls, result: CommandResult) -> Target:
-        lines = result.stdout.split()
-        return cls(lines[0] if lines else "absent", lines[1] if len(lines) > 1 else None)
+        text, marker, why = result.stdout.partition("@@unreachable")
+        lines = text.split()
+        return cls(
+            lines[0] if lines else "absent",
+            lines[1] if len(lines) > 1 else None,
+            (" ".join(why.split())[:300] or "no answer") if marker else None,
+        )
 
 
-class DownloadArgs(Args):
+class EnvArgs(Args):
+    """`env:` variables exported for the task's commands (the setup playbook's `uv_env`: proxies,
+    SSL_CERT_FILE behind a TLS-inspecting proxy, ...). Their values never reach the output."""
+
+    env: dict[str, str] = {}
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _names(cls, value: object) -> object:
+        if value is None:
+            return {}
+        if isinstance(value, dict):
+            bad = [str(k) for k in value if not _ENV_NAME.match(str(k))]
+            if bad:
+                raise ValueError(f"{bad[0]!r} is not an environment variable name")
+            return {str(k): "" if v is None else str(v) for k, v in value.items()}
+        return value
+
+    def exports(self) -> str:
+        return "".join(f"export {k}={shell.quote(v)}\n" for k, v in sorted(self.env.items()))
+
+
+class DownloadArgs(EnvArgs):
     url: str
     dest: str
     sha256: str | None = None
@@ -69,7 +115,13 @@ class Download(Action):
     def probe(self) -> Probe[Target]:
         p = shell.path(self.args.dest)
         digest = f"sha256sum -- {p} | cut -c1-64" if self.wanted_sha256() else "true"
-        script = f"if [ -f {p} ]; then echo file; {digest}; elif [ -e {p} ]; then echo other; else echo absent; fi"
+        reach = f'r=$(reach {shell.quote(self.args.url)}) || echo "@@unreachable $r"'
+        script = (
+            self.args.exports()
+            + REACH
+            + f"if [ -f {p} ]; then echo file; {digest}; elif [ -e {p} ]; then echo other; "
+            + f"else echo absent; {reach}; fi"
+        )
         return Probe(script, Target.of)
 
     def plan(self, target: Target, ctx: Context) -> Plan:
@@ -83,8 +135,10 @@ class Download(Action):
         if kind == "file" and (want is None or have == want):
             return Plan(summary=f"{a.dest} present" + (" (sha256 verified)" if want else ""))
         reason = "missing" if kind == "absent" else f"sha256 differs (have {have}, want {want})"
+        if ctx.check and kind == "absent" and target.unreachable:
+            return Plan(fail=f"{a.url} does not answer ({target.unreachable}): the download would fail")
         return Plan(
-            script=download_script(a.url, a.dest, want, parse_mode(a.mode)),
+            script=a.exports() + download_script(a.url, a.dest, want, parse_mode(a.mode)),
             summary=f"download {a.url} to {a.dest} ({reason})",
             diff=f"+ {a.dest} <- {a.url}\n",
             data={"dest": a.dest, "url": a.url},

@@ -1,9 +1,18 @@
-"""`pip`: Python packages in a venv, installed with `uv pip`.
+"""`pip`: Python packages in a venv, installed with `uv pip`, decided by the host's own uv.
 
-Idempotent by what is installed: one probe lists the venv's distributions (and its marker
-environment); the planner compares them with the requirements using `packaging`, exactly as uv
-and pip judge an installed distribution (pre-releases and local labels such as `+cu128` included),
-and installs only what is missing or out of range. "Already satisfied" is ok, never changed.
+One probe asks the host's uv for its plan: `uv pip install --dry-run --offline` first (uv's own
+"already satisfied" check: extras, dependencies of what is installed, markers, URL and wheel-path
+requirements, constraints, and only the venv's own site-packages, as the install will judge them;
+no index is contacted), and only when that would change something, `uv pip install --dry-run`
+against the indexes. Every package uv would install, upgrade, downgrade or remove is in the
+summary and the diff (`torch 2.9.0.dev… -> 2.8.0 (downgrade)`), in --check as in a real run.
+
+Where uv cannot be asked (--check on a host whose uv or venv the tasks above have not made yet),
+the plan comes from the venv's metadata and says so.
+
+`lock` is a constraints file (`uv pip compile` output or hand-written bounds) on the controller,
+`pins` replace its line for the same package (or add one); both reach uv as `-c`, so every step
+installs the locked version of whatever it pulls in.
 
 fleet never asks an index whether something newer exists: `upgrade: true` adds `--upgrade` to an
 install that is needed anyway; to move a satisfied package forward, raise its pin or range."""
@@ -14,6 +23,8 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
+from functools import cached_property
+from pathlib import Path
 from typing import Any, ClassVar, Literal
 
 from packaging.requirements import InvalidRequirement, Requirement
@@ -22,15 +33,19 @@ from packaging.utils import InvalidWheelFilename, canonicalize_name, parse_wheel
 from packaging.version import InvalidVersion, Version
 
 from .. import shell
+from ..facts import sections
 from ..model import CommandResult, FleetError, Plan
 from ..probe import Probe
-from ..task import Action, Args, Context, action
-from .uv import UV_PATH, venv_python
+from ..task import Action, Context, action
+from .uv import UvEnvironment, uv_command, venv_python
+from .uvplan import NO_CHANGES, Change, parse_changes, summarize, uv_error
 
-# Runs in the venv's Python (3.8+): installed distributions and the PEP 508 marker environment.
-INSTALLED = r"""import importlib.metadata as m, json, os, platform, sys
+# Runs in the venv's Python (3.8+): the distributions in the venv's own site-packages (uv installs
+# into the venv whatever a system site-packages holds) and the PEP 508 marker environment.
+INSTALLED = r"""import importlib.metadata as m, json, os, platform, sys, sysconfig
 d = {}
-for x in m.distributions():
+own = sorted({sysconfig.get_paths()[k] for k in ("purelib", "platlib")})
+for x in m.distributions(path=own):
     n = x.metadata["Name"]
     if n and n not in d:
         d[n] = x.version
@@ -150,7 +165,7 @@ def _words(value: list[str] | str | None) -> list[str]:
     return [str(v).strip() for v in values if str(v).strip()]
 
 
-class PipArgs(Args):
+class PipArgs(UvEnvironment):
     venv: str
     packages: list[str] | str
     state: Literal["present", "absent"] = "present"
@@ -162,7 +177,30 @@ class PipArgs(Args):
     upgrade: bool = False
     no_build_isolation: bool = False
     config_settings: dict[str, str] | list[str] | None = None
+    lock: str | None = None  # a constraints file on the controller
+    pins: list[str] | str | None = None  # constraint lines that replace the lock's for the same package
     extra_args: list[str] = []
+
+
+def merge_constraints(lock_text: str, pins: list[str], source: str = "pins") -> str:
+    """The lock's lines, each pinned package's line replaced by its pin (new pins appended)."""
+    pinned: dict[str, str] = {}
+    for pin in pins:
+        try:
+            pinned[canonicalize_name(Requirement(pin).name)] = pin
+        except InvalidRequirement as exc:
+            raise FleetError(f"pip: {source}: {pin!r} is not a requirement specifier: {exc}") from None
+    lines = []
+    for raw in lock_text.splitlines():
+        text = raw.split("#", 1)[0].strip()
+        if not text or text.startswith("-"):
+            continue
+        try:
+            name = canonicalize_name(Requirement(text).name)
+        except InvalidRequirement as exc:
+            raise FleetError(f"pip: lock line {raw.strip()!r} is not a requirement specifier: {exc}") from None
+        lines.append(pinned.pop(name, text))
+    return "".join(f"{line}\n" for line in [*lines, *pinned.values()])
 
 
 @action
@@ -173,20 +211,64 @@ class Pip(Action):
     def wanted(self) -> list[Wanted]:
         return [parse_wanted(p) for p in _words(self.args.packages)]
 
-    def probe(self) -> Probe[dict[str, Any]]:
-        py = venv_python(self.args.venv)
-        script = f"if [ -x {py} ]; then {py} -c {shell.quote(INSTALLED)}; else echo '{{\"missing\": true}}'; fi"
-        return Probe(script, self.listing)
+    @cached_property
+    def constraints(self) -> str:
+        """The constraints uv gets (`-c`): the lock file with the pins applied; "" for none."""
+        a = self.args
+        text = ""
+        if a.lock and a.lock.strip():
+            path = Path(a.lock.strip()).expanduser()
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise FleetError(f"pip: lock {a.lock}: cannot read it ({exc.strerror})") from None
+        pins = _words(a.pins)
+        return merge_constraints(text, pins) if text or pins else ""
 
-    def listing(self, result: CommandResult) -> dict[str, Any]:
-        """{"installed": {name: version}, "env": marker environment} or {"missing": True}."""
-        try:
-            seen = json.loads(result.stdout.strip().splitlines()[-1])
-        except (IndexError, json.JSONDecodeError):
-            raise FleetError(f"could not list the packages in {self.args.venv}: {result.brief()}") from None
-        if not isinstance(seen, dict):
-            raise FleetError(f"could not list the packages in {self.args.venv}: {result.brief()}")
-        return seen
+    def _constraints_file(self) -> tuple[str, list[str]]:
+        """Script lines that write the constraints to a temp file on the host, and uv's words."""
+        if not self.constraints:
+            return "", []
+        write = (
+            f"c=$(mktemp) || exit 1; trap 'rm -f \"$c\"' EXIT\nprintf '%s' {shell.quote(self.constraints)} >\"$c\"\n"
+        )
+        return write, ["-c", '"$c"']
+
+    def _install(self, options: list[str], words: list[str], *, dry_run: bool = False) -> str:
+        py = venv_python(self.args.venv)
+        dry = ["--dry-run"] if dry_run else []
+        return " ".join([uv_command(self.args.uv), "pip install", *dry, "--python", py, *options, *words])
+
+    def _requirement_words(self, wanted: list[Wanted]) -> list[str]:
+        return [shell.path(w.text) if w.is_path else shell.quote(w.text) for w in wanted]
+
+    def probe(self) -> Probe[dict[str, str]]:
+        """@@venv: the venv's listing (or `missing`); @@no-uv; @@audit: uv's offline check;
+        @@uv-plan: uv's plan, asked only when the check says something would change."""
+        return Probe(self.script(), probe_sections)
+
+    def script(self) -> str:
+        py = venv_python(self.args.venv)
+        listing = f"echo @@venv; if [ -x {py} ]; then {py} -c {shell.quote(INSTALLED)}; else echo missing; fi\n"
+        if self.args.state == "absent":
+            return listing
+        wanted = self.wanted()
+        write, constraint_words = self._constraints_file()
+        options = [*map(_shell_word, self.options()), *constraint_words]
+        audit_options = [o for o in options if o != "--upgrade"]
+        words = self._requirement_words(wanted)
+        audit = self._install([*audit_options, "--offline"], words, dry_run=True)
+        asked = self._install(options, words, dry_run=True)
+        return (
+            self.args.exports()
+            + write
+            + listing
+            + f"[ -x {py} ] || exit 0\n"
+            + f"if ! {uv_command(self.args.uv)} --version >/dev/null 2>&1; then echo @@no-uv; exit 0; fi\n"
+            + f'a=$({audit} 2>&1); r=$?; echo @@audit; echo "$a"; echo "@@audit-rc $r"\n'
+            + f'case "$a" in *{shell.quote(NO_CHANGES)}*) exit 0;; esac\n'
+            + f'echo @@uv-plan; {asked} 2>&1; echo "@@uv-plan-rc $?"\n'
+        )
 
     def options(self) -> list[str]:
         a = self.args
@@ -211,41 +293,91 @@ class Pip(Action):
             words.append("--no-build-isolation")
         return words + [str(w) for w in a.extra_args]
 
-    def plan(self, seen: Mapping[str, Any], ctx: Context) -> Plan:
+    def plan(self, parts: dict[str, str], ctx: Context) -> Plan:
         a = self.args
         wanted = self.wanted()
-        py = venv_python(a.venv)
-        if seen.get("missing"):
+        venv_text = parts.get("venv", "")
+        if venv_text.strip() == "missing":
             if not ctx.check:
                 return Plan(fail=f"{a.venv} has no bin/python3; create it first (a `venv` task)")
-            seen = {"installed": {}, "env": None}  # the venv task before this one would create it
+            seen: dict = {"installed": {}, "env": None}  # the venv task before this one would create it
+            why = f"{a.venv} does not exist yet"
+        else:
+            try:
+                seen = json.loads(venv_text.strip().splitlines()[-1])
+            except (IndexError, json.JSONDecodeError):
+                said = " ".join(venv_text.split())[-300:] or "no output"
+                return Plan(fail=f"could not list the packages in {a.venv}: {said}")
+            why = "uv is not installed yet" if "no-uv" in parts else ""
         installed = installed_versions(seen.get("installed") or {})
-        env = seen.get("env")
         if a.state == "absent":
-            present = [w for w in wanted if w.name in installed]
-            if not present:
-                return Plan(summary=f"{len(wanted)} package(s) absent")
-            names = [w.name for w in present]
-            return Plan(
-                script=f"{UV_PATH}uv pip uninstall --python {py} {shell.join(names)}\n",
-                summary=f"uninstall {', '.join(f'{n} {installed[n]}' for n in names)}",
-                diff="".join(f"- {n} {installed[n]}\n" for n in names),
-                data={"removed": names},
-            )
-        todo = to_install(wanted, installed, env)
-        if not todo:
+            return self._uninstall(wanted, installed)
+        if why and not ctx.check:
+            return Plan(fail="uv is not on the host's PATH (nor in ~/.local/bin); install it first (a `uv` task)")
+        if why:
+            return self._plan_from_metadata(wanted, installed, seen.get("env"), why)
+        if "uv-plan" not in parts:  # uv's own check: nothing to do
+            audit = parts.get("audit", "")
+            if NO_CHANGES not in audit:
+                return Plan(fail=f"uv pip install --dry-run --offline did not answer: {uv_error(audit)}")
             shown = [f"{w.name} {installed[w.name]}" for w in wanted if w.name in installed]
             more = f" … (+{len(shown) - 6})" if len(shown) > 6 else ""
             return Plan(summary=f"satisfied: {', '.join(shown[:6])}{more}" if shown else "nothing applies here")
+        return self._plan_from_uv(wanted, installed, parts, ctx)
+
+    def _request(self, wanted: list[Wanted], installed: Mapping[str, str]) -> tuple[str, str, str]:
+        """(what was asked and why, the options as shown, the command as a person would type it)."""
+        reasons = []
+        for w in wanted:
+            have = installed.get(w.name)
+            if have is None:
+                reasons.append(f"{w.label} (missing)")
+            elif not satisfied(w, have):
+                reasons.append(f"{w.label} (have {have})")
+            else:
+                reasons.append(w.label)
         options = self.options()
-        words = [shell.path(w.text) if w.is_path else shell.quote(w.text) for w, _ in todo]
-        script = " ".join(["uv pip install --python", py, *map(_shell_word, options), *words])
-        reasons = [f"{w.label} (missing)" if have is None else f"{w.label} (have {have})" for w, have in todo]
         flags = f" with {' '.join(map(_shown_word, options))}" if options else ""
-        command = " ".join(["uv pip install", *map(_shown_word, options), *(_shown_word(w.text) for w, _ in todo)])
+        if self.constraints:
+            flags += f"{' and' if flags else ' with'} constraints ({self.constraints.count(chr(10))} lines)"
+        command = " ".join(["uv pip install", *map(_shown_word, options), *(_shown_word(w.text) for w in wanted)])
+        return ", ".join(reasons), flags, command
+
+    def _plan_from_uv(self, wanted: list[Wanted], installed: Mapping[str, str], parts: dict, ctx: Context) -> Plan:
+        text = parts.get("uv-plan", "")
+        rc = parts.get("uv-plan-rc-code", "1")
+        request, flags, command = self._request(wanted, installed)
+        if rc != "0":
+            reason = uv_error(text)
+            if not ctx.check:
+                return Plan(fail=f"uv cannot install {request}: {reason}")
+            # --check: the tasks above (another index, the venv) may still change what uv can find
+            return Plan(script=":\n", summary=f"install {request}{flags} (uv cannot plan it now: {reason})",
+                        diff=f"$ {command}\n", data={"command": command, "uv_error": reason})  # fmt: skip
+        changes = parse_changes(text)
+        if not changes:
+            return Plan(summary=f"satisfied (uv: no changes): {request}")
+        write, constraint_words = self._constraints_file()
+        options = [*map(_shell_word, self.options()), *constraint_words]
+        script = self.args.exports() + write + self._install(options, self._requirement_words(wanted)) + "\n"
         return Plan(
-            script=f"{UV_PATH}{script}\n",
-            summary=f"install {', '.join(reasons)}{flags}",
+            script=script,
+            summary=f"install {request}{flags}; {summarize(changes)}",
+            diff="".join(f"{c}\n" for c in changes) + f"$ {command}\n",
+            data=_change_data(changes) | {"command": command},
+        )
+
+    def _plan_from_metadata(
+        self, wanted: list[Wanted], installed: Mapping[str, str], env: Mapping[str, str] | None, why: str
+    ) -> Plan:
+        todo = to_install(wanted, installed, env)
+        if not todo:
+            return Plan(summary=f"satisfied by metadata ({why}; uv decides once it is there)")
+        reasons = [f"{w.label} (missing)" if have is None else f"{w.label} (have {have})" for w, have in todo]
+        _, flags, command = self._request([w for w, _ in todo], installed)
+        return Plan(
+            script=":\n",
+            summary=f"install {', '.join(reasons)}{flags} (planned from metadata: {why})",
             diff="".join(f"+ {w.label}\n" if have is None else f"~ {w.name} {have} -> {w.label}\n" for w, have in todo)
             + f"$ {command}\n",
             data={
@@ -254,3 +386,46 @@ class Pip(Action):
                 "command": command,
             },
         )
+
+    def _uninstall(self, wanted: list[Wanted], installed: Mapping[str, str]) -> Plan:
+        present = [w for w in wanted if w.name in installed]
+        if not present:
+            return Plan(summary=f"{len(wanted)} package(s) absent")
+        names = [w.name for w in present]
+        py = venv_python(self.args.venv)
+        return Plan(
+            script=f"{self.args.exports()}{uv_command(self.args.uv)} pip uninstall --python {py} {shell.join(names)}\n",
+            summary=f"uninstall {', '.join(f'{n} {installed[n]}' for n in names)}",
+            diff="".join(f"- {n} {installed[n]}\n" for n in names),
+            data={"removed": names},
+        )
+
+    def applied(self, plan: Plan, result: CommandResult, ctx: Context) -> Mapping[str, Any]:
+        """What uv really did, from its own report; a note when it differs from its plan."""
+        done = parse_changes(result.stderr + "\n" + result.stdout)
+        data: dict[str, Any] = {"rc": result.exited, "stdout": result.stdout, "stderr": result.stderr}
+        if "changes" not in plan.data or not result.ok:
+            return data
+        data |= {f"applied_{k}": v for k, v in _change_data(done).items()}
+        if sorted(map(str, done)) != sorted(plan.data["changes"]):
+            data["note"] = f"uv did more or less than it planned: {summarize(done)}"
+        return data
+
+
+def probe_sections(result: CommandResult) -> dict[str, str]:
+    """The probe's sections; `@@x-rc N` lines become `x-rc-code`."""
+    parts = sections(result.stdout)
+    for key in list(parts):
+        name, _, code = key.partition(" ")
+        if name.endswith("-rc"):
+            parts[f"{name}-code"] = code.strip()
+    return parts
+
+
+def _change_data(changes: list[Change]) -> dict[str, Any]:
+    return {
+        "changes": [str(c) for c in changes],
+        "installed": {c.name: c.new for c in changes if c.new is not None},
+        "removed": [c.name for c in changes if c.new is None],
+        "downgraded": {c.name: [c.old, c.new] for c in changes if c.kind == "downgrade"},
+    }

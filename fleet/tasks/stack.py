@@ -1,13 +1,18 @@
 """`stack`: record a venv's training stack as the custom fact ~/.fleet/facts.d/stack.json, which
 `fleet facts` shows per host (and marks where it differs from the rest of the fleet).
 
-It also chooses the attention implementation: flash_attention_3 when flash_attn_3 imports, else
-flash_attention_2 when flash_attn (FA2) imports, else sdpa, and says so as a recap note. The file
-is written atomically and only when its content changes, so a re-run stays unchanged."""
+It also records the attention implementation training will really use. train_grpo.py decides
+it per model class (flash_attention_3 -> flash_attention_2 -> sdpa -> eager, skipping what the
+host or the class cannot do: gpt-oss does not support sdpa) and logs its choice; the setup
+playbook's smoke step loads a gpt-oss model with that logic, so `smoke_log` holds the answer.
+Without a smoke log the choice is the import-based guess (fa3, fa2, else sdpa) and the note says
+it is unproven. Anything but flash_attention_3 is a recap note. The file is written atomically and
+only when its content changes, so a re-run stays unchanged."""
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
@@ -34,13 +39,15 @@ def error(e):
 
 # Runs in the venv's Python: versions by metadata (cheap), torch and the attention kernels by import
 # (what training will do).
-STACK = PY_HELPERS + r"""s = {"torch": version("torch"), "torch_cuda": None}
+STACK = (
+    PY_HELPERS
+    + r"""s = {"torch": version("torch"), "torch_cuda": None}
 try:
     import torch
     s["torch"], s["torch_cuda"] = str(torch.__version__), torch.version.cuda
 except Exception as e:
     s["torch_error"] = error(e)
-for n in ("vllm", "transformers", "trl"):
+for n in ("vllm", "transformers", "trl", "peft", "datasets", "kernels"):
     s[n] = version(n)
 for mod in ("flash_attn_3", "flash_attn"):
     try:
@@ -50,37 +57,67 @@ for mod in ("flash_attn_3", "flash_attn"):
         s[mod], s[mod + "_error"] = False, error(e)
 print(json.dumps(s))
 """
+)
 
-RECORDED_KEYS = ("torch", "torch_cuda", "vllm", "transformers", "trl", "flash_attn_3", "attn_impl")
+RECORDED_KEYS = (
+    "torch", "torch_cuda", "vllm", "transformers", "trl", "peft", "datasets", "kernels",
+    "flash_attn_3", "attn_impl", "attn_proven",
+)  # fmt: skip
+
+# train_grpo.py's log: "INFO attention: eager (flash_attention_3: no CUDA device; ...)"
+_CHOSEN = re.compile(r"\bINFO attention: (\S+)(?: \((.*)\))?\s*$")
 
 
-def choose_attention(seen: Mapping[str, Any], forced: str | None) -> tuple[str, str | None]:
+def smoke_attention(log: str) -> tuple[str, str] | None:
+    """(implementation, why the better ones were refused) from the last choice in the log."""
+    for line in reversed(log.splitlines()):
+        m = _CHOSEN.search(line)
+        if m:
+            return m.group(1), (m.group(2) or "").strip()
+    return None
+
+
+def choose_attention(
+    seen: Mapping[str, Any], forced: str | None, smoke: tuple[str, str] | None = None
+) -> tuple[str, str | None]:
     """(attn_impl, note for the recap or None)."""
     if forced:
         return forced, None if forced == "flash_attention_3" else f"attention set to {forced} by configuration"
+    if smoke:
+        impl, why = smoke
+        if impl == "flash_attention_3":
+            return impl, None
+        return impl, f"the smoke step trained with {impl} ({why or 'its first choice'}); ATTN_IMPL={impl}"
     if seen.get("flash_attn_3"):
         return "flash_attention_3", None
     impl = "flash_attention_2" if seen.get("flash_attn") else "sdpa"
     why = seen.get("flash_attn_3_error") or "not importable"
-    return impl, f"flash_attn_3 is not usable here ({why}); this host trains with {impl} (ATTN_IMPL={impl})"
+    return impl, (
+        f"flash_attn_3 is not usable here ({why}); this host trains with {impl} (ATTN_IMPL={impl}) "
+        "unless the model class refuses it (no smoke step proved it)"
+    )
 
 
 @dataclass(frozen=True)
 class Seen:
-    """What the venv's Python reported, and the stack file as recorded last time."""
+    """What the venv's Python reported, the stack file as recorded last time, and the attention the
+    smoke step's log says training chose (None: no log)."""
 
     stack: dict[str, Any]
     recorded: dict[str, Any]
+    smoke: tuple[str, str] | None = None
 
     @classmethod
     def of(cls, result: CommandResult) -> Seen:
         parts = sections(result.stdout)
-        return cls(_json(parts.get("stack", "").splitlines()[-1:] or ["{}"]), _json([parts.get("file", "")]))
+        stack = _json(parts.get("stack", "").splitlines()[-1:] or ["{}"])
+        return cls(stack, _json([parts.get("file", "")]), smoke_attention(parts.get("smoke", "")))
 
 
 class StackArgs(Args):
     venv: str
-    attn_impl: str | None = None  # force a choice; empty: decide from what imports
+    attn_impl: str | None = None  # force a choice; empty: what the smoke step used, else from imports
+    smoke_log: str | None = None  # train_grpo.py's training.log of the setup's smoke step
     path: str = STACK_FILE
 
 
@@ -97,17 +134,24 @@ class Stack(Action):
         return (
             f"echo @@stack; if [ -x {py} ]; then {py} -c {shell.quote(STACK)} 2>/dev/null "
             '|| echo \'{"error": "the stack probe crashed"}\'; else echo \'{"missing": true}\'; fi; '
-            f"echo @@file; cat {shell.path(self.args.path)} 2>/dev/null; true"
+            f"echo @@file; cat {shell.path(self.args.path)} 2>/dev/null; "
+            + (
+                f"echo @@smoke; grep 'INFO attention: ' {shell.path(self.args.smoke_log)} 2>/dev/null | tail -n 1; "
+                if self.args.smoke_log
+                else ""
+            )
+            + "true"
         )
 
     def plan(self, observed: Seen, ctx: Context) -> Plan:
         seen, recorded = observed.stack, observed.recorded
-        impl, note = choose_attention(seen, (self.args.attn_impl or "").strip() or None)
+        impl, note = choose_attention(seen, (self.args.attn_impl or "").strip() or None, observed.smoke)
         if seen.get("missing"):
             note = None  # nothing to say about a venv that is not there yet (--check before setup)
         stack = {key: seen.get(key) for key in RECORDED_KEYS}
         stack["flash_attn_3"] = bool(seen.get("flash_attn_3"))
         stack["attn_impl"] = impl
+        stack["attn_proven"] = bool(observed.smoke) and not (self.args.attn_impl or "").strip()
         data = {**stack, **({"note": note} if note else {})}
         text = describe(stack)
         if recorded == stack:

@@ -1,7 +1,13 @@
 """`uv` (the uv tool itself, from its installer) and `venv` (a virtual environment made by uv).
 
-The installer puts uv in ~/.local/bin, which a non-interactive SSH session does not have on PATH,
-so every uv command fleet runs puts it first (UV_PATH)."""
+A uv already on the host's PATH at the wanted version (any version when none is pinned) is used
+as it is; otherwise the installer puts uv in ~/.local/bin. The task's result says which uv
+(`path`), and the tasks that run uv take it as `uv:`; without it they look on PATH with
+~/.local/bin first, which a non-interactive SSH session lacks.
+
+Every task that runs uv also takes `env:` (the playbook's `uv_env`): variables exported for each
+uv command, e.g. SSL_CERT_FILE or UV_NATIVE_TLS behind a TLS-inspecting proxy, HTTPS_PROXY,
+UV_INDEX_URL, UV_CACHE_DIR."""
 
 from __future__ import annotations
 
@@ -12,17 +18,30 @@ from packaging.version import InvalidVersion, Version
 from pydantic import ConfigDict
 
 from .. import shell
+from ..facts import sections
 from ..model import CommandResult, FleetError, Plan
 from ..probe import Probe
-from ..task import Action, Args, Context, action
-from .download import FETCH
+from ..task import Action, Context, action
+from .download import FETCH, EnvArgs
 
-UV_PATH = 'PATH="$HOME/.local/bin:$PATH"; export PATH\n'
 INSTALLER = "https://astral.sh/uv/install.sh"
 VERSIONED_INSTALLER = "https://astral.sh/uv/{version}/install.sh"
 
 _SYSTEM_SITE = "include-system-site-packages"
 _UV_VERSION = re.compile(r"^uv (\S+)", re.MULTILINE)
+
+
+class UvEnvironment(EnvArgs):
+    """Arguments of every task that runs uv: which uv, and the environment it runs with."""
+
+    uv: str | None = None  # a uv binary on the host; None/"": PATH with ~/.local/bin first
+
+
+def uv_command(uv: str | None) -> str:
+    """The uv to run: the given binary, else `uv` from PATH with ~/.local/bin first."""
+    if uv and uv.strip():
+        return shell.path(uv.strip())
+    return 'PATH="$HOME/.local/bin:$PATH" uv'
 
 
 def venv_python(venv: str) -> str:
@@ -38,13 +57,7 @@ def parse_version(text: str, what: str) -> Version:
         raise FleetError(f"{what} {text!r} is not a version") from None
 
 
-def installed_uv(result: CommandResult) -> str | None:
-    """The installed uv's version, None when there is none."""
-    found = _UV_VERSION.search(result.stdout)
-    return found.group(1) if found else None
-
-
-class UvArgs(Args):
+class UvArgs(UvEnvironment):
     version: str | None = None  # None/"": any installed uv will do
     installer_url: str | None = None  # default: astral's installer (for `version`, when given)
     install_dir: str = "~/.local/bin"
@@ -52,27 +65,54 @@ class UvArgs(Args):
 
 @action
 class Uv(Action):
-    """uv in install_dir, installed with its installer script when missing or not the pinned version."""
+    """uv on PATH or in install_dir at the pinned version, else installed there by its installer."""
 
     name = "uv"
     Args: ClassVar = UvArgs
 
-    def probe(self) -> Probe[str | None]:
+    def probe(self) -> Probe[dict[str, str]]:
+        """@@path: the uv on PATH and its version; @@dir: install_dir's uv version."""
         uv = shell.path(self.args.install_dir.rstrip("/") + "/uv")
-        return Probe(f"[ -x {uv} ] && {uv} --version; true", installed_uv)
+        script = (
+            'echo @@path; p=$(command -v uv 2>/dev/null) && echo "$p" && "$p" --version\n'
+            f"echo @@dir; [ -x {uv} ] && {uv} --version; true"
+        )
+        return Probe(script, uv_sections)
 
-    def plan(self, have: str | None, ctx: Context) -> Plan:
+    def plan(self, parts: dict[str, str], ctx: Context) -> Plan:
         a = self.args
         want = (a.version or "").strip() or None
-        if have and (want is None or parse_version(have, "uv") == parse_version(want, "uv version")):
-            return Plan(summary=f"uv {have} in {a.install_dir}")
+        wanted = parse_version(want, "uv version") if want else None
+        in_dir = a.install_dir.rstrip("/") + "/uv"
+        path_lines = parts.get("path", "").splitlines()
+        on_path = _UV_VERSION.search(parts.get("path", ""))
+        if on_path and path_lines and (wanted is None or _same(on_path.group(1), wanted)):
+            return Plan(summary=f"uv {on_path.group(1)} at {path_lines[0]} (on PATH)", data={"path": path_lines[0]})
+        found = _UV_VERSION.search(parts.get("dir", ""))
+        have = found.group(1) if found else None
+        if have and (wanted is None or _same(have, wanted)):
+            return Plan(summary=f"uv {have} in {a.install_dir}", data={"path": in_dir})
         url = a.installer_url or (VERSIONED_INSTALLER.format(version=want) if want else INSTALLER)
         verb = f"upgrade uv {have} to {want}" if have else f"install uv {want or '(latest)'}"
+        if on_path and not have:
+            verb += f" (the uv on PATH is {on_path.group(1)})"
         return Plan(
-            script=installer_script(url, a.install_dir, want),
+            script=self.args.exports() + installer_script(url, a.install_dir, want),
             summary=f"{verb} into {a.install_dir} from {url}",
             diff=f"- uv {have}\n+ uv {want or 'latest'}\n" if have else f"+ uv {want or 'latest'}\n",
+            data={"path": in_dir},
         )
+
+
+def uv_sections(result: CommandResult) -> dict[str, str]:
+    return sections(result.stdout)
+
+
+def _same(have: str, wanted: Version) -> bool:
+    try:
+        return Version(have) == wanted
+    except InvalidVersion:
+        return False
 
 
 def installer_script(url: str, install_dir: str, version: str | None) -> str:
@@ -97,7 +137,7 @@ def installer_script(url: str, install_dir: str, version: str | None) -> str:
     )
 
 
-class VenvArgs(Args):
+class VenvArgs(UvEnvironment):
     model_config = ConfigDict(extra="forbid", frozen=True, coerce_numbers_to_str=True)  # python: 3.12
 
     path: str
@@ -132,9 +172,9 @@ class Venv(Action):
             return Plan(fail=f"{a.path} exists but is not a virtual environment (no bin/python); move it away")
         flag = ["--system-site-packages"] if a.system_site_packages else []
         if kind == "absent":
-            words = ["uv", "venv", "--python", a.python, *flag]
+            words = ["venv", "--python", a.python, *flag]
             return Plan(
-                script=f"{UV_PATH}{shell.join(words)} {shell.path(a.path.rstrip('/'))}\n",
+                script=f"{a.exports()}{uv_command(a.uv)} {shell.join(words)} {shell.path(a.path.rstrip('/'))}\n",
                 summary=f"create venv {a.path} with Python {a.python}" + (" (system site packages)" if flag else ""),
                 diff=f"+ {a.path}/ (Python {a.python})\n",
             )
