@@ -149,7 +149,7 @@ def diagnose(output: str, venv: str, vars: Mapping[str, Any]) -> list[Finding]:
                              f"reinstall the libraries with the lock ({lock}): "
                              "fleet run playbooks/setup.yaml --tags vllm,libs,verify"))  # fmt: skip
     if seen.get("flash_attn_3"):
-        found.append(_fa3_finding(seen["flash_attn_3"], versions, arch, need_gpu and has_gpu, parts, vars))
+        found.append(_fa3_finding(seen["flash_attn_3"], versions, arch, need_gpu, parts, vars))
     if seen.get("vllm"):
         extra = vars.get("vllm_extra_index", "https://wheels.vllm.ai/0.10.2/")
         fallback = vars.get("vllm_fallback_index", "https://pypi.nvidia.com")
@@ -187,7 +187,8 @@ def _fa3_finding(
         )
     problem = f"flash_attn_3 seems to be not installed ({error})"
     if not gpu:
-        return Finding("fa3-missing", problem + "; no GPU here, so nothing is lost", remedy, note=True)
+        problem += "; a host without a GPU (require_gpu: false) needs none"
+        return Finding("fa3-missing", problem, remedy, note=True)
     if recorded and recorded != "flash_attention_3":
         return Finding(
             "fa3-missing", problem + f"; setup recorded the fallback ATTN_IMPL={recorded}", remedy, note=True

@@ -328,14 +328,14 @@ class Pip(Action):
     def _request(self, wanted: list[Wanted], installed: Mapping[str, str]) -> tuple[str, str, str]:
         """(what was asked and why, the options as shown, the command as a person would type it)."""
         reasons = []
-        for w in wanted:
+        for w in wanted:  # what the venv's metadata says is not met; uv's report says the rest
             have = installed.get(w.name)
             if have is None:
                 reasons.append(f"{w.label} (missing)")
             elif not satisfied(w, have):
                 reasons.append(f"{w.label} (have {have})")
-            else:
-                reasons.append(w.label)
+        if not reasons:
+            reasons = [f"{', '.join(w.label for w in wanted)} (installed; uv changes what they need)"]
         options = self.options()
         flags = f" with {' '.join(map(_shown_word, options))}" if options else ""
         if self.constraints:
@@ -406,10 +406,13 @@ class Pip(Action):
         data: dict[str, Any] = {"rc": result.exited, "stdout": result.stdout, "stderr": result.stderr}
         if "changes" not in plan.data or not result.ok:
             return data
-        data |= {f"applied_{k}": v for k, v in _change_data(done).items()}
-        if sorted(map(str, done)) != sorted(plan.data["changes"]):
+        applied = _change_data(done)
+        if (set(applied["installed"]), set(applied["removed"])) != (
+            set(plan.data["installed"]),
+            set(plan.data["removed"]),
+        ):
             data["note"] = f"uv did more or less than it planned: {summarize(done)}"
-        return data
+        return data | {f"applied_{k}": v for k, v in applied.items()}
 
 
 def probe_sections(result: CommandResult) -> dict[str, str]:
