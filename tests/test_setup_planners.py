@@ -265,7 +265,9 @@ def test_a_uv_on_path_at_the_wanted_version_is_used():
     used = plan_from(build("uv", {"version": "0.13.9"}), out(on_path), CTX)
     assert not used.changes and used.data["path"] == "/opt/tools/uv"
     assert used.summary == "uv 0.13.9 at /opt/tools/uv (on PATH)"
-    other = plan_from(build("uv", {"version": "0.14.0", "env": {"HTTPS_PROXY": "http://proxy:3128"}}), out(on_path), CTX)
+    other = plan_from(
+        build("uv", {"version": "0.14.0", "env": {"HTTPS_PROXY": "http://proxy:3128"}}), out(on_path), CTX
+    )
     assert other.summary.startswith("install uv 0.14.0 (the uv on PATH is 0.13.9) into ~/.local/bin")
     assert other.script.startswith("export HTTPS_PROXY=http://proxy:3128\n") and other.data["path"] == "~/.local/bin/uv"
     any_uv = plan_from(build("uv", {}), out(on_path), CTX)
