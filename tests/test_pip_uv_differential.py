@@ -15,15 +15,14 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 import tempfile
-import time
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import run_fleet
-from test_setup_ssh import _free_port, simple_index, uv_binary
+from loopback import build_wheel, serve, uv_binary
+from test_setup_ssh import simple_index
 
 pytestmark = pytest.mark.ssh
 
@@ -96,27 +95,6 @@ PRE = {"dx-pre": True}  # asked with --pre too
 CONSTRAINED = [("main", "dx-b", ["dx-c==1.0"]), ("main", "dx-a", ["dx-a==2.0"]), ("main", "dx-c", ["dx-c<1.0"])]
 
 
-def build(name: str, version: str, deps: list[str], extras: dict[str, list[str]], out: Path, work: Path) -> Path:
-    module = name.replace("-", "_")
-    src = work / f"{name}-{version}"
-    (src / "src" / module).mkdir(parents=True)
-    (src / "src" / module / "__init__.py").write_text(f"V = {version!r}\n")
-    optional = "".join(f"{k} = {json.dumps(v)}\n" for k, v in extras.items())
-    (src / "pyproject.toml").write_text(
-        f'[project]\nname = "{name}"\nversion = "{version}"\nrequires-python = ">=3.8"\n'
-        f"dependencies = {json.dumps(deps)}\n"
-        + (f"[project.optional-dependencies]\n{optional}" if optional else "")
-        + '[build-system]\nrequires = ["uv_build>=0.7,<2"]\nbuild-backend = "uv_build"\n'
-    )
-    subprocess.run(
-        [uv_binary(), "build", "--wheel", "--quiet", "--out-dir", str(out), str(src)],
-        env={**os.environ, "UV_OFFLINE": "1"},
-        check=True,
-        capture_output=True,
-    )
-    return next(out.glob(f"{module}-{version.replace('+', '*')}-*.whl"))
-
-
 @pytest.fixture(scope="module")
 def world(ssh_fleet, tmp_path_factory):
     host = ssh_fleet.host("node-03")
@@ -124,7 +102,7 @@ def world(ssh_fleet, tmp_path_factory):
     root.chmod(0o755)
     files, work = root / "files", tmp_path_factory.mktemp("dx-src")
     files.mkdir()
-    wheels = [build(n, v, d, e, files, work) for n, v, d, e in WHEELS]
+    wheels = [build_wheel(n, v, files, work, d, e) for n, v, d, e in WHEELS]
     simple_index(root / "simple", [w for w in wheels if not w.name.startswith("dx_url")])
     other = root / "other"
     other.mkdir()
@@ -135,14 +113,6 @@ def world(ssh_fleet, tmp_path_factory):
     shutil.copy(uv_binary(), uv)
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() or path == uv else 0o644)
-    port = _free_port()
-    base = f"http://127.0.0.1:{port}"
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
     site = Path(
         subprocess.run(
             ["/usr/bin/python3", "-c", "import site; print([p for p in site.getsitepackages() if '/local/' in p][0])"],
@@ -155,39 +125,35 @@ def world(ssh_fleet, tmp_path_factory):
     sys_wheel = next(w for w in wheels if w.name.startswith(SYS_NAME))
     placed = []
     try:
-        deadline = time.monotonic() + 10
-        while subprocess.run(["curl", "-fs", "-o", "/dev/null", f"{base}/simple/dx-a/"]).returncode != 0:
-            assert time.monotonic() < deadline, "the loopback index did not start"
-            time.sleep(0.1)
-        # the "system" copy of SYS_NAME: unpacked into the host Python's site-packages (a wheel is a zip)
-        before = set(site.iterdir())
-        shutil.unpack_archive(sys_wheel, site, "zip")
-        placed = sorted(set(site.iterdir()) - before)
-        venvs = root / "venvs"
-        venvs.mkdir()
-        shutil.chown(venvs, host.user, host.user)
+        with serve(root) as base:
+            # the "system" copy of SYS_NAME: unpacked into the host Python's site-packages (a wheel is a zip)
+            before = set(site.iterdir())
+            shutil.unpack_archive(sys_wheel, site, "zip")
+            placed = sorted(set(site.iterdir()) - before)
+            venvs = root / "venvs"
+            venvs.mkdir()
+            shutil.chown(venvs, host.user, host.user)
 
-        def as_user(*argv: str) -> subprocess.CompletedProcess:
-            env = ["env", f"HOME={host.home}", "UV_PYTHON_DOWNLOADS=never", "UV_NO_CONFIG=1"]
-            return subprocess.run(["sudo", "-u", host.user, *env, *argv], capture_output=True, text=True)
+            def as_user(*argv: str) -> subprocess.CompletedProcess:
+                env = ["env", f"HOME={host.home}", "UV_PYTHON_DOWNLOADS=never", "UV_NO_CONFIG=1"]
+                return subprocess.run(["sudo", "-u", host.user, *env, *argv], capture_output=True, text=True)
 
-        for name, flags in (("main", []), ("sys", ["--system-site-packages"]), ("plain", [])):
-            made = as_user(str(uv), "venv", "-q", "--python", "/usr/bin/python3", *flags, str(venvs / name))
-            assert made.returncode == 0, made.stderr
-        url = f"{base}/files/{url_wheel.name}"
-        wanted = [m.format(url=url) for m in MAIN]
-        index = ["--index-url", f"{base}/simple"]
-        done = as_user(str(uv), "pip", "install", "--python", str(venvs / "main/bin/python3"), *index, *wanted)
-        assert done.returncode == 0, done.stderr
-        gone = as_user(str(uv), "pip", "uninstall", "--python", str(venvs / "main/bin/python3"), "dx-c")
-        assert gone.returncode == 0, gone.stderr  # dx-b's dependency is now missing
-        values = {"url": url, "other_url": f"{base}/other/{url_wheel.name}", "wheel_path": str(other / url_wheel.name)}
-        yield {"host": host, "venvs": venvs, "uv": uv, "base": base, "values": values, "as_user": as_user}
+            for name, flags in (("main", []), ("sys", ["--system-site-packages"]), ("plain", [])):
+                made = as_user(str(uv), "venv", "-q", "--python", "/usr/bin/python3", *flags, str(venvs / name))
+                assert made.returncode == 0, made.stderr
+            url = f"{base}/files/{url_wheel.name}"
+            wanted = [m.format(url=url) for m in MAIN]
+            index = ["--index-url", f"{base}/simple"]
+            done = as_user(str(uv), "pip", "install", "--python", str(venvs / "main/bin/python3"), *index, *wanted)
+            assert done.returncode == 0, done.stderr
+            gone = as_user(str(uv), "pip", "uninstall", "--python", str(venvs / "main/bin/python3"), "dx-c")
+            assert gone.returncode == 0, gone.stderr  # dx-b's dependency is now missing
+            values = {"url": url, "other_url": f"{base}/other/{url_wheel.name}"}
+            values["wheel_path"] = str(other / url_wheel.name)
+            yield {"host": host, "venvs": venvs, "uv": uv, "base": base, "values": values, "as_user": as_user}
     finally:
         for path in placed:
             shutil.rmtree(path) if path.is_dir() else path.unlink()
-        server.terminate()
-        server.wait(10)
         shutil.rmtree(root, ignore_errors=True)
 
 

@@ -22,7 +22,6 @@ import platform
 import re
 import shutil
 import subprocess
-import sys
 import tarfile
 import time
 from pathlib import Path
@@ -30,7 +29,8 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, run_fleet
-from test_setup_ssh import INSTALLER, _free_port, host_python_version, recap, tasks, uv_binary
+from loopback import free_port, serve, uv_binary
+from test_setup_ssh import INSTALLER, host_python_version, recap, tasks
 from train_jobs.kit import fleet_train, status, wait_for
 
 pytestmark = [pytest.mark.ssh, pytest.mark.e2e]
@@ -69,28 +69,14 @@ def installer(tmp_path_factory):
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
         tar.add(uv_binary(), arcname=f"{stem}/uv")
     (root / f"{stem}.tar.gz").write_bytes(buf.getvalue())
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     (root / "install.sh").write_text(INSTALLER.format(archive_url=f"{base}/{stem}.tar.gz", stem=stem))
     for path in root.iterdir():
         path.chmod(0o644)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while subprocess.run(["curl", "-fs", "-o", "/dev/null", f"{base}/install.sh"]).returncode != 0:
-            if time.monotonic() > deadline:
-                raise RuntimeError("the loopback installer server did not start")
-            time.sleep(0.1)
+    with serve(root, port):
         version = subprocess.run([uv_binary(), "--version"], capture_output=True, text=True, check=True).stdout
         yield f"{base}/install.sh", version.split()[1]
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +86,7 @@ def e2e(ssh_fleet, installer, tmp_path_factory):
     subprocess.run(["chown", "-R", f"{host.user}:{host.user}", str(CACHE)], check=True)  # kept between runs
     inv = ssh_fleet.inventory(tmp_path_factory.mktemp("e2e") / "inv")
     url, uv_version = installer
-    dead = _free_port()  # nothing listens there: the FA3 download fails for real
+    dead = free_port()  # nothing listens there: the FA3 download fails for real
     values = {
         "require_gpu": False,
         "python_version": host_python_version(),

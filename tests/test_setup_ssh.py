@@ -8,20 +8,17 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import os
 import platform
 import shutil
-import socket
 import subprocess
-import sys
 import tarfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
 from conftest import run_fleet
+from loopback import build_wheel, free_port, serve, uv_binary
 
 pytestmark = pytest.mark.ssh
 
@@ -36,12 +33,6 @@ def recap(stdout: str) -> dict[str, dict]:
 
 def tasks(stdout: str) -> list[dict]:
     return [e for e in map(json.loads, stdout.splitlines()) if e.get("event") == "task"]
-
-
-def uv_binary() -> str:
-    from uv import find_uv_bin
-
-    return find_uv_bin()
 
 
 def host_python_version() -> str:
@@ -60,25 +51,6 @@ def host_python_version() -> str:
         check=True,
     )
     return found.stdout.strip()
-
-
-def build_wheel(name: str, version: str, out: Path, work: Path) -> Path:
-    """A real, tiny wheel: uv builds it with its own build backend, offline."""
-    module = name.replace("-", "_")
-    src = work / f"{name}-{version}"
-    (src / "src" / module).mkdir(parents=True)
-    (src / "src" / module / "__init__.py").write_text(f"V = {version!r}\n")
-    (src / "pyproject.toml").write_text(
-        f'[project]\nname = "{name}"\nversion = "{version}"\nrequires-python = ">=3.8"\n'
-        '[build-system]\nrequires = ["uv_build>=0.7,<2"]\nbuild-backend = "uv_build"\n'
-    )
-    subprocess.run(
-        [uv_binary(), "build", "--wheel", "--quiet", "--out-dir", str(out), str(src)],
-        env={**os.environ, "UV_OFFLINE": "1"},
-        check=True,
-        capture_output=True,
-    )
-    return next(out.glob(f"{module}-{version}-*.whl"))
 
 
 def simple_index(root: Path, wheels: list[Path]) -> None:
@@ -133,12 +105,6 @@ class PyIndex:
         return [arg for k, v in values.items() for arg in ("-e", f"{k}={v}")]
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture(scope="module")
 def pyindex(tmp_path_factory):
     """Wheels, a PEP 503 index, a find-links folder, a file and the uv installer, on 127.0.0.1."""
@@ -163,32 +129,14 @@ def pyindex(tmp_path_factory):
     with tarfile.open(fileobj=buf, mode="w:gz", compresslevel=1) as tar:
         tar.add(uv_binary(), arcname=f"{stem}/uv")
     (root / "uv" / f"{stem}.tar.gz").write_bytes(buf.getvalue())
-    port = _free_port()
+    port = free_port()
     base = f"http://127.0.0.1:{port}"
     (root / "uv" / "install.sh").write_text(INSTALLER.format(archive_url=f"{base}/uv/{stem}.tar.gz", stem=stem))
     for path in root.rglob("*"):
         path.chmod(0o755 if path.is_dir() else 0o644)
-    server = subprocess.Popen(
-        [sys.executable, "-m", "http.server", "--bind", "127.0.0.1", "--directory", str(root), str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline or server.poll() is not None:
-                    raise RuntimeError("the loopback HTTP server did not start") from None
-                time.sleep(0.05)
+    with serve(root, port):
         version = subprocess.run([uv_binary(), "--version"], capture_output=True, text=True, check=True).stdout
         yield PyIndex(base, root, version.split()[1], hashlib.sha256(demo_f.read_bytes()).hexdigest())
-    finally:
-        server.terminate()
-        server.wait(10)
 
 
 @pytest.fixture(scope="module")
