@@ -30,14 +30,16 @@ def default_inventory() -> str | None:
     return str(local) if local.exists() else None
 
 
-def load_inventory_arg(path: str | None) -> Any:
+def load_inventory_arg(path: str | None, strict_hosts: bool = False) -> Any:
     from .inventory import Inventory, load_inventory
 
     if path:
-        return load_inventory(path)
-    inv = Inventory(source="<built-in local>")
-    inv.group("all")
+        inventory = load_inventory(path)
+        inventory.strict_hosts = strict_hosts
+        return inventory
+    inv = Inventory(source="<built-in local>", strict_hosts=strict_hosts)
     inv.add_host("localhost", "local", {"connection": "local"})
+    inv.reconcile()
     return inv
 
 
@@ -77,6 +79,12 @@ def _common(p: argparse.ArgumentParser, *, hosts_flag: str = "--hosts") -> None:
         dest="pattern",
         default=None,
         help="host pattern: names, globs (gh200-*), groups, a,b  !excluded  &intersection",
+    )
+    p.add_argument(
+        "--strict-hosts",
+        action="store_true",
+        default=os.environ.get("FLEET_STRICT_HOSTS", "") not in ("", "0"),
+        help="a host pattern element that matches nothing is an error (default: a warning; env FLEET_STRICT_HOSTS=1)",
     )
     p.add_argument("-f", "--forks", type=int, default=32, help="hosts worked on at once (default 32)")
     p.add_argument("--json", action="store_true", help="machine-readable output")
@@ -166,7 +174,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .resources import find
     from .runner import run_playbook
 
-    inventory = load_inventory_arg(args.inventory)
+    inventory = load_inventory_arg(args.inventory, args.strict_hosts)
     playbook = load_playbook(find(args.playbook))  # ./playbooks/... first, else the shipped copy
     options = run_options(
         args,
@@ -184,14 +192,14 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_facts(args: argparse.Namespace) -> int:
     from .factsview import show_facts
 
-    inventory = load_inventory_arg(args.inventory)
+    inventory = load_inventory_arg(args.inventory, args.strict_hosts)
     return show_facts(inventory, inventory.require(args.pattern), run_options(args), as_json=args.json)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
     from .healthview import show_health
 
-    inventory = load_inventory_arg(args.inventory)
+    inventory = load_inventory_arg(args.inventory, args.strict_hosts)
     return show_health(inventory, inventory.require(args.pattern), run_options(args), as_json=args.json)
 
 
@@ -215,7 +223,7 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     from .report import print_table
     from .secrets import Redactor, inventory_marked_names, marked_names, secret_values
 
-    inventory = load_inventory_arg(args.inventory)
+    inventory = load_inventory_arg(args.inventory, args.strict_hosts)
     hosts = [inventory.host(h) for h in inventory.require(args.pattern)]
     extra = parse_extra_vars(args.extra_vars)
     names = inventory_marked_names(inventory) | marked_names(extra)

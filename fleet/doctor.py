@@ -372,7 +372,7 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     from .report import choose_reporter
     from .runner import run_playbook
 
-    inventory: Inventory = load_inventory_arg(args.inventory)
+    inventory: Inventory = load_inventory_arg(args.inventory, args.strict_hosts)
     hosts = inventory.require(args.pattern)
     setup = setup_play(args.playbook)
     options = run_options(args, check=args.check)

@@ -175,7 +175,11 @@ class HostExecutor:
         """The task with its boolean keywords decided for this host (they may be templates)."""
         flags = {k: self.flag(getattr(task, k), variables, k) for k in ("ignore_errors", "no_log")}
         become = play.become if task.become is None else task.become
+        if "become" in variables:  # ansible_become/become in the inventory: variables beat keywords, as in Ansible
+            become = variables["become"]
         flags["become"] = self.flag(become, variables, "become")
+        if "become_user" in variables:
+            flags["become_user"] = variables["become_user"]
         return replace(task, **flags)
 
     def _loop_items(self, task: Task, variables: Mapping[str, Any]) -> list[Any]:

@@ -57,9 +57,13 @@ def marked_names(*mappings: Mapping[str, Any] | None) -> set[str]:
 def inventory_marked_names(inventory: Any) -> set[str]:
     """Names marked secret anywhere in an inventory (any group's or host's `secrets:`): a name
     marked for one group is secret everywhere, so a more specific list never unmarks it."""
-    groups = getattr(inventory, "groups", {}) or {}
-    hosts = getattr(inventory, "host_vars", {}) or {}
-    return marked_names(*(g.vars for g in groups.values()), *hosts.values())
+    groups = list((getattr(inventory, "groups", {}) or {}).values())
+    hosts = [
+        *(getattr(inventory, "host_vars", {}) or {}).values(),
+        *(getattr(inventory, "host_file_vars", {}) or {}).values(),
+    ]
+    group_layers = [*(g.vars for g in groups), *(getattr(g, "file_vars", {}) for g in groups)]  # file: group_vars/
+    return marked_names(*group_layers, *hosts)
 
 
 def secret_values(*mappings: Mapping[str, Any] | None, marked: Iterable[str] = ()) -> set[str]:

@@ -84,8 +84,8 @@ def test_variable_precedence_follows_the_documented_order(lab):
     assert inv.host("login-01").vars["level"] == "host-file"
     # a child group beats its parent; a group's folder beats its block in the inventory file
     assert inv.host("gh200-03").vars["level"] == "rack1-dir"
-    # rack2 sets nothing: its parent gh200 applies; gh200 has no folder: its file block applies
-    assert inv.host("gh200-06").vars["level"] == "gh200-file"
+    # as in Ansible, group_vars/all beats every group's vars written in the inventory file
+    assert inv.host("gh200-06").vars["level"] == "all-dir"
     # group_vars/all.yaml beats `all:` in the file, and every other group beats `all`
     assert inv.host("gh200-06").vars["proxy"] == "none"
     assert inv.host("login-01").vars["ntp"] == "pool.ntp.org"
@@ -113,7 +113,7 @@ def test_equal_depth_groups_apply_alphabetically(tmp_path):
         ("gh200-1*", [f"gh200-{i}" for i in range(10, 17)]),
         ("rack1", ["gh200-01", "gh200-02", "gh200-03", "gh200-04"]),
         ("rack1,login-01", ["gh200-01", "gh200-02", "gh200-03", "gh200-04", "login-01"]),
-        ("login-01,rack2", ["gh200-05", "gh200-06", "gh200-07", "gh200-08", "login-01"]),  # inventory order
+        ("login-01,rack2", ["login-01", "gh200-05", "gh200-06", "gh200-07", "gh200-08"]),  # pattern order
         ("gh200,!rack1,!gh200-1*", ["gh200-05", "gh200-06", "gh200-07", "gh200-08", "gh200-09"]),
         ("gh200:&rack2", ["gh200-05", "gh200-06", "gh200-07", "gh200-08"]),  # Ansible's `:` works too
         (
@@ -224,7 +224,10 @@ def test_connection_variables_pick_the_connection(lab, tmp_path):
         ({"hosts.ini": "[gpu:vars]\njust-a-word\n"}, "hosts.ini:2: expected key=value"),
         ({"hosts.ini": "[gpu]\nn1 user\n"}, "hosts.ini:2: expected key=value after host name"),
         ({"notes.txt": "hi"}, "has no hosts.yaml"),
-        ({"hosts.yaml": "all: {}\n", "group_vars/gpu.yaml": "- a list\n"}, "gpu.yaml: variables must be a mapping"),
+        (
+            {"hosts.yaml": "gpu: {hosts: {a: }}\n", "group_vars/gpu.yaml": "- a\n"},
+            "gpu.yaml: variables must be a mapping",
+        ),
     ],
 )
 def test_bad_inventories_say_file_and_line(tmp_path, files, message):
@@ -270,3 +273,102 @@ def test_play_vars_and_extra_vars_sit_on_top_of_inventory_vars(tmp_path):
     assert result.returncode == 0, result.stdout + result.stderr
     failing = run_fleet("run", book, "-i", inv.parent)  # the assert really checks: without -e it fails
     assert failing.returncode == 2, failing.stdout
+
+
+# ---- Ansible's host syntax, Slurm, patterns --------------------------------------------------------
+from fleet.hostnames import parse_host, split_port  # noqa: E402
+from fleet.inventory import ini_value  # noqa: E402
+
+
+@pytest.mark.parametrize(
+    ("entry", "names", "port"),
+    [
+        ("web1:2222", ["web1"], 2222),
+        ("[fe80::1]:1022", ["fe80::1"], 1022),
+        ("fe80::2", ["fe80::2"], None),
+        ("lb[00:08:2]", ["lb00", "lb02", "lb04", "lb06", "lb08"], None),
+        ("[A:B][0:1].example.org", ["A0.example.org", "A1.example.org", "B0.example.org", "B1.example.org"], None),
+        ("web[1:2]:2200", ["web1", "web2"], 2200),
+        ("gh200-[01-03,07]", ["gh200-01", "gh200-02", "gh200-03", "gh200-07"], None),
+        ("n[y:B]", ["ny", "nz", "nA", "nB"], None),  # Ansible's letters run a..z then A..Z
+    ],
+)
+def test_host_entries_as_ansible_writes_them(entry, names, port):
+    assert parse_host(entry) == (names, port)
+
+
+def test_a_port_is_split_off_only_a_valid_host():
+    assert split_port("weird!host:22") == ("weird!host:22", None)
+    with pytest.raises(FleetError, match="ends in ':'"):
+        parse_host("web1:")
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [("0644", "0644"), ("10:30", "10:30"), ("yes", "yes"), ("~", "~"), ("true", "true"), ("True", True),
+     ("22", 22), ("1e3", 1000.0), ("[1, 'a']", [1, "a"]), ("(1, 2)", [1, 2]), ("'x'", "x"), ("None", None),
+     ("12 # note", 12), ("a # note", "a # note")],
+)  # fmt: skip
+def test_ini_values_are_python_literals_or_text_as_in_ansible(text, value):
+    assert ini_value(text) == value and type(ini_value(text)) is type(value)
+
+
+def test_a_host_named_before_any_section_leaves_ungrouped_when_a_section_names_it(tmp_path):
+    write(tmp_path / "hosts", "solo\nweb1\n[web]\nweb1\n")
+    inv = load_inventory(tmp_path)
+    assert inv.members("ungrouped") == ["solo"] and inv.host("web1").groups == ["web"]
+
+
+def test_slurm_job_nodelist_is_an_inventory(monkeypatch):
+    monkeypatch.setenv("SLURM_JOB_NODELIST", "gh200-[01-03,07],login-01")
+    inv = load_inventory("slurm")
+    assert inv.members("slurm") == ["gh200-01", "gh200-02", "gh200-03", "gh200-07", "login-01"]
+    assert inv.select("slurm[0]") == ["gh200-01"]
+    monkeypatch.delenv("SLURM_JOB_NODELIST")
+    monkeypatch.delenv("SLURM_NODELIST", raising=False)
+    with pytest.raises(FleetError, match=r"reads \$SLURM_JOB_NODELIST, which is not set"):
+        load_inventory("slurm")
+
+
+@pytest.mark.parametrize(
+    ("pattern", "expected"),
+    [
+        ("rack1[0]", ["gh200-01"]),
+        ("rack1[-1]", ["gh200-04"]),
+        ("rack1[1:2]", ["gh200-02", "gh200-03"]),
+        ("~gh200-1[0-2]", ["gh200-10", "gh200-11", "gh200-12"]),
+        ("gh200-[01-02,16]", ["gh200-01", "gh200-02", "gh200-16"]),  # a Slurm list: no group gh200- exists
+        ("localhost", ["localhost"]),  # implicit, not in `all`
+    ],
+)
+def test_ansible_pattern_forms(lab, pattern, expected):
+    inv = load_inventory(lab)
+    assert inv.select(pattern) == expected
+    assert "localhost" not in inv.select("all")
+
+
+def test_an_unmatched_comma_element_warns_and_strict_hosts_makes_it_an_error(lab):
+    listed = run_fleet("inventory", "-i", lab, "--hosts", "gh200-01,gh200-99", "--json")
+    assert listed.returncode == 0 and list(json.loads(listed.stdout)) == ["gh200-01"]
+    assert "fleet: warning: host pattern element(s) 'gh200-99' match no host or group" in listed.stderr
+    strict = run_fleet("inventory", "-i", lab, "--hosts", "gh200-01,gh200-99", "--strict-hosts")
+    assert strict.returncode == 1 and strict.stdout == ""
+    assert strict.stderr.startswith("fleet: error: host pattern element(s) 'gh200-99' match no host or group")
+
+
+def test_ignored_ansible_variables_are_named_once(tmp_path):
+    write(tmp_path / "hosts", "[gpu]\nn1 ansible_python_interpreter=/usr/bin/python3\nn2 ansible_user=u\n"
+          "[gpu:vars]\nansible_ssh_common_args=-o X=1\n")  # fmt: skip
+    warnings: list[str] = []
+    inv = load_inventory(tmp_path, warn=warnings.append)
+    assert len(warnings) == 1
+    assert (
+        "fleet does not use these Ansible variables: ansible_python_interpreter, ansible_ssh_common_args"
+        in (warnings[0])
+    )
+    assert inv.host("n2").vars["user"] == "u"
+
+
+def test_group_priority_orders_groups_of_equal_depth(tmp_path):
+    write(tmp_path / "hosts", "[a]\nn1\n[z]\nn1\n[a:vars]\nx=a\nansible_group_priority=5\n[z:vars]\nx=z\n")
+    assert load_inventory(tmp_path).host("n1").vars == {"x": "a"}  # a's priority 5 beats z's default 1

@@ -75,7 +75,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, list[str], Any, Any]:
     from ..cli import load_inventory_arg, run_options
     from .config import load_config
 
-    inventory = load_inventory_arg(args.inventory)
+    inventory = load_inventory_arg(args.inventory, args.strict_hosts)
     hosts = inventory.require(args.pattern)
     config = load_config(args.config, run_name=args.run)
     return inventory, hosts, config, run_options(args)
