@@ -14,6 +14,7 @@ from .health import PROBE, HostHealth, Problem, errors, expected_gpus, judge, pa
 from .inventory import Inventory
 from .model import FleetError, RunOptions, Unreachable
 from .runner import Session, each_host
+from .sanitize import visible
 
 SCRIPT = "s() { printf '\\n@@%s\\n' \"$1\"; }\n" + PROBE + "s end\n"
 EXIT_UNHEALTHY = 2
@@ -86,7 +87,7 @@ def show_health(inventory: Inventory, hosts: list[str], options: RunOptions, *, 
         print(json.dumps(out, indent=2))
     else:
         for line in lines:
-            print(line)
+            print(visible(line))  # host output: its control characters are shown, not obeyed
         if not lines:
             gpus = sum(v.get("gpus", 0) for v in out.values())
             print(f"healthy: {len(out)} host(s), {gpus} GPU(s)")

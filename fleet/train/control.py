@@ -410,7 +410,7 @@ def show_logs(
         offsets: dict[str, int] = {}
         for host, got in each_host(session, hosts, first, options.forks).items():
             if isinstance(got, Unreachable):
-                print(f"{host}: unreachable: {session.redactor(host).text(str(got))}", file=sys.stderr)
+                print(f"{host}: unreachable: {session.redactor(host).show(str(got))}", file=sys.stderr)
                 code = 4
                 continue
             _print_lines(host, width, got[0])
@@ -431,7 +431,7 @@ def show_logs(
             running_any = False
             for host, got in each_host(session, list(offsets), poll, options.forks).items():
                 if isinstance(got, Unreachable):
-                    print(f"{host}: unreachable: {got}", file=sys.stderr)
+                    print(f"{host}: unreachable: {session.redactor(host).show(str(got))}", file=sys.stderr)
                     offsets.pop(host)
                     code = 4
                     continue
