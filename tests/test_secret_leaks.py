@@ -64,6 +64,9 @@ def leak_book(tmp_path: Path, download_url: str) -> Path:
             {"name": "hidden kept", "assert": {"that": f"hidden.stdout.strip() | length == {len(NO_LOG_OUTPUT)}"}},
             {"name": "hidden reused", "command": "echo {{ hidden.stdout }} {{ hidden.stdout | urlencode }}"},
             {"name": "loop", "command": "echo {{ item }}", "loop": ["{{ wandb_key }}", "plain"]},
+            {"name": "big output", "environment": {"HF_TOKEN": "{{ hf_token }}"}, "ignore_errors": True,
+             "shell": "python3 -c 'import os, sys; sys.stdout.write((\"x \" + os.environ[\"HF_TOKEN\"] + "
+                      "\" \\033]0;t\\007\\n\") * 120000)'; exit 1"},  # beyond any in-memory cap
             {"name": "failure", "shell": "echo {{ db_password }} >&2; printf '" + CONTROL.replace("\x1b", "\\033")
                                          .replace("\x07", "\\007") + " boom\\n' >&2; exit 3",
              "ignore_errors": True},
