@@ -10,7 +10,10 @@ from typing import Any
 from ..model import FleetError
 
 # Options every train command takes; given before or after the action word, they mean the same.
-_SHARED = ("inventory", "pattern", "forks", "json", "extra_vars", "accept_new_host_keys", "config", "run")
+_SHARED = (
+    "inventory", "pattern", "forks", "json", "extra_vars", "accept_new_host_keys", "config", "run", "backend",
+    "partition", "nodes",
+)  # fmt: skip
 
 
 def add_subcommand(subparsers: Any, common: Callable[[argparse.ArgumentParser], None]) -> None:
@@ -63,6 +66,13 @@ def _options(
         "(default: playbooks/files/train_config.yaml)"
     )  # fmt: skip
     parser.add_argument("--run", default=None, help="run name (default: the config's job.run_name)")
+    parser.add_argument(
+        "--backend", choices=("ssh", "slurm"), default=None,
+        help="ssh: detached jobs on the selected hosts (default); slurm: sbatch from the login host, the "
+        "selected hosts as the node list (default: the config's job.backend)",
+    )  # fmt: skip
+    parser.add_argument("--partition", default=None, help="slurm: any --nodes nodes of this partition")
+    parser.add_argument("--nodes", type=int, default=None, help="slurm: how many nodes (default: the pattern's)")
     if nested:
         # Unset here must not erase what was given before the action word (`fleet train -H x stop`):
         # SUPPRESS as the action's own default (not set_defaults, which would store the marker).
@@ -76,9 +86,20 @@ def _setup(args: argparse.Namespace) -> tuple[Any, list[str], Any, Any]:
     from .config import load_config
 
     inventory = load_inventory_arg(args.inventory, args.strict_hosts)
-    hosts = inventory.require(args.pattern)
     config = load_config(args.config, run_name=args.run)
+    if args.backend:
+        config = replace(config, job=config.job.model_copy(update={"backend": args.backend}))
+    slurm_partition = config.job.backend == "slurm" and (args.partition or config.job.slurm.partition)
+    hosts = [] if slurm_partition and not args.pattern else inventory.require(args.pattern)
     return inventory, hosts, config, run_options(args)
+
+
+def _slurm(args: argparse.Namespace, inventory: Any, hosts: list[str], config: Any) -> tuple[Any, Any]:
+    from .slurm_control import resolve_target
+
+    if args.nodes is not None and args.nodes < 1:
+        raise FleetError(f"--nodes {args.nodes}: give 1 or more")
+    return resolve_target(inventory, hosts, config, args.partition, args.nodes)
 
 
 def cmd_launch(args: argparse.Namespace) -> int:
@@ -92,6 +113,11 @@ def cmd_launch(args: argparse.Namespace) -> int:
             raise FleetError(f"--wait {args.wait}: give seconds, 0 or more")
         config = replace(config, job=config.job.model_copy(update={"launch_wait": args.wait}))
     mode = "resume" if args.resume else "force" if args.force else "new"
+    if config.job.backend == "slurm":
+        from . import slurm_control
+
+        login_inventory, target = _slurm(args, inventory, hosts, config)
+        return slurm_control.launch(login_inventory, target, config, options, reporter, mode=mode).exit_code
     return launch(inventory, hosts, config, options, reporter, mode=mode, ignore_health=args.ignore_health).exit_code
 
 
@@ -99,6 +125,12 @@ def cmd_status(args: argparse.Namespace) -> int:
     from .control import collect_status, show_status
 
     inventory, hosts, config, options = _setup(args)
+    if config.job.backend == "slurm":
+        from . import slurm_control
+
+        login_inventory, target = _slurm(args, inventory, hosts, config)
+        items = slurm_control.collect_status(login_inventory, target, config, options)
+        return show_status(items, config.job.run_name, as_json=args.json)
     return show_status(collect_status(inventory, hosts, config, options), config.job.run_name, as_json=args.json)
 
 
@@ -106,6 +138,12 @@ def cmd_logs(args: argparse.Namespace) -> int:
     from .control import show_logs
 
     inventory, hosts, config, options = _setup(args)
+    if config.job.backend == "slurm":
+        from . import slurm_control
+
+        login_inventory, target = _slurm(args, inventory, hosts, config)
+        lines = max(0, args.lines)
+        return slurm_control.show_logs(login_inventory, target, config, options, lines=lines, follow=args.follow)
     return show_logs(inventory, hosts, config, options, lines=max(0, args.lines), follow=args.follow)
 
 
@@ -114,4 +152,10 @@ def cmd_stop(args: argparse.Namespace) -> int:
     from .control import stop
 
     inventory, hosts, config, options = _setup(args)
-    return stop(inventory, hosts, config, options, choose_reporter(json_lines=args.json)).exit_code
+    reporter = choose_reporter(json_lines=args.json)
+    if config.job.backend == "slurm":
+        from . import slurm_control
+
+        login_inventory, target = _slurm(args, inventory, hosts, config)
+        return slurm_control.stop(login_inventory, target, config, options, reporter).exit_code
+    return stop(inventory, hosts, config, options, reporter).exit_code

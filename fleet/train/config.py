@@ -25,6 +25,17 @@ GPU_BUDGET_MIB = 97871
 RUN_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
+class SlurmConfig(BaseModel):
+    """`job.slurm`: how `fleet train --backend slurm` asks for nodes."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    login: str | None = None  # inventory host that runs sbatch; default: the machine fleet runs on
+    partition: str | None = None  # with no host pattern: any `nodes` nodes of this partition
+    nodes: int = Field(1, ge=1)
+    time: str | None = None  # sbatch --time
+
+
 class JobConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -49,6 +60,8 @@ class JobConfig(BaseModel):
     # Seconds a launch watches the job (until its first step record or its exit): a job that dies
     # in this window is reported failed with its log's last lines, not as started. 0: no watch.
     launch_wait: int = Field(60, ge=0, le=3600)
+    backend: Literal["ssh", "slurm"] = "ssh"  # ssh: detached jobs on the hosts; slurm: sbatch
+    slurm: SlurmConfig = Field(default_factory=SlurmConfig)
 
 
 # Model families whose attention has learnable sinks: train_grpo.py trains them with eager

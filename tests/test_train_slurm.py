@@ -1,0 +1,101 @@
+"""`fleet train --backend slurm` against a real Slurm (munged, slurmctld, slurmd on this machine,
+one CPU node): the GRPO smoke submitted through fleet runs to COMPLETED; a job whose training
+process is killed shows failed; `fleet train stop` cancels a job and it shows stopped."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+
+import pytest
+import yaml
+from conftest import run_fleet
+from slurmcluster import NODE, SlurmCluster, missing
+from sshfleet import free_port
+from train_jobs.kit import JOBS, TRAIN_GRPO, job_processes, train_python, wait_for, write_config
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def slurm(tmp_path_factory):
+    lacking = missing()
+    if lacking:
+        pytest.fail(f"{', '.join(lacking)} missing: Slurm and munge from Debian's packages (.ci/run installs them)")
+    if os.geteuid() != 0:
+        pytest.fail("the test Slurm cluster runs its daemons as root")
+    cluster = SlurmCluster(tmp_path_factory.mktemp("slurm"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+@pytest.fixture
+def inventory(tmp_path):
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    host = {"connection": "local", "train_python": str(train_python()), "train_workdir": str(tmp_path / "work")}
+    (inv / "hosts.yaml").write_text(yaml.safe_dump({"all": {"hosts": {NODE: host}}}))
+    return inv
+
+
+def train(slurm, inv, config, *args):
+    return run_fleet("train", *args, "-i", inv, "-c", config, "--backend", "slurm", env=slurm.env, timeout=300)
+
+
+def status(slurm, inv, config) -> dict:
+    result = train(slurm, inv, config, "status", "--json", "--hosts", NODE)
+    assert "Traceback" not in result.stderr, result.stderr
+    (state,) = json.loads(result.stdout).values()
+    return state
+
+
+def test_smoke_runs_to_completed_through_slurm(slurm, inventory, tmp_path):
+    body = yaml.safe_load((TRAIN_GRPO.parent / "train_config.smoke.yaml").read_text())
+    body["job"].update(script=str(TRAIN_GRPO), run_name="slurm-smoke", master_port=free_port("127.0.0.1"))
+    config = tmp_path / "train_config.slurm.yaml"
+    config.write_text(yaml.safe_dump(body, sort_keys=False))
+    launched = train(slurm, inventory, config, "--hosts", NODE)
+    assert launched.returncode == 0, launched.stdout + launched.stderr
+    assert "as slurm job" in launched.stdout and f"(1 node(s): {NODE})" in launched.stdout
+    job_id = launched.stdout.split("as slurm job ")[1].split()[0]
+    final = wait_for(lambda: (s := status(slurm, inventory, config))["state"] not in ("pending", "running") and s,
+                     "the smoke job to end", timeout=300, every=2)  # fmt: skip
+    assert final["state"] == "finished", final
+    assert (final["step"], final["max_steps"]) == (4, 4) and final["exit_code"] == 0
+    assert "JobState=COMPLETED" in slurm.run("scontrol", "-o", "show", "job", job_id).stdout
+    batch = (tmp_path / "work" / "runs" / "slurm-smoke" / "batch.sh").read_text()
+    assert "srun --kill-on-bad-exit=1" in batch and '--rdzv_endpoint="$head:' in batch
+    log = (tmp_path / "work" / "runs" / "slurm-smoke" / "training.log").read_text()
+    assert f"fleet: slurm job {job_id} on {NODE}" in log and "smoke (tiny random gpt-oss)" in log
+    logs = train(slurm, inventory, config, "logs", "-n", "3", "--hosts", NODE)
+    assert "fleet: job exited with code 0" in logs.stdout
+    again = train(slurm, inventory, config, "--hosts", NODE)
+    assert again.returncode != 0 and "nothing is overwritten" in again.stdout
+
+
+def test_killed_job_shows_failed_and_stop_cancels(slurm, inventory, tmp_path):
+    args = ["--steps", "900", "--interval", "0.1"]
+    port = free_port("127.0.0.1")
+    config = write_config(tmp_path / "k.yaml", script=JOBS / "steps_job.py", run="slurm-kill", args=args,
+                          master_port=port, python="python3")  # fmt: skip
+    assert train(slurm, inventory, config, "--hosts", NODE).returncode == 0
+    wait_for(lambda: (status(slurm, inventory, config)["step"] or 0) >= 3, "the job past step 3", timeout=120)
+    victims = [p for p, cmd in job_processes("slurm-kill").items() if "steps_job.py" in cmd and "torch" not in cmd]
+    assert len(victims) == 1, job_processes("slurm-kill")
+    os.kill(victims[0], signal.SIGKILL)
+    failed = wait_for(lambda: (s := status(slurm, inventory, config))["state"] == "failed" and s, "the job to fail")
+    assert failed["exit_code"] not in (None, 0) and "FAILED" in failed["note"], failed
+
+    config2 = write_config(tmp_path / "s.yaml", script=JOBS / "steps_job.py", run="slurm-stop", args=args,
+                           master_port=port, python="python3")  # fmt: skip
+    assert train(slurm, inventory, config2, "--hosts", NODE).returncode == 0
+    wait_for(lambda: (status(slurm, inventory, config2)["step"] or 0) >= 2, "the second job past step 2")
+    stopped = train(slurm, inventory, config2, "stop", "--hosts", NODE)
+    assert stopped.returncode == 0 and "cancelled; squeue no longer lists it" in stopped.stdout, stopped.stdout
+    after = status(slurm, inventory, config2)
+    assert after["state"] == "stopped", after
+    assert slurm.run("squeue", "-h").stdout.strip() == ""
+    assert job_processes("slurm-stop") == {}
