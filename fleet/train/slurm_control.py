@@ -16,6 +16,7 @@ from ..inventory import Inventory
 from ..model import FleetError, RunOptions, RunReport, Status, TaskResult, Unreachable
 from ..report import Reporter
 from ..runner import Session
+from ..sanitize import visible
 from .config import TrainConfig, host_setting
 from .control import HostStatus
 from .jobs import LOG, STOPPED_BY_USER, RunPaths, follow_script, tail_script
@@ -99,7 +100,8 @@ def _spec(config: TrainConfig, target: Target, mode: str) -> BatchSpec:
 
 
 def _result(report: RunReport, reporter: Reporter, host: str, task: str, status: Status, message: str) -> int:
-    result = TaskResult(host, task, "train", status, message)
+    shown = reporter.redactor.show(message)  # secrets masked, control characters escaped
+    result = TaskResult(host, task, "train", status, shown)
     report.host(host).results.append(result)
     reporter.task_done(result)
     return 0
@@ -125,8 +127,9 @@ def launch(
             paths = _paths(config, target)
             state, checkpoints, has_sbatch = parse_state(conn.run(state_probe(paths), timeout=PROBE_TIMEOUT).stdout)
         except Unreachable as exc:
-            report.host(host).unreachable = str(exc)
-            reporter.host_unreachable(host, str(exc))
+            text = session.redactor(host).show(str(exc))
+            report.host(host).unreachable = text
+            reporter.host_unreachable(host, text)
             reporter.run_done(report)
             return report
         fail = _refusal(config, state, checkpoints, has_sbatch, mode, paths)
@@ -188,7 +191,7 @@ def collect_status(inventory: Inventory, target: Target, config: TrainConfig, op
         try:
             out = session.connection(target.login).run(state_probe(_paths(config, target)), timeout=PROBE_TIMEOUT)
         except Unreachable as exc:
-            return [HostStatus(target.login, None, unreachable=str(exc))]
+            return [HostStatus(target.login, None, unreachable=session.redactor(target.login).show(str(exc)))]
     state, _, _ = parse_state(out.stdout)
     label = f"slurm:{state.meta.get('slurm_job') or '-'}"
     note = state.meta.get("slurm_state")
@@ -204,6 +207,7 @@ def stop(
     report = RunReport()
     task = f"stop {config.job.run_name} (slurm)"
     with Session(inventory, options) as session:
+        reporter.redactor = session.redactor()
         reporter.play_started(task, [target.login])
         paths = _paths(config, target)
         result = session.connection(target.login).run(
@@ -230,15 +234,23 @@ def show_logs(
         conn = session.connection(target.login)
         size = f"stat -c '@@size %s' {paths.q(LOG)} 2>/dev/null\n"
         body, _, rest = conn.run(tail_script(paths, lines) + size, timeout=PROBE_TIMEOUT).stdout.rpartition("@@size ")
-        sys.stdout.write(body)
+        _write(body)
         offset = int(rest) if rest.strip().isdigit() else 0
+        partial = ""
         while follow:
             time.sleep(1.0)
             state, _, _ = parse_state(conn.run(state_probe(paths), timeout=PROBE_TIMEOUT).stdout)
             out = conn.run(follow_script(paths, offset), timeout=PROBE_TIMEOUT).stdout
             head, _, data = out.partition("\n")
             offset = int((head.split() or ["0", "0"])[1]) if len(head.split()) > 1 else offset
-            sys.stdout.write(data)
-            sys.stdout.flush()
+            complete, _, partial = (partial + data).rpartition("\n")
+            _write(complete)
             follow = state.state in ("pending", "running")
+        _write(partial)
     return 0
+
+
+def _write(text: str) -> None:
+    for line in text.splitlines():
+        sys.stdout.write(f"{visible(line)}\n")  # a log's escapes are shown, not obeyed
+    sys.stdout.flush()
