@@ -304,8 +304,9 @@ def check_task(task: Task, play: Play) -> None:
     where = f"{task.source}: task {task.title!r}"
     cls = lookup(task.action)
     known = {k: v for k, v in task.args.items() if not has_template(v)}
+    validated: Any = None
     try:
-        cls.Args.model_validate(known)
+        validated = cls.Args.model_validate(known)
     except ValidationError as exc:
         wrong = [e for e in exc.errors() if not (e["type"] == "missing" and e["loc"] and e["loc"][0] in task.args)]
         if wrong:
@@ -333,6 +334,13 @@ def check_task(task: Task, play: Play) -> None:
                 compile_file(path)
             except TemplateError as exc:
                 raise FleetError(f"{where}: {exc}") from None
+    if task.loop is not None and not has_template(task.loop) and not isinstance(task.loop, list):
+        raise FleetError(f"{where}: `loop:` must be a list (or a template that gives one)")
+    if validated is not None and len(known) == len(task.args):  # no template: the action's own checks now
+        try:
+            cls(validated).check()
+        except FleetError as exc:
+            raise FleetError(f"{where}: {exc}") from None
 
 
 _OCTAL = re.compile(r"0?[0-7]{3}|[0-7]{4}")

@@ -45,6 +45,10 @@ class Action:
         """A script whose output tells the host's current state, or None if none is needed."""
         return None
 
+    def check(self) -> None:
+        """Raise FleetError for arguments that are wrong whatever the host (run at load when no
+        argument is a template, so a bad task fails before any host is touched)."""
+
     def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
         raise NotImplementedError
 

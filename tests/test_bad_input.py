@@ -61,6 +61,11 @@ CASES = [
     Case("apt-packages-number", tasks=[t("x", apt={"packages": 5})]),
     Case("assert-no-that", tasks=[t("x", **{"assert": {}})]),
     Case("pip-no-packages", tasks=[t("x", pip={"venv": "~/v"})]),
+    Case("copy-no-content-or-src", tasks=[t("x", copy={"dest": "~/x"})]),
+    Case("line-without-line", tasks=[t("x", line={"path": "~/x"})]),
+    Case("download-bad-sha", tasks=[t("x", download={"url": "http://127.0.0.1/x", "dest": "~/x", "sha256": "zz"})]),
+    Case("download-dest-folder", tasks=[t("x", download={"url": "http://127.0.0.1/x", "dest": "~/dir/"})]),
+    Case("loop-mapping", tasks=[t("x", command="true", loop={"a": 1})]),
     # ---- keywords ---------------------------------------------------------------------------------
     Case("become-word", tasks=[t("x", command="true", become="maybe")]),
     Case("become-number", tasks=[t("x", command="true", become=2)]),

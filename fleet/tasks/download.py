@@ -124,10 +124,14 @@ class Download(Action):
         )
         return Probe(script, Target.of)
 
+    def check(self) -> None:
+        if self.args.dest.endswith("/"):
+            raise FleetError(f"download: dest {self.args.dest!r} must be a file path, not a folder")
+        self.wanted_sha256()
+
     def plan(self, target: Target, ctx: Context) -> Plan:
         a = self.args
-        if a.dest.endswith("/"):
-            raise FleetError(f"download: dest {a.dest!r} must be a file path, not a folder")
+        self.check()
         want = self.wanted_sha256()
         kind, have = target.kind, target.sha256
         if kind == "other":

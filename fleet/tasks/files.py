@@ -159,9 +159,12 @@ class Copy(Action):
     def probe(self) -> Probe[FileState]:
         return file_probe(self.args.dest)
 
-    def content(self, ctx: Context) -> bytes:
+    def check(self) -> None:
         if (self.args.content is None) == (self.args.src is None):
             raise FleetError("copy: give exactly one of `content` or `src`")
+
+    def content(self, ctx: Context) -> bytes:
+        self.check()
         if self.args.content is not None:
             return self.args.content.encode()
         return _local_source(self.args.src, ctx).read_bytes()
@@ -232,7 +235,7 @@ class Line(Action):
     def probe(self) -> Probe[FileState]:
         return file_probe(self.args.path)
 
-    def plan(self, state: FileState, ctx: Context) -> Plan:
+    def check(self) -> None:
         a = self.args
         if a.state == "present" and a.line is None:
             raise FleetError("line: state present needs `line`")
@@ -242,6 +245,10 @@ class Line(Action):
             re.compile(a.regexp or "")
         except re.error as exc:
             raise FleetError(f"line: regexp {a.regexp!r} is not a valid regular expression: {exc}") from None
+
+    def plan(self, state: FileState, ctx: Context) -> Plan:
+        a = self.args
+        self.check()
         if state.kind == "absent":
             if a.state == "absent":
                 return Plan(summary=f"{a.path} absent")
