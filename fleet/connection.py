@@ -1,12 +1,22 @@
 """How fleet reaches a host: run a script, put a file, get a file, close.
 
-Two implementations share one interface: SSH (fabric/paramiko; one transport per host for the
-whole run, a channel per command) and Local (subprocess). This is the only module that imports
-fabric or paramiko.
+Two implementations share one interface: SSH (fabric/paramiko) and Local (subprocess). Both talk
+to a persistent agent (fleet/agent.py) on the host: one long-lived loop per host, started once on
+one SSH channel (and once more, lazily, for `become` through `sudo -n`), fed framed requests on
+stdin and answering with framed replies. A command after the first costs one round trip, not a
+new session. A host without python3 falls back to one session per command, the script framed
+(length and sha256 on stdin) so it still runs only when whole. This is the only module that
+imports fabric or paramiko.
 """
 
 from __future__ import annotations
 
+import base64
+import contextlib
+import fcntl
+import hashlib
+import io
+import itertools
 import logging
 import os
 import re
@@ -14,27 +24,50 @@ import select
 import shlex
 import socket
 import subprocess
+import sys
 import threading
 import time
-import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, BinaryIO, Protocol
 
+from . import agent as agent_source
+from .agent import CHUNK, DIGEST, PREFIX, decode, encode
 from .model import CommandResult, Unreachable
 
-# The script travels on stdin and is read whole before it runs, so it has no argv size limit,
-# never shows in `ps`, and commands inside it cannot swallow the rest of it as their input.
-_RUN_STDIN_SCRIPT = 'f=$(cat) && eval "$f" </dev/null'
 _KILL_GRACE = 5
-_EXIT_GRACE = 1.0  # how long output may trail a command's exit status
+_EXIT_GRACE = 1.0  # how long output may trail a command's exit status (one-shot path)
 _POLL = 0.5
+_START_TIMEOUT = 30.0  # for an agent to say hello once its channel is open
+OUTPUT_KEEP = 1024 * 1024  # bytes kept in memory of each stream's head, and as much of its tail
+NO_PYTHON = 127  # the agent's start command's status when the host has no such interpreter
+
+# The one-shot fallback: the script travels on stdin after a line with its length and sha256, is
+# read whole and checked before it runs, so a script cut off by a dying controller never runs; it
+# never shows in `ps`, and commands inside it cannot swallow the rest of it as their input.
+_RUN_FRAMED_SCRIPT = (
+    'read -r n h && f=$(head -c "$n"; echo .) && f=${f%.} && '
+    '[ "$(printf %s "$f" | sha256sum | cut -c1-64)" = "$h" ] || '
+    '{ echo "fleet: the script arrived incomplete; nothing ran" >&2; exit 125; }; eval "$f" </dev/null'
+)
+
+# Runs the agent: its source follows on stdin after a line with its length and sha256.
+_BOOTSTRAP = (
+    "import sys,hashlib;i=sys.stdin.buffer;n,h=i.readline().split();s=i.read(int(n));"
+    "hashlib.sha256(s).hexdigest()==h.decode() or sys.exit('fleet agent: damaged in transit');"
+    "exec(compile(s,'fleet-agent','exec'))"
+)
+
+
+class TransferFailed(Exception):
+    """An upload or download the host refused (permissions, a missing folder, ...)."""
 
 
 def remote_command(*, timeout: float | None = None, become: bool = False, become_user: str = "root") -> str:
-    """The command line that runs a script fed on stdin, as the right user, within a limit."""
-    parts = ["sh", "-c", _RUN_STDIN_SCRIPT]
+    """The one-shot command line that runs a framed script fed on stdin, as the right user,
+    within a limit (used only on hosts where the agent cannot run)."""
+    parts = ["sh", "-c", _RUN_FRAMED_SCRIPT]
     if timeout:
         # `timeout` ends its whole process group. Inside sudo it runs as the become user, so it may
         # signal every process the command started; outside, sudo would relay the signal to sh only.
@@ -42,6 +75,25 @@ def remote_command(*, timeout: float | None = None, become: bool = False, become
     if become:
         parts = ["sudo", "-n", "-H", "-u", become_user, "--", *parts]
     return shlex.join(parts)
+
+
+def framed_script(script: bytes) -> bytes:
+    return f"{len(script)} {hashlib.sha256(script).hexdigest()}\n".encode() + script
+
+
+def agent_command(python: str, *, become_user: str | None = None) -> list[str]:
+    """argv that starts the agent under `python` (exit 127 when the host has none)."""
+    py = shlex.quote(python)
+    start = f"command -v {py} >/dev/null 2>&1 || exit {NO_PYTHON}; exec {py} -I -S -c {shlex.quote(_BOOTSTRAP)}"
+    argv = ["sh", "-c", start]
+    if become_user is not None:
+        argv = ["sudo", "-n", "-H", "-u", become_user, "--", *argv]
+    return argv
+
+
+def _agent_payload() -> bytes:
+    source = Path(agent_source.__file__).read_bytes()
+    return f"{len(source)} {hashlib.sha256(source).hexdigest()}\n".encode() + source
 
 
 def with_env(script: str, env: Mapping[str, Any] | None) -> str:
@@ -57,21 +109,25 @@ def _env_name(name: str) -> str:
     return name
 
 
-def _finish(out: bytes, err: bytes, code: int, started: float, timeout: float | None) -> CommandResult:
-    # `timeout` exits 124 when it stopped the command, 137 when it had to kill it.
-    timed_out = bool(timeout) and code in (124, 137)
-    return CommandResult(
-        stdout=out.decode("utf-8", "replace"),
-        stderr=err.decode("utf-8", "replace"),
-        exited=code,
-        duration=time.monotonic() - started,
-        timed_out=timed_out,
-    )
+@dataclass(frozen=True)
+class HostLock:
+    """What a run asks of each host's agent: hold `~/.fleet/lock` for the run, waiting at most
+    `wait` seconds for another run to end. `holder` says who we are to a run that has to wait."""
+
+    run_id: str
+    holder: str
+    wait: float = 60.0
+    path: str = "~/.fleet/lock"
+
+
+class HostLocked(Unreachable):
+    """Another run holds this host's lock (a host's result, not a crash)."""
 
 
 class Connection(Protocol):
     host: str
     commands: int
+    sessions: int  # SSH sessions (channels) opened so far: 1 per host, 2 with become, for a whole run
 
     def run(
         self,
@@ -83,19 +139,338 @@ class Connection(Protocol):
         become_user: str = "root",
     ) -> CommandResult: ...
 
-    def put(self, content: bytes, path: str, mode: int | None = None) -> None: ...
+    def put(
+        self,
+        content: bytes | str | os.PathLike[str] | BinaryIO,
+        path: str,
+        mode: int | None = None,
+        *,
+        become: bool = False,
+        become_user: str = "root",
+    ) -> None: ...
 
     def get(self, path: str) -> bytes: ...
+
+    def interrupt(self) -> None: ...
 
     def close(self) -> None: ...
 
 
-class LocalConnection:
-    """This machine, through a subprocess: same interface, no SSH."""
+# ---- output kept in memory -------------------------------------------------------------------------
+class _Capture:
+    """One stream of a command's output: its first and last `keep` bytes in memory, the middle
+    dropped (and counted); with a spill path, the whole stream also goes to that file."""
 
-    def __init__(self, host: str = "localhost") -> None:
-        self.host = host
+    def __init__(self, keep: int, spill: Path | None) -> None:
+        self.keep = keep
+        self.head = bytearray()
+        self.tail = bytearray()
+        self.total = 0
+        self.spill_path = spill
+        self._spill: BinaryIO | None = None
+
+    def add(self, data: bytes) -> None:
+        self.total += len(data)
+        if self._spill:
+            self._spill.write(data)
+        room = self.keep - len(self.head)
+        if room > 0:
+            self.head += data[:room]
+            data = data[room:]
+        self.tail += data
+        if len(self.tail) > 2 * self.keep:
+            if self.spill_path and not self._spill:
+                self.spill_path.parent.mkdir(parents=True, exist_ok=True)
+                self._spill = self.spill_path.open("wb")
+                self._spill.write(self.head + self.tail)
+            del self.tail[: len(self.tail) - self.keep]
+
+    @property
+    def dropped(self) -> int:
+        return self.total - len(self.head) - len(self.tail)
+
+    def text(self, name: str) -> str:
+        if self._spill:
+            self._spill.close()
+        del self.tail[: max(0, len(self.tail) - self.keep)]
+        if not self.dropped:
+            return (self.head + self.tail).decode("utf-8", "replace")
+        where = f"; the whole {name} is in {self.spill_path}" if self._spill else ""
+        note = f"\n[fleet: {self.dropped} bytes of {name} not kept in memory{where}]\n"
+        return self.head.decode("utf-8", "replace") + note + self.tail.decode("utf-8", "replace")
+
+
+# ---- the controller side of an agent ------------------------------------------------------------------
+class _AgentLost(Exception):
+    def __init__(self, sent: bool, detail: str = "") -> None:
+        super().__init__(detail)
+        self.sent = sent  # whether a request was already on its way (it may have run)
+
+
+class _Stream(Protocol):
+    def write(self, data: bytes) -> None: ...
+    def read(self, size: int, deadline: float | None) -> bytes: ...  # b"" at the end
+    def ended(self) -> bool: ...
+    def failure(self) -> tuple[int | None, str]: ...  # exit status and stderr once ended
+    def close(self) -> None: ...
+
+
+class AgentClient:
+    """Frames to and from one running agent. One request at a time; interrupt() may come from
+    any thread while a request waits."""
+
+    def __init__(self, stream: _Stream, where: str) -> None:
+        self.stream = stream
+        self.where = where
+        self.pid: int | None = None
+        self._ids = itertools.count(1)
+        self._request = threading.Lock()
+        self._send_lock = threading.Lock()
+
+    def hello(self) -> bool:
+        """Send the agent its source and wait for it to greet; False if it ended first."""
+        try:
+            self.stream.write(_agent_payload())
+            head, _ = self._frame(time.monotonic() + _START_TIMEOUT)
+        except (_AgentLost, TimeoutError):
+            return False
+        self.pid = head.get("pid")
+        return head.get("op") == "hello"
+
+    def _send(self, header: dict[str, Any], body: bytes = b"", *, sent: bool = False) -> None:
+        data = encode(header, body)
+        with self._send_lock:
+            try:
+                self.stream.write(data)
+            except (OSError, EOFError) as exc:
+                raise _AgentLost(sent, str(exc)) from None
+
+    def _read_exact(self, size: int, deadline: float | None) -> bytes:
+        parts, got = [], 0
+        while got < size:
+            data = self.stream.read(min(size - got, 1 << 20), deadline)
+            if not data:
+                raise _AgentLost(True)
+            parts.append(data)
+            got += len(data)
+        return b"".join(parts)
+
+    def _frame(self, deadline: float | None) -> tuple[dict[str, Any], bytes]:
+        hlen, blen = PREFIX.unpack(self._read_exact(PREFIX.size, deadline))
+        rest = self._read_exact(hlen + blen + DIGEST, deadline)
+        head, body = rest[:hlen], rest[hlen : hlen + blen]
+        if hashlib.sha256(head + body).digest() != rest[hlen + blen :]:
+            raise _AgentLost(True, "a reply failed its checksum")
+        return decode(head), body
+
+    def _reply(self, rid: int, deadline: float | None) -> tuple[dict[str, Any], bytes]:
+        while True:
+            head, body = self._frame(deadline)
+            if head.get("id") == rid:
+                return head, body
+
+    def run(self, script: bytes, timeout: float | None, keep: int, spill: Path | None) -> CommandResult:
+        if self.stream.ended():
+            raise _AgentLost(False)
+        rid = next(self._ids)
+        started = time.monotonic()
+        # The agent enforces the limit; this only guards against a host that stopped answering.
+        deadline = started + timeout + 2 * _KILL_GRACE + 10 if timeout else None
+        out = _Capture(keep, spill.with_suffix(".stdout") if spill else None)
+        err = _Capture(keep, spill.with_suffix(".stderr") if spill else None)
+        with self._request:
+            self._send({"op": "run", "id": rid, "timeout": timeout}, script)
+            while True:
+                try:
+                    head, body = self._reply(rid, deadline)
+                except TimeoutError:
+                    self.stream.close()  # a stuck agent: the next command starts a new one
+                    return CommandResult(out.text("stdout"), err.text("stderr"), 124, timeout or 0.0, timed_out=True)
+                if head["op"] == "out":
+                    (out if head["stream"] == "stdout" else err).add(body)
+                elif head["op"] == "done":
+                    if head.get("error"):
+                        err.add(f"fleet agent: {head['error']}\n".encode())
+                    return CommandResult(
+                        out.text("stdout"),
+                        err.text("stderr"),
+                        int(head["exit"]),
+                        float(head.get("duration") or 0.0),
+                        timed_out=bool(head.get("timed_out")),
+                        interrupted=bool(head.get("interrupted")),
+                    )
+
+    def put(self, chunks: Iterator[bytes], path: str, mode: int | None) -> None:
+        if self.stream.ended():
+            raise _AgentLost(False)
+        rid = next(self._ids)
+        digest = hashlib.sha256()
+        with self._request:
+            self._send({"op": "put", "id": rid, "path": path, "mode": mode})
+            for chunk in chunks:
+                digest.update(chunk)
+                self._send({"op": "data", "id": rid}, chunk, sent=True)
+            self._send({"op": "end", "id": rid, "sha256": digest.hexdigest()}, sent=True)
+            head, _ = self._reply(rid, None)
+        if head["op"] != "ok":
+            raise TransferFailed(head.get("message") or "upload failed")
+
+    def get(self, path: str) -> bytes:
+        if self.stream.ended():
+            raise _AgentLost(False)
+        rid = next(self._ids)
+        parts, digest = [], hashlib.sha256()
+        with self._request:
+            self._send({"op": "get", "id": rid, "path": path})
+            while True:
+                head, body = self._reply(rid, None)
+                if head["op"] == "data":
+                    parts.append(body)
+                    digest.update(body)
+                elif head["op"] == "end":
+                    break
+                else:
+                    raise TransferFailed(head.get("message") or "download failed")
+        if digest.hexdigest() != head.get("sha256"):
+            raise TransferFailed(f"{path} arrived damaged (checksum differs)")
+        return b"".join(parts)
+
+    def lock(self, lock: HostLock) -> None:
+        rid = next(self._ids)
+        with self._request:
+            self._send({"op": "lock", "id": rid, "path": lock.path, "wait": lock.wait, "run": lock.run_id,
+                        "holder": lock.holder})  # fmt: skip
+            head, _ = self._reply(rid, time.monotonic() + lock.wait + _START_TIMEOUT)
+        if head["op"] == "locked":
+            holder = head.get("holder", "").splitlines()
+            who = f"{holder[0]} ({holder[1]})" if len(holder) > 1 else (holder[0] if holder else "another run")
+            raise HostLocked(
+                f"locked by {who}; waited {lock.wait:g}s. Wait for that run to end, or pass --no-lock if you are sure"
+            )
+        if head["op"] != "ok":
+            raise Unreachable(f"cannot take the host lock {lock.path}: {head.get('message')}")
+
+    def interrupt(self) -> None:
+        with contextlib.suppress(_AgentLost):
+            self._send({"op": "interrupt"})
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.stream.close()
+
+
+def _chunks(content: bytes | str | os.PathLike[str] | BinaryIO) -> Iterator[bytes]:
+    """The content of an upload, CHUNK bytes at a time; a local file is never read whole."""
+    if isinstance(content, bytes | bytearray | memoryview):
+        view = memoryview(content)
+        for i in range(0, len(view), CHUNK):
+            yield bytes(view[i : i + CHUNK])
+        return
+    if isinstance(content, str | os.PathLike):
+        with open(content, "rb") as fh:
+            yield from _chunks(fh)
+        return
+    while True:
+        chunk = content.read(CHUNK)
+        if not chunk:
+            return
+        yield chunk
+
+
+# ---- what both connections share: agents per user, reconnect once, the one-shot fallback --------------
+class _AgentHost:
+    """Agents on one host, keyed by the user they run as (None: the login user)."""
+
+    host: str
+    lock: HostLock | None
+
+    def __init__(self) -> None:
         self.commands = 0
+        self.sessions = 0
+        self.output_keep = OUTPUT_KEEP
+        # Where a command's whole output goes when more than is kept in memory (set by whoever
+        # keeps the run's log, e.g. ~/.fleet/runs/<run-id>/output); None: the middle is dropped.
+        self.output_dir: Path | None = None
+        self.mode = "agent"  # or "one-shot" once the host turned out to have no python3
+        self._agents: dict[str | None, AgentClient] = {}
+        self._agents_lock = threading.Lock()
+
+    # to be provided
+    def _spawn(self, argv: list[str]) -> _Stream: ...
+    def _where(self) -> str: ...
+    def _lost(self) -> bool:
+        """Whether the link to the host itself is gone (not merely an agent)."""
+        return False
+
+    def _reopen(self) -> None: ...
+    def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult: ...
+    def _get_oneshot(self, path: str) -> bytes: ...
+    def _python(self) -> str: ...
+
+    def _become_key(self, become: bool, become_user: str) -> str | None:
+        return become_user if become else None
+
+    def _agent(self, user: str | None) -> AgentClient | CommandResult | None:
+        """The agent for `user`, started on first use; None on a host without python3 (use the
+        one-shot path); a failed CommandResult when sudo refused to start it."""
+        with self._agents_lock:
+            if self.mode == "one-shot":
+                return None
+            agent = self._agents.get(user)
+            if agent is not None and not agent.stream.ended():
+                return agent
+            if agent is not None:
+                agent.close()
+                del self._agents[user]
+            if self._lost():
+                self._reopen()
+            if user is not None and None not in self._agents and self.lock is not None:
+                self._start(None)  # the login agent holds the host lock, so it comes first
+            return self._start(user)
+
+    def _start(self, user: str | None) -> AgentClient | CommandResult | None:
+        stream = self._spawn(agent_command(self._python(), become_user=user))
+        self.sessions += 1
+        agent = AgentClient(stream, self._where())
+        if not agent.hello():
+            code, err = stream.failure()
+            stream.close()
+            if code == NO_PYTHON:
+                self.mode = "one-shot"
+                return None
+            if user is None:
+                raise Unreachable(f"the fleet agent did not start on {self._where()}: {err.strip() or code}")
+            return CommandResult("", err, code if code else 1)  # e.g. sudo: a password is required
+        self._agents[user] = agent
+        if user is None and self.lock is not None:
+            try:
+                agent.lock(self.lock)
+            except _AgentLost:
+                raise Unreachable(f"connection to {self._where()} lost while taking the host lock") from None
+        return agent
+
+    def _agent_or_fail(self, user: str | None) -> AgentClient | None:
+        agent = self._agent(user)
+        if isinstance(agent, CommandResult):
+            raise TransferFailed(agent.brief())
+        return agent
+
+    def _dead(self, user: str | None, lost: _AgentLost, doing: str) -> Unreachable:
+        with self._agents_lock:
+            agent = self._agents.pop(user, None)
+        detail = ""
+        if agent is not None:
+            _, err = agent.stream.failure()
+            agent.close()
+            detail = err.strip().splitlines()[-1] if err.strip() else ""
+        if self._lost() or not detail:
+            return Unreachable(f"connection to {self._where()} lost while {doing}")
+        return Unreachable(f"the fleet agent on {self._where()} ended while {doing}: {detail}")
+
+    def _spill(self) -> Path | None:
+        if self.output_dir is None:
+            return None
+        return Path(self.output_dir) / f"{self.host}.{self.commands}"
 
     def run(
         self,
@@ -107,56 +482,180 @@ class LocalConnection:
         become_user: str = "root",
     ) -> CommandResult:
         self.commands += 1
-        started = time.monotonic()
-        argv = ["sh", "-c", _RUN_STDIN_SCRIPT]
-        if become and (os.geteuid() != 0 or become_user != "root"):
-            argv = ["sudo", "-n", "-H", "-u", become_user, "--", *argv]
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,  # so a hung command can be ended with its children
-        )
-        try:
-            out, err = proc.communicate(with_env(script, env).encode(), timeout=timeout)
-            return _finish(out, err, proc.returncode, started, None)
-        except subprocess.TimeoutExpired:
-            _kill_group(proc)
-            out, err = proc.communicate()
-            return CommandResult(
-                out.decode("utf-8", "replace"),
-                err.decode("utf-8", "replace"),
-                124,
-                time.monotonic() - started,
-                timed_out=True,
-            )
+        user = self._become_key(become, become_user)
+        text = with_env(script, env).encode()
+        for attempt in (1, 2):  # an agent found dead before the request went out is restarted once
+            agent = self._agent(user)
+            if agent is None:
+                return self._run_oneshot(text, timeout, become, become_user)
+            if isinstance(agent, CommandResult):
+                return agent
+            try:
+                return agent.run(text, timeout, self.output_keep, self._spill())
+            except _AgentLost as lost:
+                error = self._dead(user, lost, "running a command")
+                if lost.sent or attempt == 2:
+                    raise error from None
+        raise AssertionError("unreachable")
 
-    def put(self, content: bytes, path: str, mode: int | None = None) -> None:
-        target = Path(os.path.expanduser(path))
-        tmp = target.with_name(f".{target.name}.fleet-{uuid.uuid4().hex[:8]}")
-        tmp.write_bytes(content)
-        if mode is not None:
-            tmp.chmod(mode)
-        tmp.replace(target)
+    def put(
+        self,
+        content: bytes | str | os.PathLike[str] | BinaryIO,
+        path: str,
+        mode: int | None = None,
+        *,
+        become: bool = False,
+        become_user: str = "root",
+    ) -> None:
+        """Write `path` atomically (a temp file beside it, renamed once whole and checked), the
+        content streamed from bytes, a local file's path or an open binary file. With no mode, an
+        existing file keeps its mode and a new one gets 0644. Raises TransferFailed with the
+        host's reason."""
+        user = self._become_key(become, become_user)
+        agent = self._agent_or_fail(user)
+        if agent is None:  # no agent on this host: the old way, the content inside a script
+            from .shell import write_file
+
+            data = content if isinstance(content, bytes) else b"".join(_chunks(content))
+            result = self._run_oneshot(write_file(path, data, mode).encode(), None, become, become_user)
+            if not result.ok:
+                raise TransferFailed(result.brief())
+            return
+        try:
+            agent.put(_chunks(content), path, mode)
+        except _AgentLost as lost:
+            raise self._dead(user, lost, "uploading a file") from None
 
     def get(self, path: str) -> bytes:
-        return Path(os.path.expanduser(path)).read_bytes()
+        agent = self._agent_or_fail(None)
+        if agent is None:
+            return self._get_oneshot(path)
+        try:
+            return agent.get(path)
+        except _AgentLost as lost:
+            raise self._dead(None, lost, "downloading a file") from None
+
+    def interrupt(self) -> None:
+        """Stop every command running on this host now, with its whole process tree (each agent
+        sends SIGTERM, then SIGKILL a second later). Safe to call from any thread."""
+        for agent in list(self._agents.values()):
+            agent.interrupt()
 
     def close(self) -> None:
-        pass
+        """End the agents (each stops what still runs and removes its temp files on EOF)."""
+        with self._agents_lock:
+            agents = list(self._agents.values())
+            self._agents.clear()
+        for agent in agents:
+            agent.close()
 
 
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    import signal
+# ---- local --------------------------------------------------------------------------------------------
+class _PipeStream:
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        self.proc = proc
 
-    try:
-        os.killpg(proc.pid, signal.SIGTERM)
-        proc.wait(_KILL_GRACE)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
+    def write(self, data: bytes) -> None:
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(data)
+        self.proc.stdin.flush()
+
+    def read(self, size: int, deadline: float | None) -> bytes:
+        assert self.proc.stdout is not None
+        fd = self.proc.stdout.fileno()
+        left = None if deadline is None else max(0.0, deadline - time.monotonic())
+        if not select.select([fd], [], [], left)[0]:
+            raise TimeoutError
+        return os.read(fd, size)
+
+    def ended(self) -> bool:
+        return self.proc.poll() is not None
+
+    def failure(self) -> tuple[int | None, str]:
+        with contextlib.suppress(Exception):
+            self.proc.stdin.close()  # type: ignore[union-attr]
+        try:
+            code = self.proc.wait(5)
+        except subprocess.TimeoutExpired:
+            code = None
+        err = b""
+        if self.proc.stderr is not None and select.select([self.proc.stderr], [], [], 0)[0]:
+            err = os.read(self.proc.stderr.fileno(), 65536)
+        return code, err.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        for pipe in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            with contextlib.suppress(Exception):
+                pipe.close()  # type: ignore[union-attr]
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            self.proc.wait(0.2)  # it exits on EOF; if it is still tidying up, it finishes alone
+
+
+class LocalConnection(_AgentHost):
+    """This machine, through the same agent run as a subprocess: same interface, no SSH."""
+
+    def __init__(self, host: str = "localhost", *, lock: HostLock | None = None) -> None:
+        super().__init__()
+        self.host = host
+        self.lock = lock
+
+    def _where(self) -> str:
+        return self.host
+
+    def _python(self) -> str:
+        return sys.executable
+
+    def _become_key(self, become: bool, become_user: str) -> str | None:
+        if become and (os.geteuid() != 0 or become_user != "root"):
+            return become_user
+        return None
+
+    def _spawn(self, argv: list[str]) -> _Stream:
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        )
+        return _PipeStream(proc)
+
+    def _get_oneshot(self, path: str) -> bytes:
+        raise AssertionError("the local agent runs under this very python")
+
+    def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult:
+        raise AssertionError("the local agent runs under this very python")
+
+
+# ---- SSH ------------------------------------------------------------------------------------------------
+class _ChannelStream:
+    def __init__(self, chan: Any) -> None:
+        self.chan = chan
+
+    def write(self, data: bytes) -> None:
+        self.chan.sendall(data)
+
+    def read(self, size: int, deadline: float | None) -> bytes:
+        self.chan.settimeout(None if deadline is None else max(0.01, deadline - time.monotonic()))
+        try:
+            return self.chan.recv(size)
+        except TimeoutError:
+            raise
+        except OSError:
+            return b""
+
+    def ended(self) -> bool:
+        c = self.chan
+        return c.closed or c.eof_received or c.exit_status_ready() or not c.get_transport().is_active()
+
+    def failure(self) -> tuple[int | None, str]:
+        self.chan.status_event.wait(5)
+        code = self.chan.exit_status if self.chan.exit_status_ready() else None
+        err = bytearray()
+        with contextlib.suppress(Exception):
+            while self.chan.recv_stderr_ready():
+                err += self.chan.recv_stderr(65536)
+        return (None if code == -1 else code), err.decode("utf-8", "replace")
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):
+            self.chan.close()
 
 
 @dataclass(frozen=True)
@@ -170,6 +669,7 @@ class SSHOptions:
     known_hosts: str = "~/.ssh/known_hosts"
     accept_new_host_keys: bool = False
     ssh_config: str | None = None  # None: ~/.ssh/config; "" disables it
+    python: str = "python3"  # the host's interpreter for the agent; "none": one session per command
 
 
 _known_hosts_lock = threading.Lock()
@@ -181,6 +681,12 @@ _parsed_known_hosts: dict[str, tuple[tuple[int, int], Any]] = {}  # path -> ((mt
 def _hostkey_name(host: str, port: int | None) -> str:
     """How paramiko names a host in known_hosts."""
     return f"[{host}]:{port}" if port and port != 22 else host
+
+
+def fingerprint(key: Any) -> str:
+    """A host key's fingerprint as OpenSSH prints it: SHA256:<base64 without padding>."""
+    digest = hashlib.sha256(key.asbytes()).digest()
+    return "SHA256:" + base64.b64encode(digest).decode().rstrip("=")
 
 
 def _known_keys(known_hosts: Path, host: str, port: int | None) -> Mapping[str, Any]:
@@ -202,6 +708,32 @@ def _known_keys(known_hosts: Path, host: str, port: int | None) -> Mapping[str, 
     return dict(parsed.lookup(_hostkey_name(host, port)) or {})
 
 
+def remember_host_key(known_hosts: Path, hostname: str, key: Any) -> None:
+    """Append a first-seen host key to known_hosts, once, even with several fleet processes at
+    once: the file is locked (flock) across processes and re-read under the lock. A different key
+    that another process recorded meanwhile is refused like any changed key."""
+    import paramiko
+
+    with _known_hosts_lock:
+        known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        with known_hosts.open("a+") as fh:
+            fcntl.flock(fh, fcntl.LOCK_EX)
+            fh.seek(0)
+            keys = paramiko.HostKeys()
+            for line in fh.read().splitlines():
+                entry = paramiko.hostkeys.HostKeyEntry.from_line(line)
+                if entry is not None:
+                    for name in entry.hostnames:
+                        keys.add(name, entry.key.get_name(), entry.key)
+            recorded = (keys.lookup(hostname) or {}).get(key.get_name())
+            if recorded is not None and recorded != key:
+                raise paramiko.BadHostKeyException(hostname, key, recorded)
+            if recorded is None:
+                fh.seek(0, os.SEEK_END)
+                fh.write(f"{hostname} {key.get_name()} {key.get_base64()}\n")
+                fh.flush()
+
+
 def _host_key_policy(accept_new: bool, known_hosts: Path) -> Any:
     import paramiko
 
@@ -213,28 +745,53 @@ def _host_key_policy(accept_new: bool, known_hosts: Path) -> Any:
         (paramiko raises BadHostKeyException before asking a policy)."""
 
         def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-            line = f"{hostname} {key.get_name()} {key.get_base64()}\n"
-            with _known_hosts_lock:
-                known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-                with known_hosts.open("a") as fh:
-                    fh.write(line)
+            remember_host_key(known_hosts, hostname, key)
             client.get_host_keys().add(hostname, key.get_name(), key)
 
     return AcceptNew()
 
 
-class SSHConnection:
-    """One paramiko transport for the whole run; one channel per command."""
+class SSHConnection(_AgentHost):
+    """One paramiko transport for the whole run; on it one channel per agent (the login user's,
+    and one per become user), or one per command on a host without python3."""
 
-    def __init__(self, host: str, options: SSHOptions) -> None:
+    def __init__(self, host: str, options: SSHOptions, *, lock: HostLock | None = None) -> None:
+        super().__init__()
         self.host = host
         self.options = options
-        self.commands = 0
+        self.lock = lock
         self._conn: Any = None
+        self._oneshot_channels: set[Any] = set()
+        if options.python.lower() == "none":
+            self.mode = "one-shot"
 
     def _target(self) -> str:
         o = self.options
         return f"{o.address}:{o.port}" if o.port else o.address
+
+    _where = _target
+
+    def _python(self) -> str:
+        return self.options.python
+
+    def _lost(self) -> bool:
+        return self._conn is not None and not self._conn.transport.is_active()
+
+    def _reopen(self) -> None:
+        _close_hops(self._conn)
+        self._conn = None
+        self.open()
+
+    def _spawn(self, argv: list[str]) -> _Stream:
+        self.open()
+        try:
+            chan = self._conn.transport.open_session(timeout=self.options.connect_timeout)
+            chan.exec_command(shlex.join(argv))
+        except Exception as exc:
+            if isinstance(exc, OSError | EOFError) or type(exc).__module__.startswith("paramiko"):
+                raise Unreachable(f"connection to {self._target()} lost: {exc or type(exc).__name__}") from None
+            raise
+        return _ChannelStream(chan)
 
     def open(self) -> None:
         if self._conn is not None:
@@ -278,10 +835,10 @@ class SSHConnection:
         except paramiko.BadHostKeyException as exc:
             _close_hops(conn)
             port = next((h.port for h in _hops(conn) if h.host == exc.hostname), 22)  # maybe a jump host's
-            shown = f"[{exc.hostname}]:{port}" if port != 22 else exc.hostname
+            shown = f"[{exc.hostname}]:{port}" if port != 22 and not exc.hostname.startswith("[") else exc.hostname
             raise Unreachable(
-                f"host key for {shown} has CHANGED (got {exc.key.get_name()} "
-                f"{exc.key.get_fingerprint().hex()[:16]}…); refusing to connect. If the host was "
+                f"host key for {shown} has CHANGED (got {exc.key.get_name()} {fingerprint(exc.key)}); "
+                f"refusing to connect. If the host was "
                 f"reinstalled, remove the old key: ssh-keygen -R '{shown}' -f {o.known_hosts}"
             ) from None
         except paramiko.SSHException as exc:
@@ -311,23 +868,17 @@ class SSHConnection:
             hop.transport.set_keepalive(15)
         self._conn = conn
 
-    def run(
-        self,
-        script: str,
-        *,
-        env: Mapping[str, Any] | None = None,
-        timeout: float | None = None,
-        become: bool = False,
-        become_user: str = "root",
-    ) -> CommandResult:
+    # ---- the one-shot path (hosts without python3) --------------------------------------------------
+    def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult:
         self.open()
-        self.commands += 1
         started = time.monotonic()
         try:
             chan = self._conn.transport.open_session(timeout=self.options.connect_timeout)
-            chan.exec_command(remote_command(timeout=timeout, become=become, become_user=become_user))
+            self.sessions += 1
+            self._oneshot_channels.add(chan)
+            chan.exec_command(remote_command(timeout=timeout, become=become, become_user=user))
             try:
-                chan.sendall(with_env(script, env).encode())
+                chan.sendall(framed_script(script))
                 chan.shutdown_write()
             except OSError:  # it ended before reading its whole script (e.g. sudo refused): its output says why
                 if not self._conn.transport.is_active():
@@ -341,26 +892,46 @@ class SSHConnection:
             if type(exc).__module__.startswith("paramiko"):
                 raise Unreachable(f"connection to {self._target()} lost: {exc}") from None
             raise
+        finally:
+            self._oneshot_channels.discard(locals().get("chan"))
         if code == -1:  # no exit status: we gave up at the deadline, a signal ended it, or the link died
             if not self._conn.transport.is_active():
                 raise Unreachable(f"connection to {self._target()} lost while running a command")
             code = 124 if timeout else 255
-        return _finish(out, err, code, started, timeout)
+        # `timeout` exits 124 when it stopped the command, 137 when it had to kill it.
+        return CommandResult(
+            out.decode("utf-8", "replace"),
+            err.decode("utf-8", "replace"),
+            code,
+            time.monotonic() - started,
+            timed_out=bool(timeout) and code in (124, 137),
+        )
 
-    @staticmethod
-    def _drain(chan: Any, deadline: float | None) -> tuple[bytes, bytes]:
+    def _get_oneshot(self, path: str) -> bytes:
+        self.open()
+        buf = io.BytesIO()
+        if path.startswith("~/"):
+            path = path[2:]  # SFTP starts in the login user's home
+        try:
+            self.sessions += 1
+            self._conn.sftp().getfo(path, buf)
+        except OSError as exc:
+            raise TransferFailed(f"{exc.strerror or exc}: {path}") from None
+        return buf.getvalue()
+
+    def _drain(self, chan: Any, deadline: float | None) -> tuple[bytes, bytes]:
         """stdout and stderr until EOF; or until the deadline; or shortly after the command
         exited, since a background process it left behind may hold its output open for good."""
-        out, err = bytearray(), bytearray()
+        out, err = _Capture(self.output_keep, None), _Capture(self.output_keep, None)
         exited = False
         while True:
             done = chan.eof_received or chan.closed  # read before draining: data sent before is buffered
             while chan.recv_ready():
-                out += chan.recv(65536)
+                out.add(chan.recv(65536))
             while chan.recv_stderr_ready():
-                err += chan.recv_stderr(65536)
+                err.add(chan.recv_stderr(65536))
             if done:
-                return bytes(out), bytes(err)
+                break
             if not exited and chan.exit_status_ready():
                 exited = True
                 grace = time.monotonic() + _EXIT_GRACE
@@ -368,30 +939,19 @@ class SSHConnection:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 chan.close()  # the remote `timeout` should have ended it by now: stop waiting
-                return bytes(out), bytes(err)
+                break
             # An exit status wakes no file descriptor, so look for it now and then.
             select.select([chan], [], [], _POLL if left is None else min(left, _POLL))
+        return out.text("stdout").encode(), err.text("stderr").encode()
 
-    def put(self, content: bytes, path: str, mode: int | None = None) -> None:
-        import io
-
-        self.open()
-        sftp = self._conn.sftp()
-        tmp = f"{path}.fleet-{uuid.uuid4().hex[:8]}"
-        sftp.putfo(io.BytesIO(content), tmp)
-        if mode is not None:
-            sftp.chmod(tmp, mode)
-        sftp.posix_rename(tmp, path)
-
-    def get(self, path: str) -> bytes:
-        import io
-
-        self.open()
-        buf = io.BytesIO()
-        self._conn.sftp().getfo(path, buf)
-        return buf.getvalue()
+    def interrupt(self) -> None:
+        super().interrupt()
+        for chan in list(self._oneshot_channels):  # best effort: no agent to stop its process tree
+            with contextlib.suppress(Exception):
+                chan.close()
 
     def close(self) -> None:
+        super().close()
         if self._conn is not None:
             _close_hops(self._conn)
             self._conn = None
@@ -413,11 +973,18 @@ def _close_hops(conn: Any) -> None:
         hop.close()
 
 
-def connect(host: str, hostvars: Mapping[str, Any], *, accept_new_host_keys: bool = False) -> Connection:
-    """The connection a host's variables ask for (not yet opened)."""
+def connect(
+    host: str,
+    hostvars: Mapping[str, Any],
+    *,
+    accept_new_host_keys: bool = False,
+    lock: HostLock | None = None,
+) -> Connection:
+    """The connection a host's variables ask for (not yet opened). With `lock`, the host is
+    locked for this run when its first agent starts."""
     kind = str(hostvars.get("connection", "ssh"))
     if kind == "local":
-        return LocalConnection(host)
+        return LocalConnection(host, lock=lock)
     if kind != "ssh":
         raise ValueError(f"unknown connection type {kind!r} (use ssh or local)")
     policy = str(hostvars.get("host_key_checking", "strict"))
@@ -431,5 +998,14 @@ def connect(host: str, hostvars: Mapping[str, Any], *, accept_new_host_keys: boo
         known_hosts=str(hostvars.get("known_hosts", "~/.ssh/known_hosts")),
         accept_new_host_keys=accept_new_host_keys or policy == "accept-new",
         ssh_config=hostvars.get("ssh_config"),
+        python=str(hostvars.get("python_interpreter") or "python3"),
     )
-    return SSHConnection(host, options)
+    return SSHConnection(host, options, lock=lock)
+
+
+def lock_holder() -> str:
+    """Who a waiting run is told holds a host: user@controller, pid, since when (UTC)."""
+    import getpass
+
+    since = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+    return f"{getpass.getuser()}@{socket.gethostname()}, pid {os.getpid()}, since {since}"

@@ -24,6 +24,7 @@ class CommandResult:
     exited: int
     duration: float = 0.0
     timed_out: bool = False
+    interrupted: bool = False  # stopped by Connection.interrupt() (Ctrl-C, SIGTERM)
 
     @property
     def ok(self) -> bool:
@@ -45,8 +46,9 @@ class Upload:
     """A file a plan writes before its script runs (written atomically by the connection)."""
 
     path: str
-    content: bytes
+    content: bytes = b""
     mode: int | None = None
+    source: str | None = None  # a local file streamed instead of `content` (never read whole)
 
 
 @dataclass(frozen=True)
@@ -81,6 +83,8 @@ class RunOptions:
     accept_new_host_keys: bool = False
     # Send the probes of the tasks ahead in one request (off: one request per probe, to debug).
     batch_probes: bool = True
+    no_lock: bool = False  # `fleet run` locks each host for the run unless told not to
+    lock_wait: float = 60.0  # seconds to wait for another run's lock before failing the host
 
 
 class Status(StrEnum):
