@@ -25,9 +25,8 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
-from . import shell
 from .batch import MAX_PROBES, Batch, ProbeCall
-from .connection import Connection
+from .connection import Connection, TransferFailed
 from .facts import FACTS_PROBE, FACTS_TIMEOUT, Facts, with_overrides
 from .model import CommandResult, FleetError, HostReport, Plan, RunOptions, Status, TaskResult, Unreachable
 from .playbook import Play
@@ -254,10 +253,15 @@ class HostExecutor:
         started: float,
         item: Any,
     ) -> TaskResult:
-        script = "".join(shell.write_file(u.path, u.content, u.mode) for u in plan.uploads)
-        script += plan.script or ""
         self._kept.clear()  # the host changes: what was observed before may no longer hold
-        result = self.conn.run(script, **run_kwargs)
+        as_user = {"become": run_kwargs["become"], "become_user": run_kwargs["become_user"]}
+        for upload in plan.uploads:  # streamed by the connection, each written atomically
+            try:
+                self.conn.put(upload.source or upload.content, upload.path, upload.mode, **as_user)
+            except TransferFailed as exc:
+                message = f"{plan.summary or 'upload'} failed: {exc}"
+                return self._judge(task, scope, Status.FAILED, message, plan, started, item, plan.data)
+        result = self.conn.run(plan.script, **run_kwargs) if plan.script else CommandResult("", "", 0)
         if result.timed_out:
             return self._timed_out(task, started, item, run_kwargs["timeout"])
         data = {**plan.data, **action.applied(plan, result, ctx)}

@@ -146,7 +146,10 @@ def test_copy_src_is_found_beside_the_playbook(tmp_path):
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "a.conf").write_bytes(b"k=v\n")
     ctx = Context("h", vars={"playbook_dir": str(tmp_path)})
-    assert plan("copy", {"dest": "/etc/a.conf", "src": "files/a.conf"}, "absent\n", ctx).uploads[0].content == b"k=v\n"
+    planned = plan("copy", {"dest": "/etc/a.conf", "src": "files/a.conf"}, "absent\n", ctx)
+    # streamed from the file by the connection, never read whole into the plan
+    assert planned.uploads[0].source == str(tmp_path / "files" / "a.conf") and planned.uploads[0].content == b""
+    assert "+k=v" in planned.diff
     with pytest.raises(FleetError, match="does not exist"):
         plan("copy", {"dest": "/etc/a.conf", "src": "files/missing"}, "absent\n", ctx)
     with pytest.raises(FleetError, match="exactly one of"):

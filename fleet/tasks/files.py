@@ -82,12 +82,36 @@ def text_diff(path: str, old: bytes | None, new: bytes) -> str | None:
     return "".join(difflib.unified_diff(a, b, f"{path} (before)", f"{path} (after)")) or None
 
 
-def plan_content(dest: str, state: FileState, content: bytes, mode: str | None) -> Plan:
+@dataclass(frozen=True)
+class LocalFile:
+    """A controller-side file to upload, hashed in chunks and streamed, never read whole."""
+
+    path: Path
+    sha256: str
+    size: int
+
+    @classmethod
+    def of(cls, path: Path) -> LocalFile:
+        digest, size = hashlib.sha256(), 0
+        with path.open("rb") as fh:
+            while chunk := fh.read(1 << 20):
+                digest.update(chunk)
+                size += len(chunk)
+        return cls(path, digest.hexdigest(), size)
+
+    def small_content(self) -> bytes | None:
+        """The content when small enough to show as a diff."""
+        return self.path.read_bytes() if self.size <= DIFF_LIMIT else None
+
+
+def plan_content(dest: str, state: FileState, content: bytes | LocalFile, mode: str | None) -> Plan:
     """The shared heart of copy/template/line: upload when content or mode differs."""
     wanted_mode = parse_mode(mode)
     if state.kind not in ("file", "absent"):
         return Plan(fail=f"{dest} exists and is a {state.kind}, not a file")
-    same_content = state.sha256 == hashlib.sha256(content).hexdigest()
+    local = content if isinstance(content, LocalFile) else None
+    wanted_sha256 = local.sha256 if local else hashlib.sha256(content).hexdigest()
+    same_content = state.sha256 == wanted_sha256
     if same_content and (wanted_mode is None or wanted_mode == state.mode):
         return Plan(summary=f"{dest} up to date")
     if same_content:
@@ -97,11 +121,10 @@ def plan_content(dest: str, state: FileState, content: bytes, mode: str | None) 
             diff=f"mode {state.mode:o} -> {wanted_mode:o}\n" if state.mode is not None else None,
         )
     verb = "create" if state.kind == "absent" else "update"
-    return Plan(
-        uploads=(Upload(dest, content, wanted_mode),),
-        summary=f"{verb} {dest}",
-        diff=text_diff(dest, state.content, content),
-    )
+    upload = Upload(dest, mode=wanted_mode, source=str(local.path)) if local else Upload(dest, content, wanted_mode)
+    shown = local.small_content() if local else content
+    diff = text_diff(dest, state.content, shown) if shown is not None else f"binary or large file {dest} changes\n"
+    return Plan(uploads=(upload,), summary=f"{verb} {dest}", diff=diff)
 
 
 class DirectoryArgs(Args):
@@ -163,11 +186,11 @@ class Copy(Action):
         if (self.args.content is None) == (self.args.src is None):
             raise FleetError("copy: give exactly one of `content` or `src`")
 
-    def content(self, ctx: Context) -> bytes:
+    def content(self, ctx: Context) -> bytes | LocalFile:
         self.check()
         if self.args.content is not None:
             return self.args.content.encode()
-        return _local_source(self.args.src, ctx).read_bytes()
+        return LocalFile.of(_local_source(self.args.src, ctx))
 
     def plan(self, state: FileState, ctx: Context) -> Plan:
         return plan_content(self.args.dest, state, self.content(ctx), self.args.mode)
