@@ -117,6 +117,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--no-batch", action="store_true", help="send each probe on its own, not batched (slower; for debugging)"
     )
+    run.add_argument("--no-lock", action="store_true", help="do not take the per-host run lock (experts only)")
+    run.add_argument("--lock-wait", type=float, default=60.0, metavar="S", help="wait for another run's lock (60)")
     run.set_defaults(handler=cmd_run)
 
     facts = sub.add_parser("facts", help="arch, OS, driver, CUDA, GPUs and training stack per host")
@@ -183,6 +185,8 @@ def cmd_run(args: argparse.Namespace) -> int:
         tags=_tagset(args.tags),
         skip_tags=_tagset(args.skip_tags),
         batch_probes=not args.no_batch,
+        no_lock=args.no_lock,
+        lock_wait=max(0.0, args.lock_wait),
     )
     check_tags(playbook, options.tags, options.skip_tags)
     report = run_playbook(playbook, inventory, options, choose_reporter(json_lines=args.json), limit=args.pattern)

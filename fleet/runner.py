@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import time
+import uuid
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .connection import Connection, connect
+from .connection import Connection, HostLock, connect, lock_holder
 from .inventory import Inventory
 from .model import FleetError, RunOptions, RunReport, Unreachable
 from .report import Reporter
@@ -25,10 +26,12 @@ T = TypeVar("T")
 class Session:
     """The connections of one run, opened lazily, reused by every play and command."""
 
-    def __init__(self, inventory: Inventory, options: RunOptions) -> None:
+    def __init__(self, inventory: Inventory, options: RunOptions, *, lock_hosts: bool = False) -> None:
         self.inventory = inventory
         self.options = options
         self._connections: dict[str, Connection] = {}
+        # Each host's agent holds a lock on the host for the run (released however the run ends).
+        self.host_lock = HostLock(uuid.uuid4().hex[:12], lock_holder(), options.lock_wait) if lock_hosts else None
 
     def hostvars(self, host: str) -> dict[str, Any]:
         return {**self.inventory.host(host).vars, **self.options.extra_vars}
@@ -41,7 +44,9 @@ class Session:
 
                 hostvars = layered((hostvars, True), ({"inventory_hostname": host}, False))
             try:
-                conn = connect(host, hostvars, accept_new_host_keys=self.options.accept_new_host_keys)
+                conn = connect(
+                    host, hostvars, accept_new_host_keys=self.options.accept_new_host_keys, lock=self.host_lock
+                )
             except Exception as exc:  # ValueError, TemplateError: bad host variables, in one line
                 if isinstance(exc, Unreachable):
                     raise
@@ -61,6 +66,12 @@ class Session:
         for name in hosts:
             values |= secret_values(self.inventory.host(name).vars, marked=names)
         return Redactor(values, names)
+
+    def interrupt(self) -> None:
+        """Stop every command running on every host now, with its process tree (any thread)."""
+        for conn in list(self._connections.values()):
+            with contextlib.suppress(Exception):
+                conn.interrupt()
 
     def close(self) -> None:
         for conn in self._connections.values():
@@ -113,7 +124,7 @@ def run_playbook(
     report = RunReport()
     started: dict[str, float] = {}
     executors: dict[str, HostExecutor] = {}
-    with Session(inventory, options) as session:
+    with Session(inventory, options, lock_hosts=not options.no_lock) as session:
         redactor = session.redactor(
             None, *(play.vars for play in playbook.plays), marked=[n for p in playbook.plays for n in p.secrets]
         )
