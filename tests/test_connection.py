@@ -1,0 +1,363 @@
+"""The persistent agent against real sshd hosts (and the local connection): one session per host,
+whole process trees ended on timeout and on interrupt, scripts that run only when whole, temp
+files removed when the controller dies, capped output, streamed uploads, reconnecting once, the
+one-shot fallback for hosts without python3, and known_hosts shared by concurrent processes."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+from pathlib import Path
+
+import paramiko
+import pytest
+from conftest import REPO
+
+from fleet.connection import (
+    HostLock,
+    HostLocked,
+    LocalConnection,
+    SSHConnection,
+    SSHOptions,
+    TransferFailed,
+    connect,
+    fingerprint,
+    lock_holder,
+)
+from fleet.inventory import load_inventory
+from fleet.model import Unreachable
+
+pytestmark = pytest.mark.ssh
+
+
+def gone(pid: int, wait: float = 8.0) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def wait_until(check, wait: float = 8.0) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
+
+
+@pytest.fixture
+def conn_to(ssh_inventory):
+    inv = load_inventory(ssh_inventory)
+    opened = []
+
+    def make(name: str, **extra):
+        conn = connect(name, {**inv.host(name).vars, **extra.pop("vars", {})}, **extra)
+        opened.append(conn)
+        return conn
+
+    yield make
+    for conn in opened:
+        conn.close()
+
+
+# ---- one session, many commands --------------------------------------------------------------------
+def test_commands_share_one_session_and_become_adds_one(conn_to, ssh_fleet):
+    conn = conn_to("node-01")
+    agents = {conn.run("echo $PPID").stdout for _ in range(20)}
+    assert len(agents) == 1 and conn.sessions == 1 and conn.commands == 20
+    assert conn.run("id -un", become=True).stdout == "root\n"
+    assert conn.run("id -un", become=True).stdout == "root\n"
+    assert conn.run("id -un").stdout == f"{ssh_fleet.host('node-01').user}\n"
+    assert conn.sessions == 2
+    # binary-safe output, exit status, stderr, environment per command
+    result = conn.run("printf 'a\\000b\\377'; echo oops >&2; exit 7", env={"X": "1"})
+    assert (result.stdout.encode("utf-8", "replace")[:3], result.stderr, result.exited) == (b"a\x00b", "oops\n", 7)
+    assert conn.run('echo "$X"', env={"X": "a 'b' $c"}).stdout == "a 'b' $c\n"
+    assert conn.run('echo "${X-unset}"').stdout == "unset\n"  # environment does not leak between commands
+
+
+def test_the_script_never_shows_in_argv(conn_to, ssh_fleet):
+    conn = conn_to("node-02")
+    secret = "s3cret-" + os.urandom(4).hex()
+    result = conn.run(f": {secret}; ps -eo args")
+    assert result.ok and "ps -eo args" in result.stdout
+    assert [line for line in result.stdout.splitlines() if secret in line] == []
+
+
+# ---- process trees: timeout and interrupt ----------------------------------------------------------
+def test_timeout_ends_the_whole_tree_even_children_that_left_the_group(conn_to):
+    conn = conn_to("node-03")
+    for become in (False, True):
+        started = time.monotonic()
+        result = conn.run("setsid sleep 600 & echo $!; sleep 600 & echo $!; wait", timeout=1, become=become)
+        assert result.timed_out and result.exited == 124 and time.monotonic() - started < 10
+        pids = [int(p) for p in result.stdout.split()]
+        assert len(pids) == 2 and all(gone(p) for p in pids), pids
+    assert conn.run("echo still here").stdout == "still here\n"
+
+
+def test_interrupt_stops_every_running_command_now(conn_to):
+    conns = [conn_to("node-01"), conn_to("node-02")]
+    results: dict[tuple[int, bool], object] = {}
+
+    def work(i, conn, become):
+        results[(i, become)] = conn.run(
+            f"trap '' TERM; sleep 600 & echo $! > /tmp/fleet-int-{os.getpid()}-{i}-{become}; wait", become=become
+        )
+
+    threads = [threading.Thread(target=work, args=(i, c, b)) for i, c in enumerate(conns) for b in (False, True)]
+    for t in threads:
+        t.start()
+    pidfiles = [Path(f"/tmp/fleet-int-{os.getpid()}-{i}-{b}") for i in range(2) for b in (False, True)]
+    assert wait_until(lambda: all(p.exists() and p.read_text().strip() for p in pidfiles))
+    started = time.monotonic()
+    for conn in conns:
+        conn.interrupt()
+    for t in threads:
+        t.join(15)
+    assert time.monotonic() - started < 10
+    assert all(r.interrupted and not r.ok for r in results.values()) and len(results) == 4
+    for pidfile in pidfiles:
+        assert gone(int(pidfile.read_text())), pidfile
+        pidfile.unlink()
+    assert all(c.run("echo ok").stdout == "ok\n" for c in conns)
+
+
+# ---- the agent dies ----------------------------------------------------------------------------------
+def test_agent_killed_between_commands_is_restarted_once(conn_to):
+    conn = conn_to("node-04")
+    agent = int(conn.run("echo $PPID").stdout)
+    os.kill(agent, 9)
+    assert gone(agent)
+    assert conn.run("echo back").stdout == "back\n"
+    assert conn.sessions == 2
+
+
+def test_agent_killed_mid_command_is_unreachable_not_rerun(conn_to, ssh_fleet):
+    conn = conn_to("node-04")
+    marker = ssh_fleet.host("node-04").home / "ran-once"
+    marker.unlink(missing_ok=True)
+    with pytest.raises(Unreachable, match="while running a command"):
+        conn.run(f"echo x >> {marker}; kill -9 $PPID; sleep 5")
+    assert marker.read_text() == "x\n"  # ran once, never again behind our back
+
+
+# ---- framed scripts: a controller killed mid-transfer runs nothing -------------------------------------
+KILLED_CONTROLLER = """
+import os, signal, sys
+sys.path.insert(0, {repo!r})
+from fleet import connection
+from fleet.connection import connect
+from fleet.inventory import load_inventory
+
+inv = load_inventory({inv!r})
+conn = connect({host!r}, {{**inv.host({host!r}).vars, **{extra!r}}})
+conn.run("true")  # the agent (or the transport) is up
+sent = [0]
+real = connection._ChannelStream.write
+
+def write(self, data):
+    if sent[0] + len(data) > {cut}:
+        real(self, data[: {cut} - sent[0]])
+        os.kill(os.getpid(), signal.SIGKILL)  # the controller dies mid-transfer
+    sent[0] += len(data)
+    real(self, data)
+
+connection._ChannelStream.write = write
+{action}
+"""
+
+
+def kill_controller_mid_transfer(ssh_inventory, host: str, action: str, cut: int, extra: dict | None = None):
+    code = KILLED_CONTROLLER.format(
+        repo=str(REPO), inv=str(ssh_inventory), host=host, extra=extra or {}, cut=cut, action=action
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert proc.returncode == -9, proc.stderr
+
+
+def test_a_script_cut_off_mid_transfer_never_runs(ssh_fleet, ssh_inventory):
+    host = ssh_fleet.host("node-01")
+    marker = host.home / "half-ran"
+    marker.unlink(missing_ok=True)
+    script = f"{f'touch {marker}'!r} + '\\n: ' + 'x' * 4_000_000 + '\\necho end\\n'"  # built in the child
+    kill_controller_mid_transfer(ssh_inventory, "node-01", f"conn.run({script})", cut=1_000_000)
+    time.sleep(1.5)
+    assert not marker.exists()
+
+
+def test_a_one_shot_script_cut_off_mid_transfer_never_runs(ssh_fleet, ssh_inventory):
+    host = ssh_fleet.host("node-02")
+    marker = host.home / "half-ran-oneshot"
+    marker.unlink(missing_ok=True)
+    script = f"{f'touch {marker}'!r} + '\\n: ' + 'x' * 4_000_000 + '\\necho end\\n'"
+    action = textwrap.dedent(f"""
+        import paramiko
+        real_sendall = paramiko.Channel.sendall
+        def sendall(self, data):
+            real_sendall(self, data[: len(data) // 4])
+            os.kill(os.getpid(), signal.SIGKILL)
+        paramiko.Channel.sendall = sendall
+        conn.run({script})
+    """)
+    kill_controller_mid_transfer(ssh_inventory, "node-02", action, cut=10**12, extra={"python_interpreter": "none"})
+    time.sleep(1.5)
+    assert not marker.exists()
+
+
+# ---- uploads: streamed, atomic, temp files gone even when the controller dies ---------------------------
+def test_put_streams_a_file_atomically_and_keeps_modes(conn_to, ssh_fleet, tmp_path):
+    conn = conn_to("node-03")
+    home = ssh_fleet.host("node-03").home
+    big = tmp_path / "big.bin"
+    big.write_bytes(os.urandom(3_000_000))
+    conn.put(big, "~/sub/dir/big.bin", 0o640)
+    target = home / "sub" / "dir" / "big.bin"
+    assert target.read_bytes() == big.read_bytes() and target.stat().st_mode & 0o777 == 0o640
+    conn.put(b"small", "~/sub/dir/big.bin")  # no mode given: the file keeps its mode
+    assert target.read_bytes() == b"small" and target.stat().st_mode & 0o777 == 0o640
+    assert conn.get("~/sub/dir/big.bin") == b"small"
+    conn.put(b"root's", "/root/fleet-put-test", become=True)
+    assert Path("/root/fleet-put-test").read_bytes() == b"root's"
+    Path("/root/fleet-put-test").unlink()
+    with pytest.raises(TransferFailed, match="Permission denied"):
+        conn.put(b"x", "/root/not-yours")
+    assert [p.name for p in (home / "sub" / "dir").iterdir()] == ["big.bin"]
+    assert conn.sessions == 2
+
+
+def test_temp_files_go_when_the_controller_dies_mid_upload(ssh_fleet, ssh_inventory, tmp_path):
+    host = ssh_fleet.host("node-04")
+    folder = host.home / "uploads"
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"z" * 8_000_000)
+    kill_controller_mid_transfer(ssh_inventory, "node-04", f"conn.put({str(big)!r}, '~/uploads/big.bin')", 3_000_000)
+    assert wait_until(lambda: folder.exists() and not any(folder.iterdir())), list(folder.iterdir())
+
+
+def test_the_next_agent_removes_what_a_killed_agent_left(conn_to, ssh_fleet, tmp_path):
+    host = ssh_fleet.host("node-04")
+    conn = conn_to("node-04")
+    agent = int(conn.run("echo $PPID").stdout)
+    # a command's temp file, listed where the agent looks (as the download task does)
+    conn.run('t=$(mktemp ~/.fleet-download.XXXXXX) && echo "$t" >> "$FLEET_TEMP_LIST"')
+    leftovers = lambda: [p for p in host.home.iterdir() if p.name.startswith(".fleet-download.")]  # noqa: E731
+    assert len(leftovers()) == 1
+    os.kill(agent, 9)  # no chance to tidy up
+    assert gone(agent) and len(leftovers()) == 1
+    other = conn_to("node-04")
+    assert other.run("true").ok and leftovers() == []
+
+
+# ---- output kept in memory ----------------------------------------------------------------------------
+def test_output_is_capped_in_memory_and_spilled_whole(conn_to, tmp_path):
+    conn = conn_to("node-01")
+    conn.output_keep = 64 * 1024
+    result = conn.run("seq 1 1000000")  # 6.9 MB
+    assert len(result.stdout) < 3 * 64 * 1024
+    assert result.stdout.startswith("1\n2\n") and result.stdout.endswith("999999\n1000000\n")
+    assert "bytes of stdout not kept in memory" in result.stdout
+    conn.output_dir = tmp_path / "out"
+    result = conn.run("seq 1 1000000; echo done >&2")
+    assert result.stderr == "done\n"
+    (spilled,) = (tmp_path / "out").iterdir()
+    assert spilled.read_bytes() == subprocess.run(["seq", "1", "1000000"], capture_output=True).stdout
+    assert f"the whole stdout is in {spilled}" in result.stdout
+
+
+# ---- hosts without python3 ----------------------------------------------------------------------------
+def test_host_without_python_falls_back_to_one_framed_session_per_command(conn_to):
+    conn = conn_to("node-02", vars={"python_interpreter": "/nonexistent/python3"})
+    assert conn.run("echo one").stdout == "one\n" and conn.mode == "one-shot"
+    assert conn.run("echo two", become=True).stdout == "two\n"
+    result = conn.run("sleep 600", timeout=1)
+    assert result.timed_out
+    conn.put(b"data", "~/oneshot.txt", 0o600)
+    assert conn.get("~/oneshot.txt") == b"data"
+    # one to find there is no python3, then one per command, put and get
+    assert (conn.commands, conn.sessions) == (3, 1 + 3 + 2)
+
+
+# ---- the host lock --------------------------------------------------------------------------------------
+def test_host_lock_waits_then_names_the_holder(conn_to):
+    holder = conn_to("node-03", lock=HostLock("run-one", lock_holder(), wait=1))
+    assert holder.run("true").ok
+    waiter = conn_to("node-03", lock=HostLock("run-two", lock_holder(), wait=1))
+    started = time.monotonic()
+    with pytest.raises(HostLocked, match=r"locked by run run-one \(.*@.*, pid \d+, since .* UTC\); waited 1s"):
+        waiter.run("true")
+    assert time.monotonic() - started >= 1
+    same_run = conn_to("node-03", lock=HostLock("run-one", lock_holder(), wait=1))
+    assert same_run.run("true").ok  # two connections of one run to one host do not lock each other out
+    holder.close()  # released when the agent ends, however it ends
+    assert conn_to("node-03", lock=HostLock("run-three", lock_holder(), wait=5)).run("true").ok
+
+
+# ---- known_hosts -----------------------------------------------------------------------------------------
+def test_accept_new_host_keys_from_two_processes_writes_each_key_once(ssh_fleet, ssh_inventory, tmp_path):
+    known = tmp_path / "known_hosts"
+    inv = ssh_fleet.inventory(tmp_path / "inv-new")
+    text = (inv / "hosts.yaml").read_text().replace(str(ssh_fleet.known_hosts), str(known))
+    (inv / "hosts.yaml").write_text(text)
+    argv = [sys.executable, "-m", "fleet.cli", "facts", "-i", str(inv), "--accept-new-host-keys", "--json"]
+    procs = [subprocess.Popen(argv, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(3)]
+    for proc in procs:
+        proc.communicate(timeout=120)
+        assert proc.returncode == 0
+    lines = known.read_text().splitlines()
+    assert len(lines) == len(ssh_fleet.hosts) == len(set(lines))
+
+
+def test_changed_host_key_shows_the_openssh_sha256_fingerprint(ssh_fleet, tmp_path):
+    host = ssh_fleet.host("node-01")
+    other = ssh_fleet.host("node-02")
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{host.address}]:{host.port} {' '.join(other.host_public_key)}\n")  # the wrong key
+    options = SSHOptions(
+        address=host.address, port=host.port, user=host.user, key=str(ssh_fleet.client_key),
+        known_hosts=str(known), ssh_config="",
+    )  # fmt: skip
+    conn = SSHConnection("node-01", options)
+    with pytest.raises(Unreachable) as caught:
+        conn.run("true")
+    printed = subprocess.run(
+        ["ssh-keygen", "-l", "-E", "sha256", "-f", str(host.dir / "ssh_host_ed25519_key.pub")],
+        capture_output=True,
+        text=True,
+    ).stdout.split()[1]
+    assert printed.startswith("SHA256:") and f"got ssh-ed25519 {printed})" in str(caught.value)
+    key = paramiko.Ed25519Key(filename=str(host.dir / "ssh_host_ed25519_key"))
+    assert fingerprint(key) == printed
+
+
+# ---- the local connection: the same agent -------------------------------------------------------------------
+def test_local_connection_has_the_same_interface(tmp_path):
+    conn = LocalConnection()
+    try:
+        assert {conn.run("echo $PPID").stdout for _ in range(5)} != set() and conn.sessions == 1
+        result = conn.run("setsid sleep 600 & echo $!; wait", timeout=1)
+        assert result.timed_out and gone(int(result.stdout))
+        data = os.urandom(1_000_000)
+        conn.put(data, str(tmp_path / "f.bin"), 0o600)
+        assert hashlib.sha256(conn.get(str(tmp_path / "f.bin"))).digest() == hashlib.sha256(data).digest()
+        done = []
+        t = threading.Thread(target=lambda: done.append(conn.run("sleep 600 & echo $!; wait")))
+        t.start()
+        time.sleep(0.5)
+        conn.interrupt()
+        t.join(10)
+        assert done and done[0].interrupted and gone(int(done[0].stdout))
+    finally:
+        conn.close()
