@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from .model import CommandResult
+from .model import OUTPUT_GAP, CommandResult
 
 # A batch holds at most this many probes (a loop over hundreds of items is split over requests).
 MAX_PROBES = 200
@@ -102,8 +102,11 @@ class Batch:
     def split(self, result: CommandResult) -> list[CommandResult]:
         """The results of the probes that finished, in order (fewer than the calls when the batch
         stopped early)."""
-        pieces = re.split(rf"\n{re.escape(self.marker)} (\d+)\n", result.stdout)
-        errors = result.stderr.split(f"\n{self.marker}\n")
+        stdout, stderr = result.stdout, result.stderr
+        if result.dropped:  # the middle of a huge output was not kept: only what came before it is whole
+            stdout, stderr = stdout.split(OUTPUT_GAP, 1)[0], stderr.split(OUTPUT_GAP, 1)[0]
+        pieces = re.split(rf"\n{re.escape(self.marker)} (\d+)\n", stdout)
+        errors = stderr.split(f"\n{self.marker}\n")
         done = []
         for index in range(min(len(pieces) // 2, len(errors) - 1, len(self.calls))):
             done.append(CommandResult(pieces[2 * index], errors[index], int(pieces[2 * index + 1])))

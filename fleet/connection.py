@@ -34,7 +34,7 @@ from typing import Any, BinaryIO, Protocol
 
 from . import agent as agent_source
 from .agent import CHUNK, DIGEST, PREFIX, decode, encode
-from .model import CommandResult, Unreachable
+from .model import OUTPUT_GAP, CommandResult, Unreachable
 
 _KILL_GRACE = 5
 _EXIT_GRACE = 1.0  # how long output may trail a command's exit status (one-shot path)
@@ -196,7 +196,7 @@ class _Capture:
         if not self.dropped:
             return (self.head + self.tail).decode("utf-8", "replace")
         where = f"; the whole {name} is in {self.spill_path}" if self._spill else ""
-        note = f"\n[fleet: {self.dropped} bytes of {name} not kept in memory{where}]\n"
+        note = f"{OUTPUT_GAP}{self.dropped} bytes of {name} not kept in memory{where}]\n"
         return self.head.decode("utf-8", "replace") + note + self.tail.decode("utf-8", "replace")
 
 
@@ -298,6 +298,7 @@ class AgentClient:
                         float(head.get("duration") or 0.0),
                         timed_out=bool(head.get("timed_out")),
                         interrupted=bool(head.get("interrupted")),
+                        dropped=out.dropped + err.dropped,
                     )
 
     def put(self, chunks: Iterator[bytes], path: str, mode: int | None) -> None:
@@ -883,7 +884,7 @@ class SSHConnection(_AgentHost):
             except OSError:  # it ended before reading its whole script (e.g. sudo refused): its output says why
                 if not self._conn.transport.is_active():
                     raise
-            out, err = self._drain(chan, deadline=started + timeout + 2 * _KILL_GRACE if timeout else None)
+            out, err, dropped = self._drain(chan, deadline=started + timeout + 2 * _KILL_GRACE if timeout else None)
             code = chan.recv_exit_status()
             chan.close()
         except (OSError, EOFError) as exc:
@@ -905,6 +906,7 @@ class SSHConnection(_AgentHost):
             code,
             time.monotonic() - started,
             timed_out=bool(timeout) and code in (124, 137),
+            dropped=dropped,
         )
 
     def _get_oneshot(self, path: str) -> bytes:
@@ -919,7 +921,7 @@ class SSHConnection(_AgentHost):
             raise TransferFailed(f"{exc.strerror or exc}: {path}") from None
         return buf.getvalue()
 
-    def _drain(self, chan: Any, deadline: float | None) -> tuple[bytes, bytes]:
+    def _drain(self, chan: Any, deadline: float | None) -> tuple[bytes, bytes, int]:
         """stdout and stderr until EOF; or until the deadline; or shortly after the command
         exited, since a background process it left behind may hold its output open for good."""
         out, err = _Capture(self.output_keep, None), _Capture(self.output_keep, None)
@@ -942,7 +944,7 @@ class SSHConnection(_AgentHost):
                 break
             # An exit status wakes no file descriptor, so look for it now and then.
             select.select([chan], [], [], _POLL if left is None else min(left, _POLL))
-        return out.text("stdout").encode(), err.text("stderr").encode()
+        return out.text("stdout").encode(), err.text("stderr").encode(), out.dropped + err.dropped
 
     def interrupt(self) -> None:
         super().interrupt()

@@ -17,6 +17,10 @@ class Unreachable(Exception):
     """A host could not be connected to, or stopped answering."""
 
 
+# Where a command's output was too large to keep whole, the text says so from here on.
+OUTPUT_GAP = "\n[fleet: "
+
+
 @dataclass(frozen=True)
 class CommandResult:
     stdout: str
@@ -25,6 +29,7 @@ class CommandResult:
     duration: float = 0.0
     timed_out: bool = False
     interrupted: bool = False  # stopped by Connection.interrupt() (Ctrl-C, SIGTERM)
+    dropped: int = 0  # bytes of output not kept in memory (their place is marked by OUTPUT_GAP)
 
     @property
     def ok(self) -> bool:

@@ -361,3 +361,17 @@ def test_local_connection_has_the_same_interface(tmp_path):
         assert done and done[0].interrupted and gone(int(done[0].stdout))
     finally:
         conn.close()
+
+
+def test_a_probe_batch_too_large_to_keep_whole_gives_only_whole_results(conn_to):
+    from fleet.batch import Batch, ProbeCall
+
+    conn = conn_to("node-02")
+    conn.output_keep = 4096
+    calls = [ProbeCall.of(f"head -c 3000 /dev/zero | tr '\\0' {i}; echo", {}) for i in range(6)]
+    batch = Batch.of(calls)
+    result = conn.run(batch.script(), **batch.run_kwargs())
+    assert result.dropped > 0
+    done = batch.split(result)
+    assert 0 < len(done) < len(calls)
+    assert [r.stdout for r in done] == [str(i) * 3000 + "\n" for i in range(len(done))]
