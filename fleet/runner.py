@@ -10,9 +10,9 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .connection import Connection, HostLock, connect, lock_holder
+from .connection import Connection, HostLock, HostLocked, connect, lock_holder
 from .inventory import Inventory
-from .model import FleetError, RunOptions, RunReport, Unreachable
+from .model import FleetError, RunOptions, RunReport, Status, TaskResult, Unreachable
 from .report import Reporter
 from .secrets import Redactor, inventory_marked_names, marked_names, secret_values
 
@@ -141,6 +141,10 @@ def run_playbook(
                 )
             try:
                 executors[host].run_play(play)
+            except HostLocked as exc:  # another run works on this host: a failed host, not an unreachable one
+                locked = TaskResult(host, "host lock", "lock", Status.FAILED, redactor.text(str(exc)))
+                host_report.results.append(locked)
+                reporter.task_done(locked)
             except Unreachable as exc:
                 host_report.unreachable = redactor.text(str(exc))
                 reporter.host_unreachable(host, host_report.unreachable)
