@@ -35,3 +35,10 @@ def write_file(target: str, content: bytes, mode: int | None = None) -> str:
         f'printf %s {data} | base64 -d >"$t" || {{ rm -f "$t"; exit 1; }}; '
         f'{set_mode}mv -f -- "$t" {p} || {{ rm -f "$t"; exit 1; }}\n'
     )
+
+
+def note_temp(quoted_path: str) -> str:
+    """A line that lists a temp file in the fleet agent's temp list, so it is removed even when
+    the controller dies mid-command (the agent removes what it listed on EOF; a later agent, what
+    a killed one listed). Without an agent (FLEET_TEMP_LIST unset) it does nothing."""
+    return f'if [ -n "${{FLEET_TEMP_LIST-}}" ]; then echo {quoted_path} >> "$FLEET_TEMP_LIST"; fi\n'

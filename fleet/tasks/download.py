@@ -162,6 +162,7 @@ def download_script(url: str, dest: str, sha256: str | None, mode: int | None) -
         FETCH
         + f'd=$(dirname -- {p}); mkdir -p -- "$d" || exit 1\n'
         + 't=$(mktemp "$d/.fleet-download.XXXXXX") || exit 1\n'
+        + shell.note_temp('"$t"')
         + "trap 'rm -f \"$t\"' EXIT; trap 'exit 1' HUP INT TERM\n"
         + f'fetch {u} "$t" || {{ echo "download of "{u}" failed" >&2; exit 1; }}\n'
         + verify
