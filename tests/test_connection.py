@@ -6,7 +6,9 @@ one-shot fallback for hosts without python3, and known_hosts shared by concurren
 from __future__ import annotations
 
 import hashlib
+import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -16,6 +18,7 @@ from pathlib import Path
 
 import paramiko
 import pytest
+import yaml
 from conftest import REPO
 
 from fleet.connection import (
@@ -375,3 +378,47 @@ def test_a_probe_batch_too_large_to_keep_whole_gives_only_whole_results(conn_to)
     done = batch.split(result)
     assert 0 < len(done) < len(calls)
     assert [r.stdout for r in done] == [str(i) * 3000 + "\n" for i in range(len(done))]
+
+
+# ---- two runs at once (the CLI) ----------------------------------------------------------------------------
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "fleet.cli", *map(str, args)]
+
+
+def test_two_runs_at_once_lose_no_line(ssh_fleet, ssh_inventory, tmp_path):
+    book = tmp_path / "lines.yaml"
+    task = {"line": {"path": "~/shared.txt", "line": "{{ tag }}-{{ item }}"}, "loop": list(range(12))}
+    book.write_text(yaml.safe_dump([{"hosts": "nodes", "gather_facts": False, "tasks": [task]}]))
+    for host in ssh_fleet.hosts:
+        (host.home / "shared.txt").unlink(missing_ok=True)
+    runs = [
+        subprocess.Popen(_cli("run", book, "-i", ssh_inventory, "-e", f"tag={tag}", "--json"), cwd=REPO,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        for tag in ("a", "b")
+    ]  # fmt: skip
+    for run in runs:
+        out, err = run.communicate(timeout=240)
+        assert run.returncode == 0, out + err
+    for host in ssh_fleet.hosts:
+        lines = (host.home / "shared.txt").read_text().splitlines()
+        assert sorted(lines) == sorted(f"{t}-{i}" for t in "ab" for i in range(12)), host.name
+
+
+def test_a_locked_host_fails_with_who_holds_it_and_no_lock_overrides(conn_to, ssh_fleet, ssh_inventory, tmp_path):
+    holder = conn_to("node-02", lock=HostLock("other-run", lock_holder(), wait=1))
+    assert holder.run("true").ok
+    book = tmp_path / "book.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": "node-01,node-02", "gather_facts": False,
+                                     "tasks": [{"command": "echo hi"}]}]))  # fmt: skip
+    result = subprocess.run(_cli("run", book, "-i", ssh_inventory, "--lock-wait", "1", "--json"), cwd=REPO,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    failed = [e for e in events if e.get("status") == "failed"]
+    assert [(e["host"], e["task"]) for e in failed] == [("node-02", "host lock")]
+    assert re.match(r"locked by run other-run \(\S+@\S+, pid \d+, since .+ UTC\); waited 1s", failed[0]["message"])
+    recap = {e["host"]: e for e in events if e["event"] == "recap"}
+    assert recap["node-01"]["changed"] == 1 and not recap["node-02"]["unreachable"]
+    forced = subprocess.run(_cli("run", book, "-i", ssh_inventory, "--no-lock", "--json"), cwd=REPO,
+                            capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert forced.returncode == 0, forced.stdout + forced.stderr
