@@ -198,3 +198,17 @@ def test_control_characters_are_rendered_escaped(raw, shown):
 
 def test_visible_data_escapes_keys_and_nested_values():
     assert visible_data({"\x1bk": ["\x07", 3, None]}) == {"\\x1bk": ["\\x07", 3, None]}
+
+
+def test_overlapping_secrets_the_longest_is_masked_whole():
+    redactor = Redactor(["abcd", "abcdef", "bcdefgh"])
+    assert redactor.text("xabcdefx abcdx abcde bcdefghi") == f"x{MASK}x {MASK}x {MASK}e {MASK}i"
+
+
+def test_many_hidden_values_stay_bounded_and_all_masked():
+    output = "\n".join(f"line number {i} of a long no_log output" for i in range(1000))
+    values = hidden_values({"stdout": output})
+    assert len(values) == 200
+    redactor = Redactor(values)
+    shown = redactor.text(output)
+    assert shown.count(MASK) >= 200 and "line number 5 of a long no_log output" not in shown
