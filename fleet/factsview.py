@@ -8,8 +8,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from .facts import Facts, gather_facts
-from .health import errors, summary
-from .healthview import expected_by_host, host_problems, problem_dict
+from .health import errors, judge, summary
+from .healthview import expected_by_host, problem_dict
 from .inventory import Inventory
 from .model import RunOptions, Unreachable
 from .report import print_line, print_table
@@ -79,7 +79,7 @@ def show_facts(inventory: Inventory, hosts: list[str], options: RunOptions, *, a
     found = collect(inventory, hosts, options)
     reachable = {h: f for h, f in found.items() if isinstance(f, Facts)}
     odd = odd_stacks(reachable)
-    problems = {h: host_problems(f.health, expected[h], f.gpu_error) for h, f in reachable.items()}
+    problems = {h: judge(f.health, expected_gpus=expected[h], gpu_error=f.gpu_error) for h, f in reachable.items()}
     if as_json:
         out = {
             h: (

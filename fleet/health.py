@@ -367,6 +367,10 @@ def judge(
         )
     for g in gpus:
         found += _gpu_problems(g)
+    if health and health.gpus and health.xid_source == "none":
+        unread = "the kernel log is not readable: Xid errors were not checked"
+        how = "run as root, or let the login user read it (group adm or systemd-journal, or kernel.dmesg_restrict=0)"
+        found.append(Problem("kernel-log-unreadable", unread, how, "warning"))
     seen_codes: set[tuple[int, int | None]] = set()
     for x in reversed(health.xids if health else ()):  # newest first, one problem per code and GPU
         if (x.code, x.gpu) not in seen_codes:

@@ -1,6 +1,6 @@
 """`fleet health`: the GPU health of many hosts at once, fast (one short command per host), one
 line per problem and a non-zero exit when any host is unfit: for cron or a Slurm
-HealthCheckProgram. `fleet facts` and `fleet train` judge the same fields through host_problems."""
+HealthCheckProgram. `fleet facts`, `fleet doctor` and `fleet train` judge the same fields."""
 
 from __future__ import annotations
 
@@ -32,8 +32,8 @@ def expected_by_host(inventory: Inventory, hosts: list[str], options: RunOptions
     return out
 
 
-def host_problems(health: HostHealth | None, expected: int | None, gpu_error: str | None = None) -> list[Problem]:
-    return judge(health, expected_gpus=expected, gpu_error=gpu_error)
+def read_health(conn: Any) -> HostHealth | None:
+    return parse_health(sections(conn.run(SCRIPT, timeout=60).stdout))
 
 
 def examine(conn: Any, host: str, hostvars: Mapping[str, Any]) -> list[Problem]:
@@ -42,19 +42,7 @@ def examine(conn: Any, host: str, hostvars: Mapping[str, Any]) -> list[Problem]:
         expected = expected_gpus(hostvars)
     except ValueError as exc:
         raise FleetError(f"host {host}: {exc}") from None
-    return host_problems(parse_health(sections(conn.run(SCRIPT, timeout=60).stdout)), expected)
-
-
-def gather_health(
-    inventory: Inventory, hosts: list[str], options: RunOptions
-) -> dict[str, HostHealth | Unreachable | None]:
-    with Session(inventory, options) as session:
-        return each_host(
-            session,
-            hosts,
-            lambda host, conn: parse_health(sections(conn.run(SCRIPT, timeout=60).stdout)),
-            options.forks,
-        )
+    return judge(read_health(conn), expected_gpus=expected)
 
 
 def problem_dict(p: Problem) -> dict[str, Any]:
@@ -63,7 +51,8 @@ def problem_dict(p: Problem) -> dict[str, Any]:
 
 def show_health(inventory: Inventory, hosts: list[str], options: RunOptions, *, as_json: bool) -> int:
     expected = expected_by_host(inventory, hosts, options)
-    found = gather_health(inventory, hosts, options)
+    with Session(inventory, options) as session:
+        found = each_host(session, hosts, lambda host, conn: read_health(conn), options.forks)
     code = 0
     out: dict[str, Any] = {}
     lines = []
@@ -73,7 +62,7 @@ def show_health(inventory: Inventory, hosts: list[str], options: RunOptions, *, 
             out[host] = {"healthy": False, "unreachable": str(health)}
             lines.append(f"{host}: unreachable: {health}")
             continue
-        problems = host_problems(health, expected[host])
+        problems = judge(health, expected_gpus=expected[host])
         bad = errors(problems)
         code |= EXIT_UNHEALTHY if bad else 0
         out[host] = {

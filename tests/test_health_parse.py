@@ -165,6 +165,15 @@ def test_xid_of_an_unknown_gpu_and_code_and_the_journal_format():
     ]
 
 
+def test_an_unreadable_kernel_log_is_a_warning_not_a_failure():
+    gpus, _ = parse_gpu_health(H200_HEALTH_CSV)
+    text = "@@health_smi\n/usr/bin/nvidia-smi\n@@health_gpus\n" + H200_HEALTH_CSV + "@@health_xid\nsource none\n"
+    health = parse_health(sections(text))
+    assert health == HostHealth("/usr/bin/nvidia-smi", gpus, (), "none", ())
+    (unread,) = judge(health)
+    assert (unread.id, unread.severity) == ("kernel-log-unreadable", "warning") and errors([unread]) == []
+
+
 def test_missing_gpu_against_the_inventory():
     health = health_of(H200_HEALTH_CSV)
     (missing,) = judge(health, expected_gpus=8)
