@@ -403,6 +403,30 @@ def split_pattern(pattern: str | Iterable[str] | None) -> list[str]:
 _IPV6 = re.compile(r"^[0-9a-fA-F]*:[0-9a-fA-F:.]*:[0-9a-fA-F:.]*$")
 
 
+def check_connection_vars(host: str, hostvars: Mapping[str, Any]) -> None:
+    """The connection variables of a host, checked before any host is touched (a template is
+    checked once rendered, when the connection is made)."""
+
+    def given(name: str) -> Any:
+        value = hostvars.get(name)
+        return None if value in (None, "") or (isinstance(value, str) and "{{" in value) else value
+
+    port, timeout = given("port"), given("connect_timeout")
+    if port is not None and not (str(port).isdigit() and 0 < int(port) < 65536):
+        raise FleetError(f"host {host}: port {port!r} is not a TCP port number (1-65535)")
+    if timeout is not None:
+        try:
+            ok = float(timeout) > 0
+        except (TypeError, ValueError):
+            ok = False
+        if not ok:
+            raise FleetError(f"host {host}: connect_timeout {timeout!r} is not a number of seconds")
+    if given("connection") not in (None, "ssh", "local"):
+        raise FleetError(f"host {host}: unknown connection type {given('connection')!r} (use ssh or local)")
+    if given("host_key_checking") not in (None, "strict", "accept-new"):
+        raise FleetError(f"host {host}: host_key_checking {given('host_key_checking')!r} is not strict or accept-new")
+
+
 # ---- loading -------------------------------------------------------------------------------
 def load_inventory(path: str | Path, *, warn: Callable[[str], None] | None = None) -> Inventory:
     """Read an inventory source: a file, a folder of sources, or `slurm`."""

@@ -302,6 +302,14 @@ def check_task(task: Task, play: Play) -> None:
     """What can be known before any host is touched: argument types and values that hold no
     template (a mode, a number), and the local files a task reads (template/copy `src`)."""
     where = f"{task.source}: task {task.title!r}"
+    for keyword, owner in (("become", task), ("ignore_errors", task), ("no_log", task), ("become", play),
+                           ("gather_facts", play)):  # fmt: skip
+        value = getattr(owner, keyword)
+        if value is not None and not isinstance(value, bool) and not is_template(value):
+            try:  # a Python playbook's Task/Play: YAML ones were converted when read
+                as_bool(value, f"`{keyword}:`")
+            except TemplateError as exc:
+                raise FleetError(f"{where}: {exc}") from None
     cls = lookup(task.action)
     known = {k: v for k, v in task.args.items() if not has_template(v)}
     validated: Any = None

@@ -11,7 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .connection import Connection, HostLock, HostLocked, connect, lock_holder
-from .inventory import Inventory
+from .inventory import Inventory, check_connection_vars
 from .model import FleetError, RunOptions, RunReport, Status, TaskResult, Unreachable
 from .report import Reporter
 from .secrets import Redactor, inventory_marked_names, marked_names, secret_values
@@ -121,6 +121,8 @@ def run_playbook(
 
     limited = set(inventory.require(limit)) if limit else None
     plays = [(play, _play_batches(inventory, play, limited)) for play in playbook.plays]  # bad input fails first
+    for host in dict.fromkeys(h for _, play_batches in plays for batch in play_batches for h in batch):
+        check_connection_vars(host, {**inventory.host(host).vars, **options.extra_vars})
     report = RunReport()
     started: dict[str, float] = {}
     executors: dict[str, HostExecutor] = {}

@@ -250,3 +250,35 @@ def test_unknown_tag_is_an_error_listing_the_tags(capsys, tmp_path):
     assert err == f"fleet: error: {book}: no task has the tag 'trch' (tags in this playbook: torch, uv)\n"
     code, out, err = fleet(capsys, "run", book, "-i", LOCAL, "--tags", "torch,always")
     assert code == 0, err
+
+
+@pytest.mark.parametrize(
+    ("hostvars", "needle"),
+    [
+        ("port: abc", "host bad: port 'abc' is not a TCP port number"),
+        ("host_key_checking: 'no'", "host bad: host_key_checking 'no' is not strict or accept-new"),
+        ("connect_timeout: soon", "host bad: connect_timeout 'soon' is not a number of seconds"),
+    ],
+)
+def test_a_bad_host_variable_stops_the_run_before_any_host_is_touched(capsys, tmp_path, hostvars, needle):
+    marker = tmp_path / "touched"
+    (tmp_path / "inv").mkdir()
+    (tmp_path / "inv" / "hosts.yaml").write_text(
+        "all:\n  hosts:\n    good: {connection: local}\n    bad: {" + hostvars + "}\n"
+    )
+    book = tmp_path / "book.yaml"
+    book.write_text(f"- hosts: all\n  gather_facts: false\n  tasks:\n    - command: 'touch {marker}'\n")
+    code, _, err = fleet(capsys, "run", book, "-i", tmp_path / "inv")
+    assert code == 1 and not marker.exists()
+    assert needle in err and err.count("\n") == 1
+
+
+def test_a_python_playbook_with_a_misspelt_boolean_is_refused_at_load(capsys, tmp_path):
+    book = tmp_path / "book.py"
+    book.write_text(
+        "from fleet import Play, Task\n"
+        "PLAYS = [Play(hosts='all', gather_facts=False, tasks=[Task('command', {'cmd': 'true'}, become='flase')])]\n"
+    )
+    code, out, err = fleet(capsys, "run", book, "-i", LOCAL)
+    assert code == 1 and out == ""
+    assert f"{book}:2: task 'command': `become:` must be a boolean (true/false, yes/no), got 'flase'" in err
