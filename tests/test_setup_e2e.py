@@ -155,6 +155,18 @@ def test_setup_converges_reruns_unchanged_and_trains(e2e, capsys):
     changed = [t for t in tasks(second.stdout) if t["status"] == "changed"]
     assert recap(second.stdout)[HOST]["changed"] == 0, changed
 
+    # fleet doctor on the converged host: nothing to fix (FA3 missing is a note on a host without a
+    # GPU), and --fix --check plans no change that the real run would not make
+    started = time.monotonic()
+    found = run_fleet("doctor", "-i", inv, "--hosts", HOST, "--json", "-e", f"@{extra}")
+    assert found.returncode == 0, found.stdout + found.stderr
+    findings = [json.loads(line) for line in found.stdout.splitlines()]
+    assert [(e["finding"], e.get("note")) for e in findings] == [("fa3-missing", True)], findings
+    rehearsal = run_fleet("doctor", "-i", inv, "--hosts", HOST, "--fix", "--check", "--json", "-e", f"@{extra}")
+    assert rehearsal.returncode == 0, rehearsal.stdout + rehearsal.stderr
+    assert not [line for line in rehearsal.stdout.splitlines() if json.loads(line).get("event") == "task"]
+    say(capsys, f"fleet doctor and doctor --fix --check: {time.monotonic() - started:.0f}s, no findings but a note")
+
     # fleet train of the smoke config, with the venv setup built
     (inv / "group_vars").mkdir(exist_ok=True)
     (inv / "group_vars" / "all.yaml").write_text(yaml.safe_dump({"train_python": str(py)}))
