@@ -595,3 +595,19 @@ def test_doctor_fa3_remedy_depends_on_the_architecture_and_a_recorded_fallback_i
     assert fix_playbook(setup_play(str(SETUP)), diagnoses, "t").plays == ()  # and has nothing to fix
     cpu_host = diagnose(host_output(missing, gpu=NO_DRIVER), "v", {**VARS, "require_gpu": False})
     assert [(f.id, f.note) for f in cpu_host] == [("fa3-missing", True)]
+
+
+def test_every_uv_step_of_the_setup_gets_uv_env_and_the_chosen_uv():
+    play = load_playbook(SETUP).plays[0]
+    uv_steps = [t for t in play.tasks if t.action in ("pip", "venv", "uv", "download")]
+    assert len(uv_steps) == 10
+    assert all(t.args.get("env") == "{{ uv_env }}" for t in uv_steps), [t.name for t in uv_steps]
+    assert all(t.args.get("uv") == "{{ uv_bin }}" for t in uv_steps if t.action in ("pip", "venv"))
+    locked = [t.name for t in uv_steps if t.args.get("lock") == "{{ stack_lock }}"]
+    assert locked == [
+        "pip, wheel and setuptools (uv pip install -U)",
+        "PyTorch 2.8.0 cu128 stable wheels (x86_64)",
+        "vLLM 0.10.2 (section 3)",
+        "NLP / training libraries (section 4)",
+        "FlashAttention 3 install (section 5)",
+    ]
