@@ -87,7 +87,7 @@ def choose_attention(
         impl, why = smoke
         if impl == "flash_attention_3":
             return impl, None
-        return impl, f"the smoke step trained with {impl} ({why or 'its first choice'}); ATTN_IMPL={impl}"
+        return impl, f"the smoke step trained with {impl}{f' ({why})' if why else ''}; ATTN_IMPL={impl}"
     if seen.get("flash_attn_3"):
         return "flash_attention_3", None
     impl = "flash_attention_2" if seen.get("flash_attn") else "sdpa"
