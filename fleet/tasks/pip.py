@@ -230,7 +230,10 @@ class Pip(Action):
         if not self.constraints:
             return "", []
         write = (
-            f"c=$(mktemp) || exit 1; trap 'rm -f \"$c\"' EXIT\nprintf '%s' {shell.quote(self.constraints)} >\"$c\"\n"
+            "c=$(mktemp) || exit 1\n"
+            + shell.note_temp('"$c"')
+            + "trap 'rm -f \"$c\"' EXIT\n"
+            + f"printf '%s' {shell.quote(self.constraints)} >\"$c\"\n"
         )
         return write, ["-c", '"$c"']
 
