@@ -312,6 +312,9 @@ def check_task(task: Task, play: Play) -> None:
                 raise FleetError(f"{where}: {exc}") from None
     cls = lookup(task.action)
     known = {k: v for k, v in task.args.items() if not has_template(v)}
+    if isinstance(known.get("mode"), int):  # said before the type error, which would not say why
+        mode = known["mode"]
+        raise FleetError(f"{where}: mode {mode!r} is a number (YAML reads 0644 as one): quote it, mode: '0644'")
     validated: Any = None
     try:
         validated = cls.Args.model_validate(known)
@@ -328,8 +331,6 @@ def check_task(task: Task, play: Play) -> None:
         except re.error as exc:
             raise FleetError(f"{where}: regexp {regexp!r} is not a valid regular expression: {exc}") from None
     mode = known.get("mode")
-    if isinstance(mode, int):
-        raise FleetError(f"{where}: mode {mode!r} is a number (YAML reads 0644 as one): quote it, mode: '0644'")
     if mode is not None and not _OCTAL.fullmatch(str(mode)):
         raise FleetError(f"{where}: mode {mode!r} is not an octal mode such as '0644'")
     src = known.get("src")

@@ -282,3 +282,24 @@ def test_a_python_playbook_with_a_misspelt_boolean_is_refused_at_load(capsys, tm
     code, out, err = fleet(capsys, "run", book, "-i", LOCAL)
     assert code == 1 and out == ""
     assert f"{book}:2: task 'command': `become:` must be a boolean (true/false, yes/no), got 'flase'" in err
+
+
+@pytest.mark.parametrize(
+    ("task", "needle"),
+    [
+        ("template: {src: nowhere.j2, dest: /tmp/x}", "template source file {dir}/nowhere.j2 does not exist"),
+        ("template: {src: broken.j2, dest: /tmp/x}", "template {dir}/broken.j2:2: Jinja syntax error"),
+        ("copy: {dest: /tmp/x, content: a, mode: 0644}", "mode 420 is a number (YAML reads 0644 as one)"),
+        ("copy: {dest: /tmp/x, content: a, mode: '9z'}", "mode '9z' is not an octal mode"),
+        ("directory: {path: [1, 2]}", "directory: argument 'path': Input should be a valid string"),
+        ("command: 'echo {{ x | }}'", "`command:`: Jinja syntax error"),
+    ],
+)
+def test_what_a_playbook_gets_wrong_is_found_before_task_one_runs(capsys, tmp_path, task, needle):
+    marker = tmp_path / "task1-ran"
+    (tmp_path / "broken.j2").write_text("fine {{ a }}\n{% if %}\n")
+    book = tmp_path / "book.yaml"
+    book.write_text(f"- hosts: all\n  gather_facts: false\n  tasks:\n    - command: 'touch {marker}'\n    - {task}\n")
+    code, _, err = fleet(capsys, "run", book, "-i", LOCAL)
+    assert code == 1 and not marker.exists()
+    assert needle.format(dir=tmp_path) in err and err.count("\n") == 1, err
