@@ -32,7 +32,7 @@ from .runner import Session, each_host
 from .task import Task
 from .tasks.stack import PY_HELPERS, STACK_FILE
 from .tasks.uv import venv_python
-from .templating import TemplateError, render
+from .templating import TemplateError, layered
 
 # Runs in the venv's Python. vLLM is looked up, not imported (an import takes many seconds); the
 # trainer is imported, as training will.
@@ -212,14 +212,14 @@ def torch_install_text(vars: Mapping[str, Any]) -> str:
 def lenient_defaults(variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The setup playbook's defaults that can be known before facts (a default that needs facts,
     such as torch_channel, is left out; the fix play renders it with facts)."""
-    merged = dict(variables)
-    merged.setdefault("facts", {})
-    for name, value in defaults.items():
-        if name not in merged:
-            try:
-                merged[name] = render(value, merged)
-            except TemplateError:
-                continue
+    data = {"facts": variables.get("facts", {})}
+    scope = layered((defaults, True), ({k: v for k, v in variables.items() if k not in data}, True), (data, False))
+    merged: dict[str, Any] = dict(data)
+    for name in scope:  # inventory values are templates too (venv: "{{ project_dir }}/.venv")
+        try:
+            merged[name] = scope[name]
+        except TemplateError:
+            continue
     return merged
 
 

@@ -80,3 +80,11 @@ def test_syntax_errors_are_found_by_compiling_without_rendering():
     compile_check({"a": ["{{ fine }}", "{{ undefined_is_fine_here }}"]})
     with pytest.raises(TemplateError, match="Jinja syntax error"):
         compile_check({"a": ["ok", "{{ a | }}"]})
+
+
+def test_doctor_renders_inventory_templates_too_and_skips_what_needs_facts():
+    from fleet.doctor import lenient_defaults
+
+    hostvars = {"project_dir": "/srv/p", "venv": "{{ project_dir }}/.venv", "facts": {}}
+    got = lenient_defaults(hostvars, {"venv": "~/x/.venv", "channel": "{{ facts.arch }}", "pyver": "3.12"})
+    assert got["venv"] == "/srv/p/.venv" and got["pyver"] == "3.12" and "channel" not in got
