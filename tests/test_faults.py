@@ -4,12 +4,14 @@ hold afterwards. At the end one line sums up: hosts, faults injected, survived, 
 partial or temp files left (both must be 0).
 
 Faults: sshd killed mid-task, a silent host (TCP accepts, never speaks), a banner then silence, a
-hung command under `timeout:`."""
+hung command under `timeout:`, the controller SIGKILLed mid-copy / mid-template / mid-download, two
+runs at once on the same hosts."""
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.server
 import os
 import shutil
 import signal
@@ -20,6 +22,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -276,4 +279,156 @@ def test_hung_command_under_timeout(fleet, inv, tmp_path, tally):
     assert "timed out after 2s" in next(e["message"] for e in tasks if e["task"] == "hang")
     assert not any(e["task"] == "not reached" for e in tasks)
     assert not alive, f"the hung command (pid {pid}) still runs"
+    tally.survived += 1
+
+
+# ---- the controller dies mid-transfer -----------------------------------------------------------------
+class SlowFile(http.server.SimpleHTTPRequestHandler):
+    """Serves BIG bytes slowly, or (while `stall` is set) half of them and then nothing."""
+
+    stall = threading.Event()
+    release = threading.Event()
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        if self.headers.get("Range"):  # fleet's reachability probe asks for one byte
+            self.send_response(206)
+            self.send_header("Content-Range", f"bytes 0-0/{BIG}")
+            self.send_header("Content-Length", "1")
+            self.end_headers()
+            self.wfile.write(b"d")
+            return
+        self.send_response(200)
+        self.send_header("Content-Length", str(BIG))
+        self.end_headers()
+        chunk = b"d" * (1024 * 1024)
+        for i in range(BIG // len(chunk)):
+            if self.stall.is_set() and i == BIG // len(chunk) // 2:
+                self.release.wait(60)  # a stuck download, until the test ends
+                return
+            self.wfile.write(chunk)
+            time.sleep(0.02)
+
+
+@pytest.fixture
+def slow_web(fleet):
+    server = http.server.ThreadingHTTPServer((f"{fleet.subnet}.1", 0), partial(SlowFile))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    SlowFile.stall.clear()
+    SlowFile.release.clear()
+    yield f"http://{fleet.subnet}.1:{server.server_address[1]}/big.bin"
+    SlowFile.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def controller_killed(book: Path, inv: Path, when: Callable[[int], bool]) -> tuple[int, str]:
+    """Run fleet, SIGKILL it (its whole process group) once when(pid) is true; (code, stderr)."""
+    run = start_fleet("run", book, "-i", inv, stdout=subprocess.DEVNULL)
+    try:
+        assert wait_for(lambda: when(run.pid) or run.poll() is not None, 120), "the moment to kill never came"
+        assert run.poll() is None, f"the run ended before it could be killed: {run.stderr.read()}"
+        os.killpg(run.pid, signal.SIGKILL)
+        return run.wait(10), ""
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(10)
+
+
+@pytest.mark.parametrize("kind", ["copy", "template"])
+def test_controller_killed_mid_upload(fleet, inv, tmp_path, tally, kind):
+    old, new = b"old content\n", (b"n" * 63 + b"\n") * (BIG // 64)
+    targets = [h.home / f"killed-{kind}.bin" for h in fleet.hosts]
+    for path in targets:
+        path.write_bytes(old)
+    if kind == "copy":
+        (tmp_path / "big.bin").write_bytes(new)
+        task = {"copy": {"src": str(tmp_path / "big.bin"), "dest": f"~/killed-{kind}.bin"}}
+    else:
+        (tmp_path / "big.j2").write_text("{% for i in range(count) %}" + "n" * 63 + "\n{% endfor %}")
+        task = {"template": {"src": str(tmp_path / "big.j2"), "dest": f"~/killed-{kind}.bin"}}
+    book = write_playbook(tmp_path / "book.yaml", [{
+        "hosts": "faults", "gather_facts": False, "vars": {"count": BIG // 64}, "tasks": [{"name": kind, **task}],
+    }])  # fmt: skip
+    tally.fault()
+    code, _ = controller_killed(book, inv, lambda pid: sent_bytes(pid) > BIG)  # about a host's worth sent
+    assert code == -signal.SIGKILL
+    time.sleep(1)  # the hosts notice the controller is gone
+    left = wait_for(lambda: not leftovers(homes(fleet)), 15) is None
+    half = partial_files(targets, {old, new})
+    tally.record(lost=0, left=half + len(leftovers(homes(fleet))))
+    assert half == 0, "a target holds a half-written file"
+    assert not left, f"temp files left after the controller died: {leftovers(homes(fleet))}"
+    again = run_fleet("run", book, "-i", inv)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert all(p.read_bytes() == new for p in targets) and leftovers(homes(fleet)) == []
+    tally.survived += 1
+
+
+def test_controller_killed_mid_download(fleet, inv, tmp_path, tally, slow_web):
+    targets = [h.home / "killed-download.bin" for h in fleet.hosts]
+    for path in targets:
+        path.unlink(missing_ok=True)
+    book = write_playbook(tmp_path / "book.yaml", [{"hosts": "faults", "gather_facts": False, "tasks": [
+        {"name": "download", "download": {"url": slow_web, "dest": "~/killed-download.bin"}},
+    ]}])  # fmt: skip
+    SlowFile.stall.set()
+
+    def downloading(_pid: int) -> bool:
+        temps = [p for p in leftovers(homes(fleet)) if ".fleet-download" in p.name]
+        return len(temps) == HOSTS and all(p.stat().st_size > 1024 * 1024 for p in temps)
+
+    tally.fault()
+    code, _ = controller_killed(book, inv, downloading)
+    assert code == -signal.SIGKILL
+    # The remote download is stuck (the server stalls): a dead controller must not leave its temp file.
+    left = wait_for(lambda: not leftovers(homes(fleet)), 15) is None
+    half = partial_files(targets, set())
+    count = len(leftovers(homes(fleet)))
+    SlowFile.release.set()
+    SlowFile.stall.clear()
+    tally.record(lost=0, left=half + count)
+    assert half == 0, "a half-downloaded file sits at the target"
+    assert not left, f"temp files left after the controller died: {leftovers(homes(fleet))}"
+    again = run_fleet("run", book, "-i", inv)
+    assert again.returncode == 0, again.stdout + again.stderr
+    assert all(p.stat().st_size == BIG for p in targets) and leftovers(homes(fleet)) == []
+    tally.survived += 1
+
+
+# ---- runs that collide or are stopped ------------------------------------------------------------------
+def test_two_runs_at_once_lose_no_change(fleet, inv, tmp_path, tally):
+    for h in fleet.hosts:
+        (h.home / "managed.txt").write_text("# managed\n")
+
+    def book(tag: str) -> Path:
+        return write_playbook(tmp_path / f"{tag}.yaml", [{"hosts": "faults", "gather_facts": False, "tasks": [
+            {"name": f"line {tag}", "line": {"path": "~/managed.txt", "line": f"{tag}-{{{{ item }}}}"},
+             "loop": list(range(8))},
+        ]}])  # fmt: skip
+
+    tally.fault()
+    runs = [start_fleet("run", book(tag), "-i", inv, "--json") for tag in ("a", "b")]
+    outs = [r.communicate(timeout=300) for r in runs]
+    want = {f"{t}-{i}" for t in ("a", "b") for i in range(8)}
+    missing = {h.name: want - set((h.home / "managed.txt").read_text().split()) for h in fleet.hosts}
+    # A run that could not take a host's lock says so (not a silent success); its lines are then
+    # not "lost": nothing claimed them done.
+    claimed = {
+        (e["host"], tag)
+        for (out, _), tag in zip(outs, ("a", "b"), strict=True)
+        for e in events(out)
+        if e["event"] in ("task", "task_result") and e["status"] in ("ok", "changed")
+    }
+    lost = sum(1 for host, lines in missing.items() for line in lines if (host, line[0]) in claimed)
+    tally.record(lost=lost, left=len(leftovers(homes(fleet))))
+    assert lost == 0, f"lines claimed done but missing: {missing}"
+    assert all(r.returncode in (0, 2) for r in runs), outs
+    for (out, _), r in zip(outs, runs, strict=True):
+        if r.returncode:  # it waited its bounded time for the other run, then said who holds the host
+            assert "locked by" in out
+    assert leftovers(homes(fleet)) == []
     tally.survived += 1
