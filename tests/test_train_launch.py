@@ -8,7 +8,9 @@ import json
 import shutil
 
 import pytest
-from train_jobs.kit import JOBS, fleet_train, status, wait_for, write_config
+import yaml
+from sshfleet import free_port
+from train_jobs.kit import JOBS, fleet_train, job_processes, status, train_python, wait_for, write_config
 
 pytestmark = pytest.mark.ssh
 
@@ -93,3 +95,26 @@ def test_existing_run_is_never_overwritten(ssh_fleet, ssh_inventory, tmp_path):
     assert len(launch_ids) == 2
     log = (run_dir / "training.log").read_text()
     assert log.count("fleet: starting") == 1  # the old log went with the old run
+
+
+def test_multi_node_launch_where_a_node_dies_at_once_stops_the_others(ssh_fleet, tmp_path):
+    inv = ssh_fleet.inventory(tmp_path / "pair")
+    (inv / "group_vars").mkdir()
+    (inv / "group_vars" / "all.yaml").write_text(yaml.safe_dump({"train_python": str(train_python())}))
+    config = write_config(
+        tmp_path / "pair.yaml", script=JOBS / "steps_job.py", run="pair-dies",
+        args=["--steps", "900", "--interval", "0.2", "--fail-on-node", "1", "--exit-code", "4"],
+        multi_node=True, master_port=free_port(ssh_fleet.host("node-01").address), require_modules=["torch"],
+        env={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
+    )  # fmt: skip
+    launched = fleet_train(inv, config, "--hosts", "node-01,node-02", "--json")
+    assert launched.returncode != 0, launched.stdout
+    results = [e for e in map(json.loads, launched.stdout.splitlines()) if e["event"] == "task"]
+    dead = [e for e in results if e["host"] == "node-02"]
+    assert dead and "the job exited with code" in dead[-1]["message"], results
+    assert "RuntimeError: node 1 cannot start" in dead[-1]["message"]
+    peer = [e for e in results if e["host"] == "node-01"][-1]
+    assert peer["status"] == "failed" and peer["message"] == "stopped: peer node-02 failed at launch", results
+    _, states = status(inv, config, "--hosts", "node-01,node-02")
+    assert {s["state"] for s in states.values()} == {"failed"}, states
+    assert job_processes("pair-dies") == {}

@@ -144,7 +144,7 @@ def launch(
 def _launch_result(summary: str, seen: LaunchOutcome, config: TrainConfig) -> tuple[Status, str]:
     """A job that exited in the watch window is not `started`: failed (with its last words) or done."""
     if seen.exit_code is not None and seen.exit_code != 0:
-        lines = "\n".join(f"    {line}" for line in seen.tail[-10:])
+        lines = "\n".join(f"    {line}" for line in seen.last_words())
         return Status.FAILED, (
             f"the job exited with code {seen.exit_code} within {seen.waited}s of its launch; last log lines:\n{lines}"
         )

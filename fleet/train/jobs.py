@@ -190,7 +190,7 @@ def launch_script(spec: NodeSpec, synced: Mapping[str, bytes], *, mode: str = "n
         f'if [ -f {p.q("job.exit")} ]; then echo "exit $(cat {p.q("job.exit")})"; '
         "elif new | grep -q -a -E '(^|[[:space:]])step=[0-9]+'; then echo ready; fi\n"
         "echo @@tail\n"
-        "new | tail -n 12 | cut -c1-300\n"
+        "new | tail -n 60 | cut -c1-300\n"
     )
     return "".join(parts)
 
@@ -204,6 +204,18 @@ class LaunchOutcome:
     exit_code: int | None  # the job ended within the window
     ready: bool  # its first step record came
     tail: tuple[str, ...]  # the log's last lines from this launch
+
+    def last_words(self, lines: int = 10) -> list[str]:
+        """The lines that say why: the last error lines (a launcher's summary may bury them), then
+        the log's last lines."""
+        errors = [line for line in self.tail if _ERROR_LINE.search(line) and not _LAUNCHER.search(line)][-3:]
+        last = [line for line in self.tail[-lines:] if line not in errors]
+        return [*errors, *(["..."] if errors and last else []), *last]
+
+
+_ERROR_LINE = re.compile(r"\b\w*(Error|Exception)\b:|^\s*error:", re.I)
+# torchrun's own report of a failed worker: it names the failure, the worker's lines say why
+_LAUNCHER = re.compile(r"torch\.distributed|ChildFailedError|elastic")
 
 
 def parse_launch(text: str) -> LaunchOutcome:
