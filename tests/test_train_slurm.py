@@ -89,13 +89,43 @@ def test_killed_job_shows_failed_and_stop_cancels(slurm, inventory, tmp_path):
     failed = wait_for(lambda: (s := status(slurm, inventory, config))["state"] == "failed" and s, "the job to fail")
     assert failed["exit_code"] not in (None, 0) and "FAILED" in failed["note"], failed
 
+    # a partition and a node count instead of a host pattern; python and workdir from the config
     config2 = write_config(tmp_path / "s.yaml", script=JOBS / "steps_job.py", run="slurm-stop", args=args,
-                           master_port=port, python="python3")  # fmt: skip
-    assert train(slurm, inventory, config2, "--hosts", NODE).returncode == 0
-    wait_for(lambda: (status(slurm, inventory, config2)["step"] or 0) >= 2, "the second job past step 2")
-    stopped = train(slurm, inventory, config2, "stop", "--hosts", NODE)
+                           master_port=port, python=str(train_python()), workdir=str(tmp_path / "work2"))  # fmt: skip
+    by_partition = ("--partition", "debug", "--nodes", "1")
+    launched = train(slurm, inventory, config2, *by_partition)
+    assert launched.returncode == 0 and "(1 node(s): partition debug)" in launched.stdout, launched.stdout
+    batch = (tmp_path / "work2" / "runs" / "slurm-stop" / "batch.sh").read_text()
+    assert "#SBATCH --partition=debug" in batch and "--nodelist" not in batch
+
+    def stop_status() -> dict:
+        result = train(slurm, inventory, config2, "status", "--json", *by_partition)
+        (state,) = json.loads(result.stdout).values()
+        return state
+
+    wait_for(lambda: (stop_status()["step"] or 0) >= 2, "the second job past step 2")
+    stopped = train(slurm, inventory, config2, "stop", *by_partition)
     assert stopped.returncode == 0 and "cancelled; squeue no longer lists it" in stopped.stdout, stopped.stdout
-    after = status(slurm, inventory, config2)
+    after = stop_status()
     assert after["state"] == "stopped", after
     assert slurm.run("squeue", "-h").stdout.strip() == ""
     assert job_processes("slurm-stop") == {}
+
+
+def test_slurm_states_map_to_fleet_states():
+    """What squeue/scontrol print, and the exit file when Slurm forgot the job, as fleet's states."""
+    from fleet.train.slurm import parse_state
+
+    def state(slurm: str, *extra: str) -> str:
+        text = "\n@@slurm_state\njobid 7\n" + f"slurm {slurm}\n" + "".join(f"{e}\n" for e in extra) + "@@slurm_end\n"
+        return parse_state(text)[0].state
+
+    assert state("PENDING -") == "pending" and state("RUNNING -") == "running"
+    assert state("COMPLETED 0:0") == "finished"
+    assert state("FAILED 1:0") == "failed" and state("TIMEOUT 0:15") == "failed" and state("NODE_FAIL 0:0") == "failed"
+    assert state("CANCELLED+ 0:15", "stopped stopped by fleet train stop") == "stopped"
+    assert state("CANCELLED 0:15") == "failed"  # cancelled by someone else: the run did not end well
+    assert state("", "exit 0 1700000000") == "finished" and state("", "exit 3 1700000000") == "failed"
+    assert state("") == "lost"
+    assert parse_state("\n@@slurm_state\njobid \n@@slurm_end\n")[0].state == "absent"
+    assert parse_state("\n@@slurm_state\njobid 7\nslurm FAILED 0:9\n@@slurm_end\n")[0].exit_code == 137
