@@ -117,7 +117,7 @@ CASES = [
     Case("yaml-duplicate-key", text="- hosts: nodes\n  hosts: all\n  tasks: []\n"),
     Case("yaml-undefined-alias", text="- hosts: *nodes\n  tasks: []\n"),
     Case("yaml-deep", text="- hosts: nodes\n  vars: {deep: " + "[" * 5000 + "]" * 5000 + "}\n  tasks: []\n"),
-    Case("yaml-scalar-document", python=None, text="\n--- just text\n"),
+    Case("yaml-scalar-document", text="\n--- just text\n"),
     # ---- inventories ------------------------------------------------------------------------------
     Case("inv-group-vars-malformed", inventory={"group_vars/nodes.yaml": "a: [1,\n"}),
     Case("inv-group-vars-list", inventory={"group_vars/nodes.yaml": "- a\n"}),
@@ -142,8 +142,9 @@ CASES = [
     Case("py-raises", python="raise RuntimeError('boom')\n"),
     Case("py-no-plays", python="X = 1\n"),
     Case("py-plays-not-plays", python="PLAYS = ['a']\n"),
-    Case("py-unknown-task", python="from fleet import Play, Task\nPLAYS = [Play(tasks=[Task('frobnicate')])]\n"),
-    Case("py-bad-arg", python="from fleet import Play, Task\nPLAYS = [Play(tasks=[Task('copy', {'dset': 'x'})])]\n"),
+    Case("py-unknown-task", python="PLAYS = [FIRST, Play(tasks=[Task('frobnicate')])]\n"),
+    Case("py-bad-arg", python="PLAYS = [FIRST, Play(tasks=[Task('copy', {'dset': 'x'})])]\n"),
+    Case("py-bad-mode", python="PLAYS = [FIRST, Play(tasks=[Task('copy', {'dest': 'x', 'content': '', 'mode': 9})])]"),
 ]
 
 RESULTS: dict[str, bool] = {}
