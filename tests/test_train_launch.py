@@ -8,9 +8,8 @@ import json
 import shutil
 
 import pytest
-import yaml
 from sshfleet import free_port
-from train_jobs.kit import JOBS, fleet_train, job_processes, status, train_python, wait_for, write_config
+from train_jobs.kit import JOBS, fleet_train, job_processes, status, train_inventory, wait_for, write_config
 
 pytestmark = pytest.mark.ssh
 
@@ -98,9 +97,7 @@ def test_existing_run_is_never_overwritten(ssh_fleet, ssh_inventory, tmp_path):
 
 
 def test_multi_node_launch_where_a_node_dies_at_once_stops_the_others(ssh_fleet, tmp_path):
-    inv = ssh_fleet.inventory(tmp_path / "pair")
-    (inv / "group_vars").mkdir()
-    (inv / "group_vars" / "all.yaml").write_text(yaml.safe_dump({"train_python": str(train_python())}))
+    inv = train_inventory(ssh_fleet, tmp_path / "pair")
     config = write_config(
         tmp_path / "pair.yaml", script=JOBS / "steps_job.py", run="pair-dies",
         args=["--steps", "900", "--interval", "0.2", "--fail-on-node", "1", "--exit-code", "4"],

@@ -11,7 +11,15 @@ import subprocess
 
 import pytest
 import yaml
-from train_jobs.kit import TRAIN_GRPO, fleet_train, status, train_python, wait_for
+from train_jobs.kit import (
+    TRAIN_GRPO,
+    fleet_train,
+    status,
+    train_inventory,
+    train_python,
+    wait_for,
+    wait_until_ended,
+)
 
 from fleet.train.jobs import parse_progress
 
@@ -51,19 +59,12 @@ def test_smoke_trains_grpo_steps_on_cpu(python, tmp_path):
 
 @pytest.mark.ssh
 def test_fleet_train_runs_the_smoke_on_an_sshd_host(python, ssh_fleet, tmp_path):
-    inv = ssh_fleet.inventory(tmp_path / "inv")
-    (inv / "group_vars").mkdir()
-    (inv / "group_vars" / "all.yaml").write_text(yaml.safe_dump({"train_python": str(python)}))
+    inv = train_inventory(ssh_fleet, tmp_path / "inv")
     launched = fleet_train(inv, SMOKE_CONFIG, "--hosts", "node-02")
     assert launched.returncode == 0, launched.stdout + launched.stderr
     assert "synced train_grpo.py, train_config.smoke.yaml" in launched.stdout
     try:
-        final = wait_for(
-            lambda: (s := status(inv, SMOKE_CONFIG, "--hosts", "node-02")[1]["node-02"])["state"] != "running" and s,
-            "the smoke run to end",
-            timeout=300,
-            every=3,
-        )
+        final = wait_until_ended(inv, SMOKE_CONFIG, "node-02")
     finally:
         fleet_train(inv, SMOKE_CONFIG, "stop", "--hosts", "node-02")
     assert final["state"] == "finished", final
@@ -80,9 +81,7 @@ def test_fleet_train_runs_the_smoke_on_an_sshd_host(python, ssh_fleet, tmp_path)
 def test_interrupted_smoke_run_resumes_from_its_newest_checkpoint(python, ssh_fleet, tmp_path):
     """Stop a real smoke run after its first checkpoints, resume it through fleet: the step count
     goes on from the checkpoint's step, and the run ends at max_steps."""
-    inv = ssh_fleet.inventory(tmp_path / "inv")
-    (inv / "group_vars").mkdir()
-    (inv / "group_vars" / "all.yaml").write_text(yaml.safe_dump({"train_python": str(python)}))
+    inv = train_inventory(ssh_fleet, tmp_path / "inv")
     body = yaml.safe_load(SMOKE_CONFIG.read_text())
     body["job"].update(run_name="resume", script=str(TRAIN_GRPO))
     # longer completions and more steps: slow enough to be stopped midway on a CPU
@@ -105,12 +104,7 @@ def test_interrupted_smoke_run_resumes_from_its_newest_checkpoint(python, ssh_fl
         resumed = fleet_train(inv, config, "--hosts", "node-03", "--resume")
         assert resumed.returncode == 0, resumed.stdout + resumed.stderr
         assert f"resumed from checkpoint-{newest} resume" in resumed.stdout
-        final = wait_for(
-            lambda: (s := status(inv, config, "--hosts", "node-03")[1]["node-03"])["state"] != "running" and s,
-            "the resumed run to end",
-            timeout=300,
-            every=2,
-        )
+        final = wait_until_ended(inv, config, "node-03")
     finally:
         fleet_train(inv, config, "stop", "--hosts", "node-03")
     assert final["state"] == "finished" and (final["step"], final["max_steps"]) == (20, 20), final

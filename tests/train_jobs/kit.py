@@ -64,6 +64,24 @@ def wait_for(check: Callable[[], Any], what: str, timeout: float = 90, every: fl
         time.sleep(every)
 
 
+def wait_until_ended(inv: Path, config: Path, host: str, timeout: float = 300, every: float = 2) -> dict:
+    """The host's status once its run no longer runs."""
+
+    def ended() -> dict | None:
+        state = status(inv, config, "--hosts", host)[1][host]
+        return state if state["state"] != "running" else None
+
+    return wait_for(ended, f"the run on {host} to end", timeout=timeout, every=every)
+
+
+def train_inventory(ssh_fleet: Any, path: Path) -> Path:
+    """The sshd fleet's inventory, every host running jobs with the training venv's python."""
+    inv = ssh_fleet.inventory(path)
+    (inv / "group_vars").mkdir()
+    (inv / "group_vars" / "all.yaml").write_text(yaml.safe_dump({"train_python": str(train_python())}))
+    return inv
+
+
 def job_processes(run: str, host: str | None = None) -> dict[int, str]:
     """pid -> command line of every live process tagged with this run (on `host` if given)."""
     prefix = f"FLEET_JOB={run}@{host}/" if host else f"FLEET_JOB={run}@"
