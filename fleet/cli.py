@@ -66,7 +66,8 @@ def parse_extra_vars(values: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def _common(p: argparse.ArgumentParser, *, hosts_flag: str = "--hosts") -> None:
+def _common(p: argparse.ArgumentParser) -> None:
+    """The options every command takes, spelled the same everywhere."""
     p.add_argument(
         "-i",
         "--inventory",
@@ -74,11 +75,23 @@ def _common(p: argparse.ArgumentParser, *, hosts_flag: str = "--hosts") -> None:
         help="inventory folder or file (default: $FLEET_INVENTORY, ./inventories/local, or this machine)",
     )
     p.add_argument(
-        hosts_flag,
-        "-l" if hosts_flag == "--limit" else "-H",
+        "-l",
+        "--limit",
+        "-H",
+        "--hosts",
         dest="pattern",
         default=None,
-        help="host pattern: names, globs (gh200-*), groups, a,b  !excluded  &intersection",
+        help="host pattern: names, globs (gh200-*), groups, a,b  !excluded  &intersection; "
+        "@failed: the hosts that failed or were unreachable in the last run; @FILE: one host per line",
+    )
+    p.add_argument("--forks", type=int, default=32, help="hosts worked on at once (default 32)")
+    p.add_argument("--json", action="store_true", help="JSON Lines events (see docs/events.md)")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="-v: output of changed and failed tasks; -vv: also the scripts",
     )
     p.add_argument(
         "--strict-hosts",
@@ -86,8 +99,6 @@ def _common(p: argparse.ArgumentParser, *, hosts_flag: str = "--hosts") -> None:
         default=os.environ.get("FLEET_STRICT_HOSTS", "") not in ("", "0"),
         help="a host pattern element that matches nothing is an error (default: a warning; env FLEET_STRICT_HOSTS=1)",
     )
-    p.add_argument("-f", "--forks", type=int, default=32, help="hosts worked on at once (default 32)")
-    p.add_argument("--json", action="store_true", help="machine-readable output")
     p.add_argument(
         "-e",
         "--extra-vars",
@@ -104,12 +115,15 @@ def _common(p: argparse.ArgumentParser, *, hosts_flag: str = "--hosts") -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     parser = Parser(prog="fleet", description="Fleet automation for GPU training clusters.")
+    parser.add_argument("--version", action="version", version=f"fleet {__version__}")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=Parser)
 
     run = sub.add_parser("run", help="converge hosts with a playbook (YAML or Python)")
     run.add_argument("playbook")
-    _common(run, hosts_flag="--limit")
+    _common(run)
     run.add_argument("-C", "--check", action="store_true", help="change nothing; report what would change")
     run.add_argument("-D", "--diff", action="store_true", help="show what changes in files and packages")
     run.add_argument("-t", "--tags", default="", help="only tasks with these tags (comma list)")
@@ -119,7 +133,33 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--no-lock", action="store_true", help="do not take the per-host run lock (experts only)")
     run.add_argument("--lock-wait", type=float, default=60.0, metavar="S", help="wait for another run's lock (60)")
+    run.add_argument("--start-at-task", metavar="NAME", help="begin at the first task of this name")
+    listing = run.add_mutually_exclusive_group()
+    for flag, text in (
+        ("--list-hosts", "print the hosts each play would run on, then stop"),
+        ("--list-tasks", "print the tasks each play would run (after --tags/--skip-tags), then stop"),
+        ("--list-tags", "print the tags of each play's tasks, then stop"),
+        ("--syntax-check", "load and validate the playbook, then stop"),
+    ):
+        listing.add_argument(flag, action="store_true", help=text)
     run.set_defaults(handler=cmd_run)
+
+    shell = sub.add_parser(
+        "shell",
+        help="run a shell command on every selected host at once; identical output grouped",
+        description="fleet shell PATTERN -- COMMAND...  (e.g. fleet shell 'gh200-*' -- nvidia-smi -L)",
+    )
+    shell.add_argument("target", metavar="PATTERN", help="host pattern (as --hosts)")
+    shell.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
+    _common(shell)
+    shell.add_argument("-b", "--become", action="store_true", help="run as root (sudo)")
+    shell.add_argument("--become-user", default="root", help="with --become: run as this user (default root)")
+    shell.add_argument("-t", "--timeout", type=float, default=None, help="seconds before the command is stopped")
+    shell.set_defaults(handler=cmd_shell)
+
+    completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
+    completion.add_argument("shell", choices=("bash", "zsh"), nargs="?", default="bash")
+    completion.set_defaults(handler=cmd_completion)
 
     facts = sub.add_parser("facts", help="arch, OS, driver, CUDA, GPUs and training stack per host")
     _common(facts)
@@ -170,7 +210,15 @@ def _tagset(text: str) -> frozenset[str]:
     return frozenset(t.strip() for t in text.split(",") if t.strip())
 
 
+def host_pattern(args: argparse.Namespace) -> str | None:
+    """--hosts/--limit, with @failed and @FILE read into a host list."""
+    from .runlog import resolve_limit
+
+    return resolve_limit(args.pattern)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
+    from . import outline
     from .playbook import check_tags, load_playbook
     from .report import choose_reporter
     from .resources import find
@@ -178,6 +226,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     inventory = load_inventory_arg(args.inventory, args.strict_hosts)
     playbook = load_playbook(find(args.playbook))  # ./playbooks/... first, else the shipped copy
+    if args.start_at_task:
+        playbook = outline.start_at(playbook, args.start_at_task)
     options = run_options(
         args,
         check=args.check,
@@ -189,15 +239,53 @@ def cmd_run(args: argparse.Namespace) -> int:
         lock_wait=max(0.0, args.lock_wait),
     )
     check_tags(playbook, options.tags, options.skip_tags)
-    report = run_playbook(playbook, inventory, options, choose_reporter(json_lines=args.json), limit=args.pattern)
-    return report.exit_code
+    pattern = host_pattern(args)
+    if args.syntax_check:
+        print(outline.syntax_ok(playbook))
+        return 0
+    for flag, show in (("list_hosts", outline.hosts), ("list_tasks", outline.tasks), ("list_tags", outline.tags)):
+        if getattr(args, flag):
+            print("\n".join(show(playbook, inventory=inventory, limit=pattern, options=options)))
+            return 0
+    reporter = choose_reporter(json_lines=args.json, verbosity=args.verbose)
+    return run_playbook(playbook, inventory, options, reporter, limit=pattern).exit_code
+
+
+def cmd_shell(args: argparse.Namespace) -> int:
+    from .adhoc import run_shell
+
+    words = args.words[1:] if args.words[:1] == ["--"] else args.words
+    if not words:
+        raise FleetError("fleet shell: no command given (fleet shell PATTERN -- COMMAND ...)")
+    if args.pattern and args.pattern != args.target:
+        raise FleetError(f"fleet shell: two host patterns given ({args.target!r} and --hosts {args.pattern!r})")
+    args.pattern = args.target
+    inventory = load_inventory_arg(args.inventory)
+    hosts = inventory.require(host_pattern(args))
+    return run_shell(
+        inventory,
+        hosts,
+        words,
+        run_options(args),
+        become=args.become,
+        become_user=args.become_user,
+        timeout=args.timeout,
+        as_json=args.json,
+    )
+
+
+def cmd_completion(args: argparse.Namespace) -> int:
+    from .completion import script
+
+    print(script(build_parser(), args.shell))
+    return 0
 
 
 def cmd_facts(args: argparse.Namespace) -> int:
     from .factsview import show_facts
 
     inventory = load_inventory_arg(args.inventory, args.strict_hosts)
-    return show_facts(inventory, inventory.require(args.pattern), run_options(args), as_json=args.json)
+    return show_facts(inventory, inventory.require(host_pattern(args)), run_options(args), as_json=args.json)
 
 
 def cmd_health(args: argparse.Namespace) -> int:
@@ -224,17 +312,19 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 
 def cmd_inventory(args: argparse.Namespace) -> int:
+    from .events import EventWriter
     from .report import print_table
     from .secrets import Redactor, inventory_marked_names, marked_names, secret_values
 
     inventory = load_inventory_arg(args.inventory, args.strict_hosts)
-    hosts = [inventory.host(h) for h in inventory.require(args.pattern)]
+    hosts = [inventory.host(h) for h in inventory.require(host_pattern(args))]
     extra = parse_extra_vars(args.extra_vars)
     names = inventory_marked_names(inventory) | marked_names(extra)
     redactor = Redactor(secret_values(extra, *(h.vars for h in hosts), marked=names), names)
     if args.json:
-        data = {h.name: {"groups": h.groups, "vars": {**h.vars, **extra}} for h in hosts}
-        print(json.dumps(redactor.show(data), indent=2, default=str))
+        events = EventWriter(redactor=redactor)
+        for h in hosts:
+            events.emit("host", host=h.name, groups=list(h.groups), vars={**h.vars, **extra})
         return 0
     rows = [(h.name, ",".join(h.groups), json.dumps(redactor.show({**h.vars, **extra}), default=str)) for h in hosts]
     print_table(rows, ("host", "groups", "vars"), title=f"{len(hosts)} host(s) in {inventory.source}")
@@ -250,8 +340,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"fleet: error: {visible(str(exc))}", file=sys.stderr)
         return EXIT_BAD_INPUT
     except KeyboardInterrupt:
-        print("fleet: interrupted", file=sys.stderr)
+        print("\nfleet: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `fleet ... | head`: the reader has all it wanted
+        from .report import pipe_closed
+
+        pipe_closed()
+        return 141
     finally:
         if argv is None:  # the process ends next (the console script, python -m fleet.cli)
             # Spare the interpreter's final garbage collection a walk over every object left:

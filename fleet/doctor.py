@@ -320,15 +320,18 @@ def show(diagnoses: Mapping[str, Diagnosis], *, as_json: bool, stage: str) -> No
     from .report import print_line, print_table
 
     if as_json:
+        from .events import EventWriter
+
+        events = EventWriter()
         for host, d in diagnoses.items():
-            base = {"event": "doctor", "stage": stage, "host": host, "venv": d.venv}
+            base = {"stage": stage, "host": host, "venv": d.venv}
             if d.error:
-                print(json.dumps(base | {"error": d.error}))
+                events.emit("doctor", **base, error=d.error)
             for f in d.findings:
-                line = {"finding": f.id, "problem": f.problem, "remedy": f.remedy, **({"note": True} if f.note else {})}
-                print(json.dumps(base | line))
+                note = {"note": True} if f.note else {}
+                events.emit("doctor", **base, finding=f.id, problem=f.problem, remedy=f.remedy, **note)
             if not d.error and not d.findings:
-                print(json.dumps(base | {"finding": None}))
+                events.emit("doctor", **base, finding=None)
         return
     rows = []
     for host, d in diagnoses.items():
@@ -368,12 +371,12 @@ def setup_play(path: str) -> Play:
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:
-    from .cli import load_inventory_arg, run_options
+    from .cli import host_pattern, load_inventory_arg, run_options
     from .report import choose_reporter
     from .runner import run_playbook
 
     inventory: Inventory = load_inventory_arg(args.inventory, args.strict_hosts)
-    hosts = inventory.require(args.pattern)
+    hosts = inventory.require(host_pattern(args))
     setup = setup_play(args.playbook)
     options = run_options(args, check=args.check)
     with Session(inventory, options) as session:
@@ -388,7 +391,8 @@ def cmd_doctor(args: argparse.Namespace) -> int:
     book = fix_playbook(setup, before, f"fleet doctor ({args.playbook})", only)
     if not book.plays:
         return exit_code(before)
-    report: RunReport = run_playbook(book, inventory, options, choose_reporter(json_lines=args.json))
+    reporter = choose_reporter(json_lines=args.json, verbosity=args.verbose)
+    report: RunReport = run_playbook(book, inventory, options, reporter, command="doctor")
     if args.check:
         return report.exit_code
     with Session(inventory, options) as session:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from collections import Counter
 from collections.abc import Mapping
 from typing import Any
@@ -81,20 +80,15 @@ def show_facts(inventory: Inventory, hosts: list[str], options: RunOptions, *, a
     odd = odd_stacks(reachable)
     problems = {h: judge(f.health, expected_gpus=expected[h], gpu_error=f.gpu_error) for h, f in reachable.items()}
     if as_json:
-        out = {
-            h: (
-                {"unreachable": str(f)}
-                if isinstance(f, Unreachable)
-                else f.as_dict()
-                | {
-                    "stack_differs": h in odd,
-                    "healthy": not errors(problems[h]),
-                    "health_problems": [problem_dict(p) for p in problems[h]],
-                }
-            )
-            for h, f in found.items()
-        }
-        print(json.dumps(out, indent=2, default=str))
+        from .events import EventWriter
+
+        events = EventWriter()
+        for h, f in found.items():
+            if isinstance(f, Unreachable):
+                events.emit("facts", host=h, unreachable=str(f))
+                continue
+            health = {"healthy": not errors(problems[h]), "health_problems": [problem_dict(p) for p in problems[h]]}
+            events.emit("facts", **{**f.as_dict(), "host": h, "stack_differs": h in odd, **health})
     else:
         rows = []
         for host, f in found.items():

@@ -136,6 +136,8 @@ class HostReport:
     host: str
     results: list[TaskResult] = field(default_factory=list)
     unreachable: str | None = None
+    interrupted: str | None = None  # the task it was in when the run was interrupted ("" between tasks)
+    error: str | None = None  # why it failed outside any task (bad connection type, facts that failed)
     commands: int = 0
     duration: float = 0.0
 
@@ -144,7 +146,21 @@ class HostReport:
 
     @property
     def failed(self) -> bool:
-        return self.count(Status.FAILED) > 0
+        return self.error is not None or self.count(Status.FAILED) > 0
+
+    @property
+    def why(self) -> str | None:
+        """Why this host failed, was unreachable or stopped, in one line (None when all went well)."""
+        if self.unreachable:
+            return f"unreachable: {self.unreachable}"
+        if self.error:
+            return self.error
+        for r in self.results:
+            if r.status is Status.FAILED and not r.ignored:
+                return f"{r.task}: {r.message}"
+        if self.interrupted is not None:
+            return f"stopped during {self.interrupted!r}" if self.interrupted else "stopped before it started"
+        return None
 
     @property
     def notes(self) -> list[str]:
@@ -159,22 +175,36 @@ class HostReport:
             "failed": self.count(Status.FAILED),
             "skipped": self.count(Status.SKIPPED),
             "unreachable": self.unreachable,
+            "interrupted": self.interrupted is not None,
             "commands": self.commands,
             "duration": round(self.duration, 3),
             **({"notes": self.notes} if self.notes else {}),
+            **({"why": self.why} if self.why else {}),
         }
 
 
 @dataclass
 class RunReport:
     hosts: dict[str, HostReport] = field(default_factory=dict)
+    run_id: str = ""
+    log_dir: str | None = None
+    interrupted: bool = False
+    stopped: str | None = None  # why the run stopped early (any_errors_fatal, max_fail_percentage)
+    duration: float = 0.0
 
     def host(self, name: str) -> HostReport:
         return self.hosts.setdefault(name, HostReport(name))
 
+    def failures(self) -> dict[str, str]:
+        """Failed and unreachable hosts, each with why."""
+        hosts = sorted(self.hosts.values(), key=lambda h: h.host)
+        return {h.host: h.why or "" for h in hosts if h.failed or h.unreachable}
+
     @property
     def exit_code(self) -> int:
-        """0 all good; 2 some host failed; 4 some host unreachable; 6 both."""
+        """0 all good; 2 some host failed; 4 some host unreachable; 6 both; 130 interrupted."""
+        if self.interrupted:
+            return 130
         code = 0
         if any(h.failed for h in self.hosts.values()):
             code |= 2

@@ -1,15 +1,19 @@
 """What a person (or a script) sees of a run: a rich live view on a terminal, plain lines
-otherwise, JSON lines for machines, and a recap table. The only module that imports rich."""
+otherwise, JSON lines for machines (fleet/events.py), and a recap. The only module that imports rich."""
 
 from __future__ import annotations
 
-import json
+import contextlib
+import os
 import sys
 import threading
-from collections.abc import Iterable, Mapping, Sequence
+import time
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import IO, Any
 
-from .model import RunReport, Status, TaskResult
+from .events import EventWriter, new_run_id, task_result_fields
+from .model import CommandResult, RunReport, Status, TaskResult
 from .sanitize import visible
 from .secrets import Redactor
 
@@ -20,6 +24,8 @@ STYLE = {
     Status.SKIPPED: "cyan",
     Status.UNREACHABLE: "magenta",
 }
+TAIL_LINES = 10  # of stderr and of stdout, under a failed task
+VERBOSE_LINES = 200  # of each, under a changed or failed task with -v
 
 
 class Reporter:
@@ -28,16 +34,64 @@ class Reporter:
     def __init__(self) -> None:
         self.redactor = Redactor()
         self.lock = threading.Lock()
+        self.run_id = new_run_id()
+
+    def run_started(self, *, command: str, hosts: Sequence[str], **info: Any) -> None: ...
 
     def play_started(self, title: str, hosts: Sequence[str]) -> None: ...
 
     def task_started(self, host: str, task: str) -> None: ...
 
+    def command_done(self, host: str, script: str, result: CommandResult | None, error: str | None) -> None: ...
+
     def task_done(self, result: TaskResult) -> None: ...
 
     def host_unreachable(self, host: str, reason: str) -> None: ...
 
+    def host_interrupted(self, host: str, task: str | None, reason: str) -> None: ...
+
     def run_done(self, report: RunReport) -> None: ...
+
+
+class Tee(Reporter):
+    """Every event to several reporters (the screen, the run log, a failure-policy watch)."""
+
+    def __init__(self, *reporters: Any) -> None:
+        super().__init__()
+        self.reporters = list(reporters)
+
+    def _each(self, name: str) -> Callable[..., None]:
+        def call(*args: Any, **kwargs: Any) -> None:
+            for reporter in list(self.reporters):
+                method = getattr(reporter, name, None)
+                if method is not None:
+                    method(*args, **kwargs)
+
+        return call
+
+    def run_started(self, **info: Any) -> None:
+        self._each("run_started")(**info)
+
+    def play_started(self, title: str, hosts: Sequence[str]) -> None:
+        self._each("play_started")(title, hosts)
+
+    def task_started(self, host: str, task: str) -> None:
+        self._each("task_started")(host, task)
+
+    def command_done(self, host: str, script: str, result: CommandResult | None, error: str | None) -> None:
+        self._each("command_done")(host, script, result, error)
+
+    def task_done(self, result: TaskResult) -> None:
+        self._each("task_done")(result)
+
+    def host_unreachable(self, host: str, reason: str) -> None:
+        self._each("host_unreachable")(host, reason)
+
+    def host_interrupted(self, host: str, task: str | None, reason: str) -> None:
+        self._each("host_interrupted")(host, task, reason)
+
+    def run_done(self, report: RunReport) -> None:
+        self._each("run_done")(report)
 
 
 def escape(text: str) -> str:
@@ -56,152 +110,327 @@ def _console(stream: IO[str] | None = None) -> Any:
     return Console(file=stream, highlight=False, soft_wrap=not stream.isatty(), width=width)
 
 
+def pipe_closed() -> None:
+    """The reader of stdout left (`fleet ... | head`): send the rest of our output nowhere, so
+    neither later prints nor the interpreter's final flush raise, and let the work finish."""
+    with contextlib.suppress(OSError, ValueError):
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+
+
 def _label(result: TaskResult) -> str:
     text = result.task
     if result.item is not None:
-        item = result.item if isinstance(result.item, str | int | float) else json.dumps(result.item)
+        item = result.item if isinstance(result.item, str | int | float) else _json(result.item)
         text += f" [{item}]"
     return text
 
 
-class PlainReporter(Reporter):
-    """One line per task result; diffs when asked. For pipes, logs and CI."""
+def _json(value: Any) -> str:
+    import json
 
-    def __init__(self, stream: IO[str] | None = None, *, show_ok: bool = True) -> None:
+    return json.dumps(value, default=str)
+
+
+def tail(text: str, lines: int) -> list[str]:
+    rows = text.rstrip().splitlines()
+    if len(rows) <= lines:
+        return rows
+    return [f"… {len(rows) - lines} earlier line(s)", *rows[-lines:]]
+
+
+def host_list(hosts: Sequence[str], shown: int = 8) -> str:
+    """Names in full (never cut), the first few of a long list and how many more."""
+    hosts = sorted(hosts)
+    if len(hosts) <= shown:
+        return ", ".join(hosts)
+    return ", ".join(hosts[:shown]) + f" and {len(hosts) - shown} more"
+
+
+class PlainReporter(Reporter):
+    """One line per task start and result; why a task failed; grouped diffs at the end.
+    For pipes, logs and CI."""
+
+    def __init__(self, stream: IO[str] | None = None, *, show_ok: bool = True, verbosity: int = 0) -> None:
         super().__init__()
         self.console = _console(stream)
         self.show_ok = show_ok
+        self.verbosity = verbosity
+        self.closed = False
+        self.width = 16
+        # task label -> diff text -> hosts
+        self.diffs: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+
+    # ---- output ------------------------------------------------------------------------------
+    def _out(self, text: str, style: str | None = None) -> None:
+        """Write under the lock; plain text off a terminal (rendering under the lock made every
+        host's thread queue behind it)."""
+        if self.closed:
+            return
+        try:
+            if not self.console.is_terminal:
+                self.console.file.write(text + "\n")
+                self.console.file.flush()
+            else:
+                self.console.print(text, style=style, markup=False, highlight=False)
+        except BrokenPipeError:
+            self.closed = True
+            pipe_closed()
+
+    def _status_line(self, status: str, style: str, rest: str) -> None:
+        if self.console.is_terminal and not self.closed:
+            try:
+                self.console.print(f"[{style}]{status:<8}[/] {escape(rest)}", markup=True, highlight=False)
+            except BrokenPipeError:
+                self.closed = True
+                pipe_closed()
+            return
+        self._out(f"{status:<8} {rest}")
+
+    def _host(self, host: str) -> str:
+        return f"{host:<{self.width}}"
+
+    # ---- events ------------------------------------------------------------------------------
+    def run_started(self, *, command: str, hosts: Sequence[str], **info: Any) -> None:
+        self.width = max(16, min(40, max((len(h) for h in hosts), default=0)))
 
     def play_started(self, title: str, hosts: Sequence[str]) -> None:
         with self.lock:
-            self.console.print(f"[bold]PLAY {escape(title)}[/] on {len(hosts)} host(s)")
+            if self.console.is_terminal and not self.closed:
+                with contextlib.suppress(BrokenPipeError):
+                    self.console.print(f"[bold]PLAY {escape(title)}[/] on {len(hosts)} host(s)")
+                return
+            self._out(f"PLAY {title} on {len(hosts)} host(s)")
+
+    def task_started(self, host: str, task: str) -> None:
+        if self.console.is_terminal:
+            return  # the live view shows it
+        with self.lock:
+            self._out(f"{'start':<8} {self._host(host)} {task}")
+
+    def command_done(self, host: str, script: str, result: CommandResult | None, error: str | None) -> None:
+        if self.verbosity < 2:
+            return
+        text = [f"  {host} $ " + line for line in _shown_script(script).splitlines()]
+        if result is not None:
+            text.append(f"  {host} -> exit {result.exited} in {result.duration:.2f}s")
+        else:
+            text.append(f"  {host} -> {error}")
+        with self.lock:
+            self._out(self.redactor.show("\n".join(text)), style="dim")
 
     def task_done(self, result: TaskResult) -> None:
-        if result.status is Status.OK and not self.show_ok:
+        if result.status is Status.OK and not self.show_ok and self.verbosity < 1:
             return
         status = "ignored" if result.ignored else str(result.status)
         message = f"  {result.message}" if result.message else ""
-        if not self.console.is_terminal:
-            # Plain text needs no rich rendering. Rendering under the lock made every host's
-            # thread queue behind it: seconds lost at 50 hosts.
-            line = f"{status:<8} {result.host:<16} {_label(result)}{message}\n"
-            if result.diff:
-                line += result.diff.rstrip() + "\n"
-            with self.lock:
-                self.console.file.write(line)
-            return
-        text = escape(f"{result.host:<16} {_label(result)}{message}")  # brackets in names are not markup
+        details = self._details(result)
         with self.lock:
-            self.console.print(
-                f"[{STYLE[result.status]}]{status:<8}[/] {text}",
-                markup=True,
-                highlight=False,
-            )
+            self._status_line(status, STYLE[result.status], f"{self._host(result.host)} {_label(result)}{message}")
+            if details:
+                self._out("\n".join(details), style="red" if result.status is Status.FAILED else None)
             if result.diff:
-                self.console.print(result.diff.rstrip(), markup=False)
+                self.diffs[_label(result)][result.diff.rstrip()].append(result.host)
+
+    def _details(self, result: TaskResult) -> list[str]:
+        """Why a task failed (exit code, last lines of stderr and stdout); with -v what a changed
+        or failed task printed."""
+        failed = result.status is Status.FAILED
+        verbose = self.verbosity >= 1 and result.status in (Status.CHANGED, Status.FAILED)
+        if not (failed or verbose):
+            return []
+        data: Mapping[str, Any] = result.data or {}
+        lines = []
+        if failed and isinstance(data.get("rc"), int):
+            lines.append(f"    rc: {data['rc']}")
+        limit = VERBOSE_LINES if verbose else TAIL_LINES
+        for name in ("stderr", "stdout"):
+            text = str(data.get(name) or "")
+            if text.strip():
+                lines.append(f"    {name}:")
+                lines += [f"      {line}" for line in tail(self.redactor.show(text), limit)]
+        return lines
 
     def host_unreachable(self, host: str, reason: str) -> None:
         reason = self.redactor.show(reason)
         with self.lock:
-            self.console.print(f"[magenta]unreachable[/] {escape(f'{host:<16} {reason}')}", markup=True)
+            self._status_line("unreachable", "magenta", f"{self._host(host)} {reason}")
+
+    def host_interrupted(self, host: str, task: str | None, reason: str) -> None:
+        with self.lock:
+            self._status_line("stopped", "magenta", f"{self._host(host)} {task or ''}  ({reason})")
 
     def run_done(self, report: RunReport) -> None:
         with self.lock:
-            print_recap(report, self.console)
+            try:
+                print_diffs(self.diffs, self.console)
+                print_recap(report, self.console)
+            except BrokenPipeError:
+                self.closed = True
+                pipe_closed()
+
+
+def _shown_script(script: str) -> str:
+    from .runlog import shown_script
+
+    return shown_script(script)
 
 
 class LiveReporter(PlainReporter):
-    """A live table of what every host is doing, above the changed/failed lines."""
+    """A live table of what every host is doing (with how long it has been at it), above the
+    changed/failed lines. It fits the terminal: the hosts that have been busy longest first,
+    then "N more hosts", then totals."""
 
-    def __init__(self, stream: IO[str] | None = None) -> None:
-        super().__init__(stream, show_ok=False)
+    def __init__(self, stream: IO[str] | None = None, *, verbosity: int = 0) -> None:
+        super().__init__(stream, show_ok=False, verbosity=verbosity)
         from rich.live import Live
 
-        self.current: dict[str, str] = {}
+        self.current: dict[str, tuple[str, float | None]] = {}  # host -> (task or state, started)
         self.counts: dict[str, dict[str, int]] = {}
-        self.live = Live(self._table(), console=self.console, refresh_per_second=8, transient=True)
+        self.started = time.monotonic()
+        self.live = Live(get_renderable=self._table, console=self.console, refresh_per_second=4, transient=True)
         self.live.start()
 
     def _table(self) -> Any:
         from rich.table import Table
 
-        table = Table(box=None, show_header=True, header_style="bold")
-        for column in ("host", "now", "ok", "changed", "failed"):
-            table.add_column(column)
-        for host in sorted(self.current):
-            c = self.counts.get(host, {})
+        table = Table(box=None, show_header=True, header_style="bold", expand=False)
+        table.add_column("host", overflow="fold", max_width=40)  # a long name wraps, never cut
+        table.add_column("now", overflow="ellipsis", no_wrap=True, ratio=1)
+        table.add_column("for", justify="right", no_wrap=True)
+        for column in ("ok", "chg", "fail"):
+            table.add_column(column, justify="right", no_wrap=True)
+        now = time.monotonic()
+        with self.lock:
+            current = dict(self.current)
+            counts = {h: dict(c) for h, c in self.counts.items()}
+        busy = sorted((h for h, (_, t) in current.items() if t is not None), key=lambda h: (current[h][1], h))
+        rest = sorted(h for h in current if h not in busy)
+        room = max(3, self.console.size.height - 6)
+        shown = (busy + rest)[:room]
+        for host in shown:
+            task, since = current[host]
+            c = counts.get(host, {})
             table.add_row(
-                escape(host),
-                escape(self.current[host]),
+                host,
+                task,
+                f"{now - since:.0f}s" if since is not None else "",
                 str(c.get("ok", 0)),
                 str(c.get("changed", 0)),
-                str(c.get("failed", 0)),
+                f"[red]{c['failed']}[/]" if c.get("failed") else "0",
             )
+        hidden = len(current) - len(shown)
+        totals = {k: sum(c.get(k, 0) for c in counts.values()) for k in ("ok", "changed", "failed")}
+        states = f"{len(busy)} busy, {len(rest)} idle"
+        more = f"{hidden} more hosts; " if hidden else ""
+        table.add_row(
+            f"[bold]{len(current)} hosts[/]",
+            f"{more}{states}",
+            f"{now - self.started:.0f}s",
+            str(totals["ok"]),
+            str(totals["changed"]),
+            str(totals["failed"]),
+        )
         return table
 
     def play_started(self, title: str, hosts: Sequence[str]) -> None:
         super().play_started(title, hosts)
         with self.lock:
             for host in hosts:
-                self.current.setdefault(host, "waiting")
-            self.live.update(self._table())
+                self.current.setdefault(host, ("waiting", None))
 
     def task_started(self, host: str, task: str) -> None:
         with self.lock:
-            self.current[host] = task
-            self.live.update(self._table())
+            self.current[host] = (task, time.monotonic())
 
     def task_done(self, result: TaskResult) -> None:
         with self.lock:
             counts = self.counts.setdefault(result.host, {})
             counts[str(result.status)] = counts.get(str(result.status), 0) + 1
-            self.live.update(self._table())
+            self.current[result.host] = ("done", None)
         super().task_done(result)
 
     def host_unreachable(self, host: str, reason: str) -> None:
         with self.lock:
-            self.current[host] = "unreachable"
+            self.current[host] = ("unreachable", None)
         super().host_unreachable(host, reason)
 
+    def host_interrupted(self, host: str, task: str | None, reason: str) -> None:
+        with self.lock:
+            self.current[host] = ("stopped", None)
+        super().host_interrupted(host, task, reason)
+
     def run_done(self, report: RunReport) -> None:
-        self.live.stop()
+        with contextlib.suppress(BrokenPipeError):
+            self.live.stop()
         super().run_done(report)
 
 
 class JsonReporter(Reporter):
-    """JSON lines: one event per task result, then one recap line per host."""
+    """JSON Lines, one event per line (docs/events.md)."""
 
     def __init__(self, stream: IO[str] | None = None) -> None:
         super().__init__()
-        self.stream = stream or sys.stdout
+        self.writer = EventWriter(stream, run_id=self.run_id)
 
-    def _write(self, event: Mapping[str, Any]) -> None:
-        line = json.dumps(self.redactor.show(dict(event)), default=str)
-        with self.lock:
-            self.stream.write(line + "\n")
-            self.stream.flush()
+    def _emit(self, event: str, **fields: Any) -> None:
+        self.writer.redactor = self.redactor
+        self.writer.emit(event, **fields)
+
+    def run_started(self, *, command: str, hosts: Sequence[str], **info: Any) -> None:
+        self._emit("run_start", command=command, hosts=list(hosts), **{k: v for k, v in info.items() if v is not None})
 
     def play_started(self, title: str, hosts: Sequence[str]) -> None:
-        self._write({"event": "play", "play": title, "hosts": list(hosts)})
+        self._emit("play_start", play=title, hosts=list(hosts))
+
+    def task_started(self, host: str, task: str) -> None:
+        self._emit("task_start", host=host, task=task)
 
     def task_done(self, result: TaskResult) -> None:
-        self._write({"event": "task", **result.as_dict()})
+        self._emit("task_result", **task_result_fields(result))
 
     def host_unreachable(self, host: str, reason: str) -> None:
-        self._write({"event": "unreachable", "host": host, "message": reason})
+        self._emit("host_unreachable", host=host, message=reason)
+
+    def host_interrupted(self, host: str, task: str | None, reason: str) -> None:
+        self._emit("host_interrupted", host=host, task=task)
 
     def run_done(self, report: RunReport) -> None:
         for host in report.hosts.values():
-            self._write({"event": "recap", **host.as_dict()})
+            self._emit("recap", **host.as_dict())
+        failures = report.failures()
+        end = {
+            "exit_code": report.exit_code,
+            "interrupted": report.interrupted,
+            "failed_hosts": [h for h in failures if not report.hosts[h].unreachable],
+            "unreachable_hosts": [h for h in failures if report.hosts[h].unreachable],
+            "duration": round(report.duration, 3),
+        }
+        if report.log_dir:
+            end["log_dir"] = report.log_dir
+        if report.stopped:
+            end["stopped"] = report.stopped
+        self._emit("run_end", **end)
 
 
-def choose_reporter(*, json_lines: bool, stream: IO[str] | None = None) -> Reporter:
+def choose_reporter(*, json_lines: bool, stream: IO[str] | None = None, verbosity: int = 0) -> Reporter:
     stream = stream or sys.stdout
     if json_lines:
         return JsonReporter(stream)
     if stream.isatty():
-        return LiveReporter(stream)
-    return PlainReporter(stream)
+        return LiveReporter(stream, verbosity=verbosity)
+    return PlainReporter(stream, verbosity=verbosity)
+
+
+def print_diffs(diffs: Mapping[str, Mapping[str, list[str]]], console: Any) -> None:
+    """Diffs grouped by task; a diff that is the same on several hosts is shown once."""
+    for task, by_text in diffs.items():
+        console.print(f"--- diff: {task}", markup=False, highlight=False, style="bold")
+        for text, hosts in sorted(by_text.items(), key=lambda kv: -len(kv[1])):
+            head = f"same on {len(hosts)} hosts: {host_list(hosts)}" if len(hosts) > 1 else hosts[0]
+            console.print(f"{head}:", markup=False, highlight=False, style="cyan")
+            console.print(text, markup=False, highlight=False)
 
 
 def print_recap(report: RunReport, console: Any) -> None:
@@ -209,7 +438,7 @@ def print_recap(report: RunReport, console: Any) -> None:
 
     table = Table(title="recap", title_justify="left", box=None, header_style="bold")
     for column in ("host", "ok", "changed", "failed", "skipped", "unreachable", "commands", "time"):
-        table.add_column(column, justify="left" if column == "host" else "right")
+        table.add_column(column, justify="left" if column == "host" else "right", overflow="fold")
     for host in sorted(report.hosts.values(), key=lambda h: h.host):
         d = host.as_dict()
         table.add_row(
@@ -218,7 +447,7 @@ def print_recap(report: RunReport, console: Any) -> None:
             f"[yellow]{d['changed']}[/]" if d["changed"] else "0",
             f"[red]{d['failed']}[/]" if d["failed"] else "0",
             str(d["skipped"]),
-            "[magenta]yes[/]" if d["unreachable"] else "no",
+            "[magenta]yes[/]" if d["unreachable"] else ("stopped" if d["interrupted"] else "no"),
             str(d["commands"]),
             f"{d['duration']:.2f}s",
         )
@@ -226,6 +455,28 @@ def print_recap(report: RunReport, console: Any) -> None:
     for host in sorted(report.hosts.values(), key=lambda h: h.host):
         for note in host.notes:
             console.print(f"note {host.host}: {visible(note)}", markup=False, highlight=False)
+    for line in summary_lines(report):
+        console.print(line, markup=False, highlight=False)
+
+
+def summary_lines(report: RunReport) -> list[str]:
+    """The end of every run's output: failed/unreachable hosts and why, how it stopped, the log."""
+    lines = []
+    failures = report.failures()
+    if failures:
+        lines.append(f"{len(failures)} host(s) failed or unreachable:")
+        lines += [f"  {host}: {why}" for host, why in failures.items()]
+        lines.append("  rerun just them with: --limit @failed")
+    if report.stopped:
+        lines.append(f"run stopped early: {report.stopped}")
+    if report.interrupted:
+        stopped = sorted(h.host for h in report.hosts.values() if h.interrupted is not None)
+        lines.append(
+            f"interrupted: {len(stopped)} host(s) stopped part-way" + (f" ({host_list(stopped)})" if stopped else "")
+        )
+    if report.log_dir:
+        lines.append(f"log: {report.log_dir}")
+    return lines
 
 
 def print_table(
@@ -236,8 +487,8 @@ def print_table(
     from rich.text import Text
 
     table = Table(title=title, title_justify="left", box=None, header_style="bold")
-    for column in columns:
-        table.add_column(column)
+    for i, column in enumerate(columns):
+        table.add_column(column, overflow="fold" if i == 0 else "ellipsis")  # the first column names a host
     for row in rows:
         table.add_row(*(Text("" if v is None else visible(str(v))) for v in row))  # plain text, never markup
     _console(stream).print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -25,6 +26,14 @@ def _can_run_sshd() -> str | None:
     if not shutil.which("sshd") and not Path("/usr/sbin/sshd").exists():
         return "sshd is not installed (apt-get install -y openssh-server)"
     return None
+
+
+@pytest.fixture(autouse=True)
+def fleet_home(tmp_path, monkeypatch):
+    """Run logs (~/.fleet/runs) of the commands a test starts go to its own folder."""
+    home = tmp_path / "fleet-home"
+    monkeypatch.setenv("FLEET_HOME", str(home))
+    return home
 
 
 @pytest.fixture(scope="session")
@@ -51,6 +60,11 @@ def ssh_fleet():
 @pytest.fixture
 def ssh_inventory(ssh_fleet, tmp_path):
     return ssh_fleet.inventory(tmp_path / "inv")
+
+
+def by_host(stdout: str) -> dict[str, dict]:
+    """`--json` output of a command that emits one record per host (facts, inventory, train status)."""
+    return {e["host"]: e for e in map(json.loads, stdout.splitlines()) if "host" in e}
 
 
 def run_fleet(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):

@@ -175,10 +175,13 @@ def test_bad_command_lines(capsys, books, monkeypatch, args, needles):
 
 
 def test_bad_inventory_is_bad_input(capsys, tmp_path, books):
-    (tmp_path / "hosts.yaml").write_text("all:\n  hosts:\n    n1: {connection: telnet}\n")
-    code, _out, err = fleet(capsys, "run", books / "ok.yaml", "-i", tmp_path)
-    assert code == 1
-    assert "host n1: unknown connection type 'telnet' (use ssh or local)" in one_line_error(err)
+    # One host's unknown connection type is that host's failure; the others run.
+    (tmp_path / "hosts.yaml").write_text("all:\n  hosts:\n    n1: {connection: telnet}\n    n2: {connection: local}\n")
+    code, out, err = fleet(capsys, "run", books / "ok.yaml", "-i", tmp_path)
+    assert code == 2 and "Traceback" not in err
+    assert "n1: host n1: unknown connection type 'telnet' (use ssh or local)" in out
+    failed_column = [line.split()[::3] for line in out.splitlines() if line.startswith(" n")]
+    assert failed_column == [["n1", "1", "0"], ["n2", "0", "0"]]  # host, failed, commands
     (tmp_path / "hosts.yaml").write_text("all:\n  hosts:\n    n1: {connection: local\n")
     code, _out, err = fleet(capsys, "inventory", "-i", tmp_path)
     assert code == 1 and f"{tmp_path / 'hosts.yaml'}:4: malformed YAML" in one_line_error(err)

@@ -12,7 +12,7 @@ import platform
 import subprocess
 
 import pytest
-from conftest import RECORDED, run_fleet
+from conftest import RECORDED, by_host, run_fleet
 from fakegpu import recorded_trace
 
 from fleet.facts import PROBE, parse_facts, parse_gpu_csv, parse_os_release, sections
@@ -160,9 +160,7 @@ def test_fleet_facts_on_the_local_inventory(as_json):
     result = run_fleet("facts", "-i", "inventories/local", *(["--json"] if as_json else []))
     assert result.returncode == 0, result.stderr
     if as_json:
-        import json
-
-        local = json.loads(result.stdout)["localhost"]
+        local = by_host(result.stdout)["localhost"]
         assert local["arch"] == platform.machine() and local["gpus"] == [] and local["driver"] is None
     else:
         (row,) = [line for line in result.stdout.splitlines() if line.strip().startswith("localhost")]

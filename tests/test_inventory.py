@@ -3,14 +3,13 @@ patterns, connection variables, and the `fleet inventory` command."""
 
 from __future__ import annotations
 
-import json
 import re
 import textwrap
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_fleet
+from conftest import by_host, run_fleet
 
 from fleet.connection import LocalConnection, SSHConnection, connect
 from fleet.inventory import expand_range, load_inventory
@@ -250,7 +249,7 @@ def test_fleet_inventory_lists_hosts_groups_and_merged_vars_with_secrets_masked(
     assert set(rows) == {"gh200-01", "gh200-02", "login-01"}
     assert "gh200,rack1" in rows["gh200-01"] and '"level": "host-dir"' in rows["gh200-02"]
     as_json = run_fleet("inventory", "-i", lab, "--hosts", "gh200-01,login-01", "--json", "-e", "api_key=key-from-cli")
-    data = json.loads(as_json.stdout)
+    data = by_host(as_json.stdout)
     assert data["gh200-01"]["groups"] == ["gh200", "rack1"]
     assert data["gh200-01"]["vars"]["user"] == "ubuntu" and data["login-01"]["vars"]["port"] == 2222
     assert data["gh200-01"]["vars"]["hf_token"] == "********" and data["login-01"]["vars"]["db_password"] == "********"

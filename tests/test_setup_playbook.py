@@ -101,7 +101,7 @@ def gpu_inventory(ssh_fleet, tmp_path_factory):
 
 def events(stdout: str) -> tuple[dict[tuple[str, str], dict], dict[str, dict]]:
     parsed = [json.loads(line) for line in stdout.splitlines()]
-    tasks = {(e["host"], e["task"]): e for e in parsed if e["event"] == "task"}
+    tasks = {(e["host"], e["task"]): e for e in parsed if e["event"] == "task_result"}
     return tasks, {e["host"]: e for e in parsed if e["event"] == "recap"}
 
 

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_fleet
+from conftest import by_host, run_fleet
 from loopback import build_wheel, free_port, serve, uv_binary
 
 pytestmark = pytest.mark.ssh
@@ -32,7 +32,7 @@ def recap(stdout: str) -> dict[str, dict]:
 
 
 def tasks(stdout: str) -> list[dict]:
-    return [e for e in map(json.loads, stdout.splitlines()) if e.get("event") == "task"]
+    return [e for e in map(json.loads, stdout.splitlines()) if e.get("event") == "task_result"]
 
 
 def host_python_version() -> str:
@@ -246,7 +246,7 @@ def test_stack_is_kept_per_host_and_odd_stacks_are_marked(ssh_fleet, converged, 
     ]
     facts = run_fleet("facts", "-i", inv, "--json")
     assert facts.returncode == 0, facts.stderr
-    shown = json.loads(facts.stdout)
+    shown = by_host(facts.stdout)
     assert {h: f["custom"]["stack"]["attn_impl"] for h, f in shown.items()} == {
         "node-01": "sdpa",
         "node-02": "sdpa",
@@ -333,7 +333,9 @@ def test_doctor_finds_section_8_failures_and_fixes_as_tasks(ssh_fleet, converged
     # What --fix would do, without doing it (check mode asks uv, which is offline here).
     rehearsal = run_fleet("doctor", "-i", inv, "--json", "--fix", "--check", "-e", f"@{offline}")
     plan = {
-        (e["host"], e["task"]): e for e in map(json.loads, rehearsal.stdout.splitlines()) if e.get("event") == "task"
+        (e["host"], e["task"]): e
+        for e in map(json.loads, rehearsal.stdout.splitlines())
+        if e.get("event") == "task_result"
     }
     stable = platform.machine() != "aarch64"
     torch_task = (

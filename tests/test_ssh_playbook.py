@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_fleet
+from conftest import by_host, run_fleet
 
 pytestmark = pytest.mark.ssh
 
@@ -39,7 +39,7 @@ def test_demo_converges_then_changes_nothing(ssh_fleet, ssh_inventory, tmp_path)
 def test_check_mode_changes_nothing_on_disk(ssh_fleet, ssh_inventory):
     result = run_fleet("run", DEMO, "-i", ssh_inventory, "--check", "--json", "-e", "demo_dir=~/demo-check")
     events = [json.loads(line) for line in result.stdout.splitlines()]
-    would = [e for e in events if e["event"] == "task" and e["status"] == "changed"]
+    would = [e for e in events if e["event"] == "task_result" and e["status"] == "changed"]
     assert would and all(e["message"].startswith("would ") for e in would)
     for host in ssh_fleet.hosts:
         assert not (host.home / "demo-check").exists()
@@ -76,7 +76,7 @@ def test_unknown_host_key_needs_opt_in(ssh_fleet, tmp_path):
     empty.write_text("")
     refused = run_fleet("facts", "-i", inv, "--hosts", "node-01", "-e", f"known_hosts={empty}", "--json")
     assert refused.returncode == 4
-    assert "--accept-new-host-keys" in json.loads(refused.stdout)["node-01"]["unreachable"]
+    assert "--accept-new-host-keys" in by_host(refused.stdout)["node-01"]["unreachable"]
     accepted = run_fleet(
         "facts", "-i", inv, "--hosts", "node-01", "-e", f"known_hosts={empty}", "--json", "--accept-new-host-keys"
     )
@@ -87,7 +87,7 @@ def test_unknown_host_key_needs_opt_in(ssh_fleet, tmp_path):
 def test_facts_over_ssh(ssh_fleet, ssh_inventory):
     result = run_fleet("facts", "-i", ssh_inventory, "--json")
     assert result.returncode == 0, result.stderr
-    facts = json.loads(result.stdout)
+    facts = by_host(result.stdout)
     assert set(facts) == {h.name for h in ssh_fleet.hosts}
     for f in facts.values():
         assert f["arch"] and f["cpus"] >= 1 and f["memory_bytes"] > 0

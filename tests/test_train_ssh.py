@@ -23,7 +23,7 @@ def recap(stdout: str) -> dict[str, dict]:
 
 
 def tasks(stdout: str) -> dict[str, dict]:
-    return {e["host"]: e for e in map(json.loads, stdout.splitlines()) if e["event"] == "task"}
+    return {e["host"]: e for e in map(json.loads, stdout.splitlines()) if e["event"] == "task_result"}
 
 
 @pytest.fixture

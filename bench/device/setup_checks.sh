@@ -94,7 +94,7 @@ detail=$(judge "$WORK/run1.jsonl" "$WORK/run2.jsonl" "$rc1" "$rc2" <<'PY'
 import json, sys
 def load(path):
     events = [json.loads(line) for line in open(path)]
-    return ({e["task"]: e for e in events if e["event"] == "task"}, [e for e in events if e["event"] == "recap"][0])
+    return ({e["task"]: e for e in events if e["event"] == "task_result"}, [e for e in events if e["event"] == "recap"][0])
 (t1, r1), (t2, r2) = load(sys.argv[2]), load(sys.argv[3])
 for name, e in t1.items():
     print("      %-8s %s  %s" % ("ignored" if e.get("ignored") else e["status"], name, e["message"]), file=sys.stderr)
@@ -129,7 +129,7 @@ fleet run playbooks/setup.yaml "${COMMON[@]}" --tags versions --json >"$WORK/run
 detail=$(judge "$WORK/run3.jsonl" "$rc3" <<'PY'
 import importlib.util, json, sys
 events = [json.loads(line) for line in open(sys.argv[2])]
-checks = [e for e in events if e["event"] == "task" and e["task"] == "versions check (section 6)"]
+checks = [e for e in events if e["event"] == "task_result" and e["task"] == "versions check (section 6)"]
 if not checks:
     print("the check did not run: %s" % [e.get("message") for e in events if e.get("status") == "failed"])
     sys.exit(1)

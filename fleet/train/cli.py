@@ -11,8 +11,8 @@ from ..model import FleetError
 
 # Options every train command takes; given before or after the action word, they mean the same.
 _SHARED = (
-    "inventory", "pattern", "forks", "json", "extra_vars", "accept_new_host_keys", "config", "run", "backend",
-    "partition", "nodes",
+    "inventory", "pattern", "forks", "json", "verbose", "extra_vars", "accept_new_host_keys", "config", "run",
+    "backend", "partition", "nodes",
 )  # fmt: skip
 
 
@@ -46,7 +46,7 @@ def add_subcommand(subparsers: Any, common: Callable[[argparse.ArgumentParser], 
     _options(status, common, nested=True)
     status.set_defaults(handler=cmd_status)
 
-    logs = actions.add_parser("logs", help="the run's log lines, prefixed by host", conflict_handler="resolve")
+    logs = actions.add_parser("logs", help="the run's log lines, prefixed by host")
     _options(logs, common, nested=True)
     logs.add_argument("-f", "--follow", action="store_true", help="keep printing new lines until the jobs end")
     logs.add_argument("-n", "--lines", type=int, default=20, help="lines per host to start with (default 20)")
@@ -82,7 +82,7 @@ def _options(
 
 
 def _setup(args: argparse.Namespace) -> tuple[Any, list[str], Any, Any]:
-    from ..cli import load_inventory_arg, run_options
+    from ..cli import host_pattern, load_inventory_arg, run_options
     from .config import load_config
 
     inventory = load_inventory_arg(args.inventory, args.strict_hosts)
@@ -90,7 +90,7 @@ def _setup(args: argparse.Namespace) -> tuple[Any, list[str], Any, Any]:
     if args.backend:
         config = replace(config, job=config.job.model_copy(update={"backend": args.backend}))
     slurm_partition = config.job.backend == "slurm" and (args.partition or config.job.slurm.partition)
-    hosts = [] if slurm_partition and not args.pattern else inventory.require(args.pattern)
+    hosts = [] if slurm_partition and not args.pattern else inventory.require(host_pattern(args))
     return inventory, hosts, config, run_options(args)
 
 

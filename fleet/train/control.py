@@ -3,7 +3,6 @@ each operation, one batched command per host (a launch: preflight, then one scri
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 import uuid
@@ -312,7 +311,11 @@ def status_dict(item: HostStatus) -> dict[str, Any]:
 
 def show_status(items: list[HostStatus], run: str, *, as_json: bool) -> int:
     if as_json:
-        print(json.dumps({i.host: status_dict(i) for i in items}, indent=2))
+        from ..events import EventWriter
+
+        events = EventWriter()
+        for item in items:
+            events.emit("train_status", **status_dict(item))
     else:
         rows = []
         for item in items:

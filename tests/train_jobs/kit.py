@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Callable
@@ -10,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from conftest import REPO, run_fleet
+from conftest import REPO, by_host, run_fleet
 
 JOBS = Path(__file__).resolve().parent
 TRAIN_GRPO = REPO / "playbooks" / "files" / "train_grpo.py"
@@ -50,7 +49,7 @@ def fleet_train(inv: Path, config: Path, *args: str, timeout: float = 120):
 def status(inv: Path, config: Path, *args: str) -> tuple[int, dict[str, dict]]:
     result = fleet_train(inv, config, "status", "--json", *args)
     assert "Traceback" not in result.stderr, result.stderr
-    return result.returncode, json.loads(result.stdout)
+    return result.returncode, by_host(result.stdout)
 
 
 def wait_for(check: Callable[[], Any], what: str, timeout: float = 90, every: float = 0.5) -> Any:

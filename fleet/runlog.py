@@ -1,0 +1,151 @@
+"""The log folder every run leaves behind: ~/.fleet/runs/<run-id>/, one file per host with every
+command (script, exit code, output, timing) and every task result, secrets masked; failed.txt with
+the hosts that failed or were unreachable, which `--limit @failed` reads back."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO
+
+from .model import CommandResult, FleetError, RunReport, TaskResult
+from .secrets import Redactor
+
+FAILED_FILE = "failed.txt"
+LAST_FILE = "last"  # in the runs folder: the id of the newest run that wrote a log
+_SCRIPT_LIMIT = 20_000
+# File contents travel base64-encoded inside scripts: masking cannot see a secret in there.
+_BASE64_BLOB = re.compile(r"printf %s ([A-Za-z0-9+/=]{64,}) \| base64 -d")
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._@-]")
+
+
+def runs_dir() -> Path:
+    return Path(os.environ.get("FLEET_HOME") or Path.home() / ".fleet") / "runs"
+
+
+def _clock() -> str:
+    return datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+
+
+def shown_script(script: str) -> str:
+    """A script as logs and -vv show it: embedded file contents as their size, long ones cut."""
+    text = _BASE64_BLOB.sub(lambda m: f"printf %s <file content, {len(m.group(1)) * 3 // 4} bytes> | base64 -d", script)
+    if len(text) > _SCRIPT_LIMIT:
+        text = text[:_SCRIPT_LIMIT] + f"\n… ({len(text) - _SCRIPT_LIMIT} more characters)"
+    return text
+
+
+class RunLog:
+    """Writes one run's log folder. Thread-safe; a log that cannot be written is reported once
+    and then skipped: it never fails the run."""
+
+    def __init__(self, run_id: str, redactor: Redactor, root: Path | None = None) -> None:
+        self.dir = (root or runs_dir()) / run_id
+        self.run_id = run_id
+        self.redactor = redactor
+        self.lock = threading.Lock()
+        self.files: dict[str, IO[str]] = {}
+        self.current: dict[str, tuple[str, float]] = {}  # host -> (task, started)
+        self.error: str | None = None
+        try:
+            self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        except OSError as exc:
+            self.error = f"cannot write the run log in {self.dir}: {exc.strerror or exc}"
+
+    def _write(self, host: str, text: str) -> None:
+        if self.error:
+            return
+        text = self.redactor.show(text)
+        with self.lock:
+            try:
+                fh = self.files.get(host)
+                if fh is None:
+                    name = _UNSAFE_NAME.sub("_", host) + ".log"
+                    fh = self.files[host] = open(self.dir / name, "a", encoding="utf-8")  # noqa: SIM115
+                fh.write(text)
+                fh.flush()
+            except OSError as exc:
+                self.error = f"cannot write the run log in {self.dir}: {exc.strerror or exc}"
+
+    # ---- events ------------------------------------------------------------------------------
+    def task_started(self, host: str, task: str) -> None:
+        self.current[host] = (task, time.monotonic())
+        self._write(host, f"\n== {_clock()} task: {task}\n")
+
+    def command_done(self, host: str, script: str, result: CommandResult | None, error: str | None = None) -> None:
+        lines = [f"-- {_clock()} command:\n{shown_script(script).rstrip()}\n"]
+        if result is None:
+            lines.append(f"-- no result: {error}\n")
+        else:
+            state = " (timed out)" if result.timed_out else ""
+            lines.append(f"-- exit {result.exited}{state} in {result.duration:.3f}s\n")
+            for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
+                if text:
+                    lines.append(f"-- {name}:\n{text.rstrip()}\n")
+        self._write(host, "".join(lines))
+
+    def task_done(self, result: TaskResult) -> None:
+        item = f" [{result.item}]" if result.item is not None else ""
+        text = f"== {_clock()} result: {result.status}{item} in {result.duration:.3f}s"
+        text += f": {result.message}\n" if result.message else "\n"
+        if result.diff:
+            text += result.diff.rstrip() + "\n"
+        self._write(host=result.host, text=text)
+
+    def note(self, host: str, text: str) -> None:
+        self._write(host, f"== {_clock()} {text}\n")
+
+    def finish(self, report: RunReport) -> None:
+        """failed.txt (one `host<TAB>why` line per failed or unreachable host) and the `last` pointer."""
+        for fh in self.files.values():
+            with contextlib.suppress(OSError):
+                fh.close()
+        self.files.clear()
+        if self.error:
+            return
+        lines = [f"{host}\t{why}\n" for host, why in report.failures().items()]
+        try:
+            (self.dir / FAILED_FILE).write_text(self.redactor.show("".join(lines)))
+            (self.dir.parent / LAST_FILE).write_text(self.run_id + "\n")
+        except OSError as exc:
+            self.error = f"cannot write the run log in {self.dir}: {exc.strerror or exc}"
+
+
+def failed_hosts(run_id: str | None = None, root: Path | None = None) -> tuple[str, list[str]]:
+    """The hosts that failed or were unreachable in a run (default: the newest), for `@failed`."""
+    root = root or runs_dir()
+    if run_id is None:
+        try:
+            run_id = (root / LAST_FILE).read_text().strip()
+        except OSError:
+            raise FleetError(f"@failed: no earlier run recorded in {root}") from None
+    try:
+        text = (root / run_id / FAILED_FILE).read_text()
+    except OSError:
+        raise FleetError(f"@failed: run {run_id} left no {FAILED_FILE} in {root / run_id}") from None
+    return run_id, [line.split("\t", 1)[0] for line in text.splitlines() if line.strip()]
+
+
+def resolve_limit(pattern: str | None) -> str | None:
+    """`@failed` (the newest run's failed and unreachable hosts), `@failed:<run-id>`, or `@file`
+    (one host per line) become a host list; other patterns pass through."""
+    if not pattern or not pattern.startswith("@"):
+        return pattern
+    name = pattern[1:]
+    if name == "failed" or name.startswith("failed:"):
+        run_id, hosts = failed_hosts(name.partition(":")[2] or None)
+        if not hosts:
+            raise FleetError(f"@failed: no host failed in run {run_id}; nothing to rerun")
+        return ",".join(hosts)
+    try:
+        hosts = [line.split()[0] for line in Path(name).read_text().splitlines() if line.strip()]
+    except OSError as exc:
+        raise FleetError(f"--limit {pattern}: cannot read {name}: {exc.strerror or exc}") from None
+    if not hosts:
+        raise FleetError(f"--limit {pattern}: {name} names no host")
+    return ",".join(hosts)
