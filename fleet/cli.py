@@ -150,11 +150,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="fleet shell PATTERN -- COMMAND...  (e.g. fleet shell 'gh200-*' -- nvidia-smi -L)",
     )
     shell.add_argument("target", metavar="PATTERN", help="host pattern (as --hosts)")
-    shell.add_argument("words", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="the command and its arguments")
+    shell.set_defaults(words=[])  # what follows `--`, split off before parsing (see main)
     _common(shell)
     shell.add_argument("-b", "--become", action="store_true", help="run as root (sudo)")
     shell.add_argument("--become-user", default="root", help="with --become: run as this user (default root)")
-    shell.add_argument("-t", "--timeout", type=float, default=None, help="seconds before the command is stopped")
+    shell.add_argument("--timeout", type=float, default=None, help="seconds before the command is stopped")
     shell.set_defaults(handler=cmd_shell)
 
     completion = sub.add_parser("completion", help="print a shell completion script (bash or zsh)")
@@ -254,7 +254,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_shell(args: argparse.Namespace) -> int:
     from .adhoc import run_shell
 
-    words = args.words[1:] if args.words[:1] == ["--"] else args.words
+    words = args.words
     if not words:
         raise FleetError("fleet shell: no command given (fleet shell PATTERN -- COMMAND ...)")
     if args.pattern and args.pattern != args.target:
@@ -331,9 +331,21 @@ def cmd_inventory(args: argparse.Namespace) -> int:
     return 0
 
 
+def split_command(argv: list[str]) -> tuple[list[str], list[str]]:
+    """`fleet shell PATTERN [options] -- CMD ...`: the words after `--` are the command's own,
+    whatever they look like, so they never reach argparse."""
+    if "shell" in argv and "--" in argv[argv.index("shell") :]:
+        cut = argv.index("--", argv.index("shell"))
+        return argv[:cut], argv[cut + 1 :]
+    return argv, []
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    options, words = split_command(list(sys.argv[1:] if argv is None else argv))
+    args = parser.parse_args(options)
+    if words:
+        args.words = words
     try:
         return int(args.handler(args) or 0)
     except FleetError as exc:

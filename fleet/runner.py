@@ -45,10 +45,10 @@ class WatchedConnection:
         shown = with_env(script, kwargs.get("env")) if kwargs.get("env") else script
         try:
             result = self._conn.run(script, **kwargs)
-        except Unreachable as exc:
-            session.observer.command_done(host, shown, None, str(exc))
-            if session.stop_reason:
-                raise Interrupted(session.stop_reason) from None
+        except Exception as exc:
+            session.observer.command_done(host, shown, None, f"{type(exc).__name__}: {exc}")
+            if session.interrupted.is_set():  # ended under it (a closed connection fails in odd ways)
+                raise Interrupted(session.stop_reason or "interrupted") from None
             raise
         session.observer.command_done(host, shown, result, None)
         if session.interrupted.is_set():  # it was ended by the interrupt: its result is not the task's
@@ -221,6 +221,7 @@ def run_playbook(
     report = RunReport(run_id=reporter.run_id)
     started: dict[str, float] = {}
     executors: dict[str, HostExecutor] = {}
+    finished: set[str] = set()  # hosts of the current batch whose worker came back
     run_started = time.monotonic()
     redactor = Session(inventory, options).redactor(
         None, *(play.vars for play in playbook.plays), marked=[n for p in playbook.plays for n in p.secrets]
@@ -270,6 +271,7 @@ def run_playbook(
             finally:
                 host_report.commands = session.commands(host)
                 host_report.duration = time.monotonic() - started[host]
+                finished.add(host)
 
         for play, play_batches in plays:
             if session.stop_reason:
@@ -281,8 +283,16 @@ def run_playbook(
                     break
                 watch = _FatalWatch(batch, session) if policy.any_errors_fatal else Reporter()
                 events.reporters.append(watch)
+                finished.clear()
                 parallel(batch, lambda h, play=play: run_host(play, h), options.forks, stop=interrupt.requested)
                 events.reporters.remove(watch)
+                for host in batch if interrupt.requested.is_set() else []:
+                    if report.host(host).interrupted is None and host not in finished:  # still stuck in a command
+                        task = log.current.get(host, ("", 0.0))[0]
+                        report.host(host).interrupted = task
+                        report.host(host).commands = session.commands(host)
+                        report.host(host).duration = time.monotonic() - started.get(host, run_started)
+                        events.host_interrupted(host, task or None, "interrupted; its command did not end in time")
                 reason = policy.verdict(report, batch)
                 if reason:
                     session.halt(reason)
