@@ -292,7 +292,7 @@ def cmd_health(args: argparse.Namespace) -> int:
     from .healthview import show_health
 
     inventory = load_inventory_arg(args.inventory, args.strict_hosts)
-    return show_health(inventory, inventory.require(args.pattern), run_options(args), as_json=args.json)
+    return show_health(inventory, inventory.require(host_pattern(args)), run_options(args), as_json=args.json)
 
 
 def cmd_doctor(args: argparse.Namespace) -> int:

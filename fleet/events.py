@@ -132,6 +132,11 @@ EVENTS: dict[str, dict[str, Any]] = {
     "facts": _event(
         "facts", {"host": _STR}, {"unreachable": _NSTR, "facts": {"type": "object"}, "stack_differs": _BOOL}
     ),
+    "health": _event(
+        "health",
+        {"host": _STR, "healthy": _BOOL},
+        {"unreachable": _STR, "gpus": _INT, "problems": {"type": "array"}, "health": {"type": ["object", "null"]}},
+    ),
     "train_status": _event("train_status", {"host": _STR, "state": _STR}, {"status": {"type": "object"}}),
     "log_line": _event("log_line", {"host": _STR, "line": _STR}),
     "doctor": _event(

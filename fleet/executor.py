@@ -400,6 +400,7 @@ class HostExecutor:
             item=self.redactor.show(item),
             data=data,
             ignored=ignored,
+            hidden=task.no_log,
         )
         self.report.results.append(result)
         self.reporter.task_done(result)

@@ -4,7 +4,6 @@ HealthCheckProgram. `fleet facts`, `fleet doctor` and `fleet train` judge the sa
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from dataclasses import asdict
 from typing import Any
@@ -73,7 +72,11 @@ def show_health(inventory: Inventory, hosts: list[str], options: RunOptions, *, 
         }
         lines += [f"{host}: {p.text}" for p in bad]
     if as_json:
-        print(json.dumps(out, indent=2))
+        from .events import EventWriter
+
+        events = EventWriter()
+        for host, record in out.items():
+            events.emit("health", host=host, **record)
     else:
         for line in lines:
             print(visible(line))  # host output: its control characters are shown, not obeyed

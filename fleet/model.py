@@ -112,6 +112,7 @@ class TaskResult:
     item: Any = None
     data: Mapping[str, Any] = field(default_factory=dict)
     ignored: bool = False
+    hidden: bool = False  # no_log: what its commands printed must not be shown or logged
 
     def as_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {

@@ -161,6 +161,7 @@ class PlainReporter(Reporter):
         self.width = 16
         # task label -> diff text -> hosts
         self.diffs: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
+        self.scripts: dict[str, list[str]] = {}  # -vv: the commands of each host's task in progress
 
     # ---- output ------------------------------------------------------------------------------
     def _out(self, text: str, style: str | None = None) -> None:
@@ -213,20 +214,29 @@ class PlainReporter(Reporter):
         if self.verbosity < 2:
             return
         text = [f"  {host} $ " + line for line in _shown_script(script).splitlines()]
-        if result is not None:
-            text.append(f"  {host} -> exit {result.exited} in {result.duration:.2f}s")
-        else:
-            text.append(f"  {host} -> {error}")
+        text.append(f"  {host} -> " + (f"exit {result.exited} in {result.duration:.2f}s" if result else str(error)))
+        with self.lock:  # shown with the task's result: masked by then with what the task revealed
+            self.scripts.setdefault(host, []).append("\n".join(text))
+
+    def _scripts(self, result: TaskResult) -> str | None:
         with self.lock:
-            self._out(self.redactor.show("\n".join(text)), style="dim")
+            scripts = self.scripts.pop(result.host, [])
+        if not scripts:
+            return None
+        if result.hidden:
+            return f"  {result.host}: {len(scripts)} command(s) of a no_log task, not shown"
+        return self.redactor.show("\n".join(scripts))
 
     def task_done(self, result: TaskResult) -> None:
+        scripts = self._scripts(result)
         if result.status is Status.OK and not self.show_ok and self.verbosity < 1:
             return
         status = "ignored" if result.ignored else str(result.status)
         message = f"  {result.message}" if result.message else ""
         details = self._details(result)
         with self.lock:
+            if scripts:
+                self._out(scripts, style="dim")
             self._status_line(status, STYLE[result.status], f"{self._host(result.host)} {_label(result)}{message}")
             if details:
                 self._out("\n".join(details), style="red" if result.status is Status.FAILED else None)
@@ -238,7 +248,7 @@ class PlainReporter(Reporter):
         or failed task printed."""
         failed = result.status is Status.FAILED
         verbose = self.verbosity >= 1 and result.status in (Status.CHANGED, Status.FAILED)
-        if not (failed or verbose):
+        if not (failed or verbose) or result.hidden:
             return []
         data: Mapping[str, Any] = result.data or {}
         lines = []

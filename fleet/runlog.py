@@ -51,6 +51,7 @@ class RunLog:
         self.lock = threading.Lock()
         self.files: dict[str, IO[str]] = {}
         self.current: dict[str, tuple[str, float]] = {}  # host -> (task, started)
+        self.pending: dict[str, list[tuple[str, CommandResult | None]]] = {}  # host -> its task's commands
         self.error: str | None = None
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -73,7 +74,17 @@ class RunLog:
                 self.error = f"cannot write the run log in {self.dir}: {exc.strerror or exc}"
 
     # ---- events ------------------------------------------------------------------------------
+    # A task's commands are written when its result comes: masked with what the task itself
+    # revealed as secret, and left out for a no_log task.
+    def _flush(self, host: str, hidden: bool = False) -> None:
+        records = self.pending.pop(host, [])
+        if hidden and records:
+            self._write(host, f"-- {len(records)} command(s) of a no_log task: output hidden\n")
+        elif records:
+            self._write(host, "".join(text for text, _ in records))
+
     def task_started(self, host: str, task: str) -> None:
+        self._flush(host)  # the commands before a task (gathering facts)
         self.current[host] = (task, time.monotonic())
         self._write(host, f"\n== {_clock()} task: {task}\n")
 
@@ -87,9 +98,11 @@ class RunLog:
             for name, text in (("stdout", result.stdout), ("stderr", result.stderr)):
                 if text:
                     lines.append(f"-- {name}:\n{text.rstrip()}\n")
-        self._write(host, "".join(lines))
+        with self.lock:
+            self.pending.setdefault(host, []).append(("".join(lines), result))
 
     def task_done(self, result: TaskResult) -> None:
+        self._flush(result.host, hidden=result.hidden)
         item = f" [{result.item}]" if result.item is not None else ""
         text = f"== {_clock()} result: {result.status}{item} in {result.duration:.3f}s"
         text += f": {result.message}\n" if result.message else "\n"
@@ -97,11 +110,18 @@ class RunLog:
             text += result.diff.rstrip() + "\n"
         self._write(host=result.host, text=text)
 
-    def note(self, host: str, text: str) -> None:
-        self._write(host, f"== {_clock()} {text}\n")
+    def host_unreachable(self, host: str, reason: str) -> None:
+        self._flush(host)
+        self._write(host, f"== {_clock()} unreachable: {reason}\n")
+
+    def host_interrupted(self, host: str, task: str | None, reason: str) -> None:
+        self._flush(host)
+        self._write(host, f"== {_clock()} stopped{f' during {task}' if task else ''}: {reason}\n")
 
     def finish(self, report: RunReport) -> None:
         """failed.txt (one `host<TAB>why` line per failed or unreachable host) and the `last` pointer."""
+        for host in list(self.pending):
+            self._flush(host)
         for fh in self.files.values():
             with contextlib.suppress(OSError):
                 fh.close()

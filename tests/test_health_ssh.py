@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
-from conftest import _can_run_sshd, run_fleet
+from conftest import _can_run_sshd, by_host, run_fleet
 from fakegpu import H200_HEALTH_CSV, H200_NVRM_LINES, HEALTH_QUERY, calls, install_fake_gpu, sick
 from sshfleet import SSHFleet, allow_sudo
 from train_jobs.kit import JOBS, fleet_train, status, wait_for, write_config
@@ -74,7 +74,7 @@ def test_facts_carry_health_and_fleet_health_judges_it(gpus):
     assert rows["gpu-01"].rstrip().endswith(" ok")
     assert "GPU0: 2 uncorrectable ECC" in rows["gpu-02"]
 
-    data = json.loads(fleet(gpus, "facts", "--json").stdout)
+    data = by_host(fleet(gpus, "facts", "--json").stdout)
     healthy, ecc, misconfigured = data["gpu-01"], data["gpu-02"], data["gpu-03"]
     (gpu,) = healthy["health"]["gpus"]
     assert gpu["uuid"] == "GPU-046f42ef-9823-a337-bf38-d3742682dcc6" and gpu["power_limit_w"] == 700.0
@@ -106,7 +106,7 @@ def test_facts_carry_health_and_fleet_health_judges_it(gpus):
     assert bad.returncode == 1 and bad.stderr.strip().splitlines() == [
         "fleet: error: host gpu-01: expected_gpus must be a whole number of GPUs, not 'eight'"
     ]
-    as_json = json.loads(fleet(gpus, "health", "--json", "--hosts", "gpu-02").stdout)["gpu-02"]
+    as_json = by_host(fleet(gpus, "health", "--json", "--hosts", "gpu-02").stdout)["gpu-02"]
     assert as_json["healthy"] is False and "drain" in as_json["problems"][0]["remedy"]
 
 
@@ -133,7 +133,7 @@ def test_doctor_fixes_only_the_safe_settings_and_check_changes_nothing(gpus):
     before = len(calls(smi))
     check = fleet(gpus, "doctor", "--hosts", "gpu-03", "--fix", "--check", "--json", *only)
     assert check.returncode == 0, check.stdout + check.stderr
-    tasks = {e["task"]: e for e in map(json.loads, check.stdout.splitlines()) if e["event"] == "task"}
+    tasks = {e["task"]: e for e in map(json.loads, check.stdout.splitlines()) if e["event"] == "task_result"}
     assert tasks["doctor: nvidia-smi -i 0 -c DEFAULT"]["message"].startswith(f"would run {smi}/nvidia-smi -i 0 -c")
     assert tasks["doctor: nvidia-smi -i 0 -pm 1"]["status"] == "skipped"
     assert not [c for c in calls(smi)[before:] if " -c " in c or " -pm " in c]  # --check ran neither
@@ -154,7 +154,7 @@ def test_train_refuses_sick_gpus_and_status_tells_a_gpu_that_turned_sick(gpus, t
     try:
         refused = fleet_train(gpus.inventory, config, "--hosts", "gpu-02", "--json")
         assert refused.returncode != 0
-        (task,) = [e for e in map(json.loads, refused.stdout.splitlines()) if e["event"] == "task"]
+        (task,) = [e for e in map(json.loads, refused.stdout.splitlines()) if e["event"] == "task_result"]
         assert task["status"] == "failed" and task["message"].startswith(
             "GPU health: GPU0: 2 uncorrectable ECC (volatile) (fleet doctor"
         )

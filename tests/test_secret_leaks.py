@@ -106,7 +106,7 @@ def test_no_secret_reaches_any_output_log_or_process_list(ssh_fleet, tmp_path, w
     homes = [ssh_fleet.host(h).home for h in ("node-01", "node-02")]
     fleet_home = tmp_path / "controller-home"  # the controller's ~/.fleet (run logs) lands here
     fleet_home.mkdir()
-    env = {"HOME": str(fleet_home)}
+    env = {"HOME": str(fleet_home), "FLEET_HOME": str(fleet_home / ".fleet")}  # run logs scanned below
 
     def reset() -> None:
         for home in homes:

@@ -114,7 +114,7 @@ def test_quoted_false_is_false_and_templates_give_booleans(ssh_fleet, ssh_invent
     )
     result = run_fleet("run", book, "-i", ssh_inventory, "--json")
     assert result.returncode == 2, result.stdout + result.stderr
-    tasks = [e for e in events(result.stdout) if e["event"] == "task"]
+    tasks = [e for e in events(result.stdout) if e["event"] == "task_result"]
     by_host = {h.name: [e for e in tasks if e["host"] == h.name] for h in ssh_fleet.hosts}
     for host in ssh_fleet.hosts:
         statuses = [e["status"] for e in by_host[host.name]]
