@@ -171,10 +171,10 @@ class FleetTool(Tool):
         (workdir / "inventory" / "hosts.yaml").write_text(yaml.safe_dump(data, sort_keys=False))
 
     def run_argv(self) -> list[str]:
-        return [*self._argv0(), "run", str(WORKLOAD / "fleet.yaml"), "-i", "inventory", "-f", str(self.forks)]
+        return [*self._argv0(), "run", str(WORKLOAD / "fleet.yaml"), "-i", "inventory", "--forks", str(self.forks)]
 
     def facts_argv(self) -> list[str]:
-        return [*self._argv0(), "facts", "-i", "inventory", "-f", str(self.forks)]
+        return [*self._argv0(), "facts", "-i", "inventory", "--forks", str(self.forks)]
 
     def outcomes(self, stdout: str) -> dict[str, HostOutcome]:
         rows = _table_after_header(stdout, ("host", "ok", "changed", "failed", "skipped", "unreachable", "commands"))

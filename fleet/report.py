@@ -497,8 +497,8 @@ def print_table(
     from rich.text import Text
 
     table = Table(title=title, title_justify="left", box=None, header_style="bold")
-    for i, column in enumerate(columns):
-        table.add_column(column, overflow="fold" if i == 0 else "ellipsis")  # the first column names a host
+    for column in columns:
+        table.add_column(column)
     for row in rows:
         table.add_row(*(Text("" if v is None else visible(str(v))) for v in row))  # plain text, never markup
     _console(stream).print(table)

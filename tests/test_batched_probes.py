@@ -74,8 +74,8 @@ def events(stdout: str) -> list[dict]:
 
 def results(stdout: str) -> list[dict]:
     """Each task result as the user sees it, without the host and the time it took."""
-    drop = {"host", "duration"}
-    return [{k: v for k, v in e.items() if k not in drop} for e in events(stdout) if e["event"] == "task"]
+    drop = {"host", "duration", "run_id", "ts"}
+    return [{k: v for k, v in e.items() if k not in drop} for e in events(stdout) if e["event"] == "task_result"]
 
 
 def commands(stdout: str) -> int:
