@@ -4,7 +4,6 @@ init` writes an editable copy that then wins."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import subprocess
@@ -13,7 +12,7 @@ import zipfile
 from pathlib import Path
 
 import pytest
-from conftest import REPO
+from conftest import REPO, by_host
 
 pytestmark = pytest.mark.slow
 
@@ -51,7 +50,7 @@ def test_train_status_and_doctor_work_from_any_folder(installed, tmp_path):
     where.mkdir()
     status = _run(installed, "train", "status", "--json", cwd=where)
     assert status.returncode == 0, status.stderr
-    assert json.loads(status.stdout)["localhost"]["state"] == "absent"
+    assert by_host(status.stdout)["localhost"]["state"] == "absent"
     shown = _run(installed, "train", "status", cwd=where)
     assert "run grpo_gptoss20b_lora4_tes on 1 host(s)" in shown.stdout  # the shipped config's run
     doctor = _run(installed, "doctor", cwd=where)

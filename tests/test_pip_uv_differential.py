@@ -217,7 +217,7 @@ def test_fleet_decides_every_specifier_as_uv_does(ssh_fleet, world, tmp_path):
     book.write_text(yaml.safe_dump([{"hosts": "node-03", "gather_facts": False, "tasks": tasks}]))
     inv = ssh_fleet.inventory(tmp_path / "inv")
     result = run_fleet("run", book, "-i", inv, "--check", "--json", timeout=600)
-    events = {e["task"]: e for e in map(json.loads, result.stdout.splitlines()) if e.get("event") == "task"}
+    events = {e["task"]: e for e in map(json.loads, result.stdout.splitlines()) if e.get("event") == "task_result"}
     assert len(events) == len(cases), result.stdout[-2000:] + result.stderr
     differ = []
     kinds = {"ok": 0, "change": 0, "error": 0}
