@@ -22,7 +22,7 @@ def test_job_dying_in_the_watch_window_is_reported_failed_with_its_last_lines(ss
     config = write_config(tmp_path / "dies.yaml", script=JOBS / "dies_on_import.py", run="dies")
     launched = fleet_train(ssh_inventory, config, "--hosts", "node-01", "--json")
     assert launched.returncode != 0, launched.stdout
-    task = events(launched.stdout, "task")["node-01"]
+    task = events(launched.stdout, "task_result")["node-01"]
     assert task["status"] == "failed", task
     assert "the job exited with code 1 within" in task["message"]
     assert "ModuleNotFoundError: No module named 'fleet_test_module_that_does_not_exist'" in task["message"]
@@ -36,7 +36,7 @@ def test_launch_watch_ends_at_the_first_step_record(ssh_inventory, tmp_path):
     try:
         launched = fleet_train(ssh_inventory, config, "--hosts", "node-02", "--json")
         assert launched.returncode == 0, launched.stdout + launched.stderr
-        message = events(launched.stdout, "task")["node-02"]["message"]
+        message = events(launched.stdout, "task_result")["node-02"]["message"]
         assert "first step record after" in message, message
         assert status(ssh_inventory, config, "--hosts", "node-02")[1]["node-02"]["state"] == "running"
     finally:
@@ -55,7 +55,7 @@ def test_module_check_imports_for_real(ssh_fleet, ssh_inventory, tmp_path):
     )
     launched = fleet_train(ssh_inventory, config, "--hosts", "node-03", "--json")
     assert launched.returncode != 0
-    message = events(launched.stdout, "task")["node-03"]["message"]
+    message = events(launched.stdout, "task_result")["node-03"]["message"]
     assert "cannot import broken_dep (ImportError: libcudart.so.13: cannot open shared object file)" in message
     assert "json" not in message.split("cannot import")[1]
     assert not (workdir / "runs" / "dep").exists()  # nothing was started
@@ -72,13 +72,13 @@ def test_existing_run_is_never_overwritten(ssh_fleet, ssh_inventory, tmp_path):
 
     again = fleet_train(ssh_inventory, config, "--hosts", "node-04", "--json")
     assert again.returncode != 0
-    message = events(again.stdout, "task")["node-04"]["message"]
+    message = events(again.stdout, "task_result")["node-04"]["message"]
     assert "run once exists here (finished at step 3); nothing is overwritten" in message
     assert {p.name: p.read_bytes() for p in run_dir.iterdir() if p.is_file()} == before
 
     nothing = fleet_train(ssh_inventory, config, "--hosts", "node-04", "--resume", "--json")
     assert nothing.returncode != 0
-    assert "nothing to resume: no checkpoint-*" in events(nothing.stdout, "task")["node-04"]["message"]
+    assert "nothing to resume: no checkpoint-*" in events(nothing.stdout, "task_result")["node-04"]["message"]
 
     renamed = fleet_train(ssh_inventory, config, "--hosts", "node-04", "--run", "once-b")
     assert renamed.returncode == 0, renamed.stdout
@@ -86,7 +86,7 @@ def test_existing_run_is_never_overwritten(ssh_fleet, ssh_inventory, tmp_path):
 
     forced = fleet_train(ssh_inventory, config, "--hosts", "node-04", "--force", "--json")
     assert forced.returncode == 0, forced.stdout
-    assert "replaced and started once" in events(forced.stdout, "task")["node-04"]["message"]
+    assert "replaced and started once" in events(forced.stdout, "task_result")["node-04"]["message"]
     launch_ids = {
         json.loads(before["job.json"])["launch_id"],
         json.loads((run_dir / "job.json").read_text())["launch_id"],
