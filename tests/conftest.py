@@ -29,9 +29,10 @@ def _can_run_sshd() -> str | None:
 
 
 @pytest.fixture(autouse=True)
-def fleet_home(tmp_path, monkeypatch):
-    """Run logs (~/.fleet/runs) of the commands a test starts go to its own folder."""
-    home = tmp_path / "fleet-home"
+def fleet_home(tmp_path_factory, monkeypatch):
+    """Run logs (~/.fleet/runs) of the commands a test starts go to a folder of its own (not inside
+    tmp_path, which tests use as an inventory folder)."""
+    home = tmp_path_factory.mktemp("fleet-home")
     monkeypatch.setenv("FLEET_HOME", str(home))
     return home
 

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from ansible_corpus import CACHE, Case, Oracle, plain, public_cases
-from conftest import run_fleet
+from conftest import by_host, run_fleet
 
 from fleet.inventory import fleet_vars, load_inventory
 from fleet.model import FleetError
@@ -142,7 +142,7 @@ def test_fleet_inventory_json_equals_ansible_inventory_list(corpus, case_name):
         capture_output=True, text=True, timeout=120, check=True,
     ).stdout  # fmt: skip
     ansible_list = json.loads(theirs)
-    ours = json.loads(run_fleet("inventory", "-i", case.path, "--json").stdout)
+    ours = by_host(run_fleet("inventory", "-i", case.path, "--json").stdout)
     listed = {h for group in ansible_list.values() for h in group.get("hosts", [])}
     assert set(ours) == listed
     hostvars = _strip_implicit(ansible_list["_meta"]["hostvars"])  # hosts without vars are left out there

@@ -348,7 +348,7 @@ def test_ansible_pattern_forms(lab, pattern, expected):
 
 def test_an_unmatched_comma_element_warns_and_strict_hosts_makes_it_an_error(lab):
     listed = run_fleet("inventory", "-i", lab, "--hosts", "gh200-01,gh200-99", "--json")
-    assert listed.returncode == 0 and list(json.loads(listed.stdout)) == ["gh200-01"]
+    assert listed.returncode == 0 and list(by_host(listed.stdout)) == ["gh200-01"]
     assert "fleet: warning: host pattern element(s) 'gh200-99' match no host or group" in listed.stderr
     strict = run_fleet("inventory", "-i", lab, "--hosts", "gh200-01,gh200-99", "--strict-hosts")
     assert strict.returncode == 1 and strict.stdout == ""

@@ -4,13 +4,12 @@ process is killed shows failed; `fleet train stop` cancels a job and it shows st
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 
 import pytest
 import yaml
-from conftest import run_fleet
+from conftest import by_host, run_fleet
 from slurmcluster import NODE, SlurmCluster, missing
 from sshfleet import free_port
 from train_jobs.kit import JOBS, TRAIN_GRPO, job_processes, train_python, wait_for, write_config
@@ -48,7 +47,7 @@ def train(slurm, inv, config, *args):
 def status(slurm, inv, config) -> dict:
     result = train(slurm, inv, config, "status", "--json", "--hosts", NODE)
     assert "Traceback" not in result.stderr, result.stderr
-    (state,) = json.loads(result.stdout).values()
+    (state,) = by_host(result.stdout).values()
     return state
 
 
