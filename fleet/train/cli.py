@@ -137,6 +137,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from .control import show_logs
 
+    if args.json:  # said, not ignored: log lines are text
+        raise FleetError("fleet train logs has no --json: its output is the log lines, `host | line`")
     inventory, hosts, config, options = _setup(args)
     if config.job.backend == "slurm":
         from . import slurm_control
