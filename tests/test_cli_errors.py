@@ -175,8 +175,13 @@ def test_bad_command_lines(capsys, books, monkeypatch, args, needles):
 
 
 def test_bad_inventory_is_bad_input(capsys, tmp_path, books):
-    # One host's unknown connection type is that host's failure; the others run.
+    # A static unknown connection type is refused before any host is touched...
     (tmp_path / "hosts.yaml").write_text("all:\n  hosts:\n    n1: {connection: telnet}\n    n2: {connection: local}\n")
+    code, out, err = fleet(capsys, "run", books / "ok.yaml", "-i", tmp_path)
+    assert code == 1 and "host n1: unknown connection type 'telnet' (use ssh or local)" in one_line_error(err)
+    # ...one that a template gives only when the host is reached is that host's failure; the others run.
+    hosts = "all:\n  hosts:\n    n1: {connection: '{{ kind }}', kind: telnet}\n    n2: {connection: local}\n"
+    (tmp_path / "hosts.yaml").write_text(hosts)
     code, out, err = fleet(capsys, "run", books / "ok.yaml", "-i", tmp_path)
     assert code == 2 and "Traceback" not in err
     assert "n1: host n1: unknown connection type 'telnet' (use ssh or local)" in out

@@ -165,7 +165,8 @@ def test_limit_failed_reruns_just_the_failed_and_unreachable_hosts(ssh_fleet, tm
 
 
 def test_one_hosts_bad_connection_type_or_variable_fails_only_that_host(ssh_fleet, tmp_path):
-    inv = ssh_fleet.inventory(tmp_path / "inv", extra_hosts={"odd": {"connection": "telnet"}})
+    # (a static bad connection type is refused before any host is touched: tests/test_cli_errors.py)
+    inv = ssh_fleet.inventory(tmp_path / "inv", extra_hosts={"odd": {"connection": "{{ kind }}", "kind": "telnet"}})
     book = playbook(tmp_path, [{"hosts": "all", "tasks": [
         {"name": "uses var", "command": "echo {{ only_on_some }}"}]}])  # fmt: skip
     (tmp_path / "inv" / "host_vars").mkdir(exist_ok=True)

@@ -99,7 +99,7 @@ def test_killed_job_shows_failed_and_stop_cancels(slurm, inventory, tmp_path):
 
     def stop_status() -> dict:
         result = train(slurm, inventory, config2, "status", "--json", *by_partition)
-        (state,) = json.loads(result.stdout).values()
+        (state,) = by_host(result.stdout).values()
         return state
 
     wait_for(lambda: (stop_status()["step"] or 0) >= 2, "the second job past step 2")
