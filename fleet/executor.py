@@ -134,6 +134,8 @@ class HostExecutor:
         return not (self.options.skip_tags and tags & self.options.skip_tags)
 
     # ---- task ----------------------------------------------------------------------------------
+    _holding = False  # while retrying, results are not reported until the last attempt
+
     def run_task(self, task: Task, play: Play) -> list[TaskResult]:
         self.reporter.task_started(self.host, task.title)
         self._raw_data: list[Mapping[str, Any]] = []  # what each result registers, even under no_log
@@ -148,13 +150,8 @@ class HostExecutor:
             self._cursor = (self._cursor[0], number)
             scope = variables if item is _NO_ITEM else variables.child(item=item)
             shown = None if item is _NO_ITEM else item
-            try:
-                result = self._run_one(task, play, scope, shown)
-            except Unreachable:
-                raise
-            except Exception as exc:  # odd input or a bug in one task fails that task, not the whole run
-                message = f"{task.source}: {type(exc).__name__}: {exc}"
-                result = self._finish(task, Status.FAILED, message, 0.0, item=shown)
+            result = self._attempts(task, play, scope, shown) if task.retries is not None or task.until else None
+            result = result or self._run_guarded(task, play, scope, shown)
             results.append(result)
             if result.status is Status.FAILED and not result.ignored:
                 break
@@ -210,6 +207,46 @@ class HostExecutor:
             "timeout": task.timeout or float(scope.get("command_timeout") or 0) or None,
         }
         return action, run_kwargs
+
+    def _run_guarded(self, task: Task, play: Play, scope: Any, item: Any) -> TaskResult:
+        try:
+            return self._run_one(task, play, scope, item)
+        except Unreachable:
+            raise
+        except Exception as exc:  # odd input or a bug in one task fails that task, not the whole run
+            return self._finish(task, Status.FAILED, f"{task.source}: {type(exc).__name__}: {exc}", 0.0, item=item)
+
+    def _attempts(self, task: Task, play: Play, scope: Variables, item: Any) -> TaskResult:
+        """`retries`/`until`/`delay`: run the task again, `delay` seconds apart, until `until` is
+        true (without `until`: until it does not fail), at most retries + 1 times (Ansible's count).
+        Only the last attempt is reported; it registers `attempts`."""
+        attempts = (3 if task.retries is None else task.retries) + 1
+        self._holding = True  # _finish keeps the attempts to itself
+        try:
+            for attempt in range(1, attempts + 1):
+                result = self._run_guarded(task, play, scope, item)
+                data = self._raw_data[-1]
+                data["attempts"] = attempt
+                outcome = _registered(result, data)
+                try:
+                    view = scope.child(result=outcome, **({task.register: outcome} if task.register else {}))
+                    done = bool(evaluate(task.until, view)) if task.until else result.status is not Status.FAILED
+                except TemplateError as exc:
+                    result, done = replace(result, status=Status.FAILED, message=self._explain(task, exc)), True
+                if done or attempt == attempts:
+                    break
+                self._raw_data.pop()
+                self._kept = []  # probes batched before the wait may be stale: the next attempt looks again
+                time.sleep(task.delay)
+        finally:
+            self._holding = False
+        if not done and result.status is not Status.FAILED:
+            message = f"`until: {task.until}` still false after {attempt} attempt(s)"
+            result = replace(result, status=Status.FAILED, message=message, ignored=task.ignore_errors)
+        result = replace(result, data={**result.data, "attempts": attempt})
+        self.report.results.append(result)
+        self.reporter.task_done(result)
+        return result
 
     def _run_one(self, task: Task, play: Play, scope: Mapping[str, Any], item: Any) -> TaskResult:
         started = time.monotonic()
@@ -402,8 +439,9 @@ class HostExecutor:
             ignored=ignored,
             hidden=task.no_log,
         )
-        self.report.results.append(result)
-        self.reporter.task_done(result)
+        if not self._holding:
+            self.report.results.append(result)
+            self.reporter.task_done(result)
         return result
 
 

@@ -44,7 +44,7 @@ from .yamlfile import line_of, load_yaml
 
 PLAY_KEYS = (
     "name", "hosts", "vars", "tasks", "become", "become_user", "serial", "gather_facts", "environment", "tags",
-    "vars_files", "defaults", "secrets",
+    "vars_files", "defaults", "secrets", "any_errors_fatal", "max_fail_percentage",
 )  # fmt: skip
 
 
@@ -64,6 +64,8 @@ class Play:
     source: str = "<python>"
     base_dir: str = "."  # where relative `src:` files are found
     secrets: tuple[str, ...] = ()  # more variable names whose values are masked (see fleet/secrets.py)
+    any_errors_fatal: bool = False  # one host's failure stops the run after the batch (fleet/runner.py)
+    max_fail_percentage: float | None = None  # more of a batch failing than this stops the run
 
     @property
     def title(self) -> str:
@@ -173,6 +175,8 @@ def _plays_from_yaml(p: Path, data: Any) -> list[Play]:
                 source=where,
                 base_dir=str(p.parent),
                 secrets=_names(raw.get("secrets"), where),
+                any_errors_fatal=_failure_flag(raw, where),
+                max_fail_percentage=_percentage(raw.get("max_fail_percentage"), where),
             )
         )
     return plays
@@ -198,6 +202,25 @@ def _flag(raw: Mapping[str, Any], key: str, default: bool, where: str) -> bool |
         return as_bool(value, f"`{key}:`")
     except TemplateError as exc:
         raise FleetError(f"{where}: {exc}") from None
+
+
+def _failure_flag(raw: Mapping[str, Any], where: str) -> bool:
+    value = _flag(raw, "any_errors_fatal", False, where)
+    if not isinstance(value, bool):
+        raise FleetError(f"{where}: `any_errors_fatal:` must be true or false (it applies to the whole play)")
+    return value
+
+
+def _percentage(value: Any, where: str) -> float | None:
+    if value is None:
+        return None
+    try:
+        share = float(str(value).rstrip("%")) if not isinstance(value, bool) else -1.0
+    except ValueError:
+        share = -1.0
+    if not 0 <= share <= 100:
+        raise FleetError(f"{where}: `max_fail_percentage:` must be a number from 0 to 100, got {value!r}")
+    return share
 
 
 def _compiled(where: str, key: str, value: Any) -> Any:
@@ -268,7 +291,7 @@ def _task_from_yaml(p: Path, raw: Any) -> Task:
     register = raw.get("register")
     if register is not None and not (isinstance(register, str) and _VARIABLE.fullmatch(register)):
         raise FleetError(f"{where}: task {title!r}: `register:` takes one variable name, got {register!r}")
-    for key in ("when", "changed_when", "failed_when"):
+    for key in ("when", "changed_when", "failed_when", "until"):
         try:
             compile_expression_check(raw.get(key))
         except TemplateError as exc:
@@ -291,6 +314,9 @@ def _task_from_yaml(p: Path, raw: Any) -> Task:
         failed_when=raw.get("failed_when"),
         timeout=raw.get("timeout"),
         no_log=_flag(raw, "no_log", False, where),
+        retries=raw.get("retries"),
+        until=raw.get("until"),
+        delay=raw.get("delay", 5.0),
         source=where,
     )
 

@@ -479,8 +479,10 @@ def summary_lines(report: RunReport) -> list[str]:
         lines.append("  rerun just them with: --limit @failed")
     if report.stopped:
         lines.append(f"run stopped early: {report.stopped}")
+    stopped = sorted(h.host for h in report.hosts.values() if h.interrupted is not None)
+    if stopped and not failures:
+        lines.append(f"rerun the {len(stopped)} host(s) stopped part-way with: --limit @failed")
     if report.interrupted:
-        stopped = sorted(h.host for h in report.hosts.values() if h.interrupted is not None)
         lines.append(
             f"interrupted: {len(stopped)} host(s) stopped part-way" + (f" ({host_list(stopped)})" if stopped else "")
         )

@@ -119,7 +119,7 @@ class RunLog:
         self._write(host, f"== {_clock()} stopped{f' during {task}' if task else ''}: {reason}\n")
 
     def finish(self, report: RunReport) -> None:
-        """failed.txt (one `host<TAB>why` line per failed or unreachable host) and the `last` pointer."""
+        """failed.txt (one `host<TAB>why` line per failed, unreachable or stopped host) and the `last` pointer."""
         for host in list(self.pending):
             self._flush(host)
         for fh in self.files.values():
@@ -128,7 +128,9 @@ class RunLog:
         self.files.clear()
         if self.error:
             return
-        lines = [f"{host}\t{why}\n" for host, why in report.failures().items()]
+        # Hosts stopped part-way (Ctrl-C, a failure policy) are rerun by `@failed` too.
+        stopped = {h.host: h.why or "" for h in report.hosts.values() if h.interrupted is not None}
+        lines = [f"{host}\t{why}\n" for host, why in {**stopped, **report.failures()}.items()]
         try:
             (self.dir / FAILED_FILE).write_text(self.redactor.show("".join(lines)))
             (self.dir.parent / LAST_FILE).write_text(self.run_id + "\n")

@@ -295,8 +295,8 @@ def run_playbook(
                         events.host_interrupted(host, task or None, "interrupted; its command did not end in time")
                 reason = policy.verdict(report, batch)
                 if reason:
-                    session.halt(reason)
-                    report.stopped = reason
+                    session.halt(reason)  # the first reason stays (any_errors_fatal's names the host)
+                    report.stopped = session.stop_reason
         if interrupt.requested.is_set():
             report.interrupted = True
             interrupt.hooks_done.wait(INTERRUPT_GRACE)

@@ -114,7 +114,7 @@ def precheck(action_name: str, args: Mapping[str, Any]) -> None:
 
 KEYWORDS = (
     "name", "when", "loop", "register", "tags", "become", "become_user", "environment",
-    "ignore_errors", "changed_when", "failed_when", "timeout", "no_log",
+    "ignore_errors", "changed_when", "failed_when", "timeout", "no_log", "retries", "until", "delay",
 )  # fmt: skip
 
 
@@ -137,6 +137,9 @@ class Task:
     failed_when: Any = None
     timeout: float | None = None
     no_log: bool = False
+    retries: int | None = None  # with `until` (or alone: until it does not fail); Ansible's default 3
+    until: Any = None
+    delay: float = 5.0  # seconds between attempts
     source: str = "<python>"
 
     def __post_init__(self) -> None:
@@ -157,6 +160,16 @@ class Task:
             if not seconds > 0:
                 raise FleetError(f"{self.source}: task {self.title!r}: timeout must be a number of seconds")
             object.__setattr__(self, "timeout", seconds)
+        if self.retries is not None and (isinstance(self.retries, bool) or not isinstance(self.retries, int)
+                                         or self.retries < 0):  # fmt: skip
+            raise FleetError(f"{self.source}: task {self.title!r}: retries must be a whole number, 0 or more")
+        try:
+            delay = float(self.delay)
+        except (TypeError, ValueError):
+            delay = -1.0
+        if not 0 <= delay <= 3600:
+            raise FleetError(f"{self.source}: task {self.title!r}: delay must be 0 to 3600 seconds")
+        object.__setattr__(self, "delay", delay)
 
     @property
     def title(self) -> str:

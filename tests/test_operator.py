@@ -286,3 +286,61 @@ def test_one_flag_vocabulary_version_and_python_m_fleet():
     assert version.returncode == 0 and version.stdout.startswith("fleet ")
     completion = run_fleet("completion", "bash")
     assert "complete -F _fleet_complete fleet" in completion.stdout and "--start-at-task" in completion.stdout
+
+
+# ---- failure policy and retries -------------------------------------------------------------------
+def test_max_fail_percentage_stops_a_serial_rollout_at_the_batch_that_crosses_it(ssh_fleet, ssh_inventory, tmp_path):
+    roll = [{"name": "roll", "shell": "test {{ inventory_hostname }} != node-01"}]
+    book = playbook(tmp_path, [{"hosts": "all", "gather_facts": False, "serial": 2, "max_fail_percentage": 40,
+                                "tasks": roll}])  # fmt: skip
+    result = run_fleet("run", book, "-i", ssh_inventory, "--json")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    started = {e["host"] for e in events if e["event"] == "task_start"}
+    assert started == {"node-01", "node-02"}  # the second batch never started
+    assert "max_fail_percentage 40% crossed: 1 of 2" in events[-1]["stopped"] and result.returncode == 2
+    tolerant = playbook(tmp_path, [{"hosts": "all", "gather_facts": False, "serial": 2, "max_fail_percentage": 50,
+                                    "tasks": roll}], "tolerant.yaml")  # fmt: skip
+    events = [
+        json.loads(line) for line in run_fleet("run", tolerant, "-i", ssh_inventory, "--json").stdout.splitlines()
+    ]
+    assert {e["host"] for e in events if e["event"] == "task_start"} == {h.name for h in ssh_fleet.hosts}
+    assert "stopped" not in events[-1]
+
+
+def test_any_errors_fatal_stops_every_host_at_its_next_command(ssh_fleet, ssh_inventory, tmp_path):
+    for host in ssh_fleet.hosts:
+        (host.home / "fatal-after").unlink(missing_ok=True)
+    book = playbook(tmp_path, [{"hosts": "all", "gather_facts": False, "any_errors_fatal": True, "tasks": [
+        {"name": "first", "shell": "if [ {{ inventory_hostname }} = node-02 ]; then exit 1; fi; sleep 3"},
+        {"name": "after", "shell": "touch ~/fatal-after"},
+    ]}])  # fmt: skip
+    result = run_fleet("run", book, "-i", ssh_inventory)
+    assert result.returncode == 2, result.stdout
+    assert "run stopped early: any_errors_fatal: node-02 failed at 'first'" in result.stdout
+    assert not any((h.home / "fatal-after").exists() for h in ssh_fleet.hosts)
+    bad = playbook(tmp_path, [{"hosts": "all", "max_fail_percentage": "lots", "tasks": []}], "bad.yaml")
+    refused = run_fleet("run", bad, "-i", ssh_inventory)
+    assert refused.returncode == 1 and "`max_fail_percentage:` must be a number from 0 to 100" in refused.stderr
+
+
+def test_retries_until_and_delay(ssh_fleet, ssh_inventory, tmp_path):
+    host = ssh_fleet.host("node-01")
+    (host.home / "tries").unlink(missing_ok=True)
+    bump = "n=$(cat ~/tries 2>/dev/null || echo 0); n=$((n+1)); echo $n > ~/tries; echo $n"
+    book = playbook(tmp_path, [{"hosts": "node-01", "gather_facts": False, "tasks": [
+        {"name": "flaky", "shell": bump + "; [ $n -ge 3 ]", "retries": 5, "delay": 0},
+        {"name": "until", "shell": bump, "register": "out", "until": "out.stdout | int >= 5", "retries": 5,
+         "delay": 0.2},
+        {"name": "never", "shell": "false", "retries": 1, "delay": 0},
+    ]}])  # fmt: skip
+    result = run_fleet("run", book, "-i", ssh_inventory, "--json")
+    results = {e["task"]: e for e in map(json.loads, result.stdout.splitlines()) if e["event"] == "task_result"}
+    assert (results["flaky"]["status"], results["flaky"]["attempts"]) == ("changed", 3)
+    assert (results["until"]["status"], results["until"]["attempts"], results["until"]["stdout"]) == (
+        "changed",
+        2,
+        "5\n",
+    )
+    assert (results["never"]["status"], results["never"]["attempts"]) == ("failed", 2)
+    assert (host.home / "tries").read_text().strip() == "5"
+    assert [e["event"] for e in map(json.loads, result.stdout.splitlines())].count("task_result") == 3
