@@ -110,6 +110,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit("bench: needs root (it creates the hosts' login users)")
     sshfleet = load_sshfleet()
     root = Path(tempfile.mkdtemp(prefix="fleet-transfer-", dir="/tmp"))
+    root.chmod(0o755)  # the hosts' users read their authorized keys below it
     fleet = sshfleet.SSHFleet(root / "fleet", max(args.copy_hosts, args.print_hosts), prefix="xfer")
     rows = []
     try:

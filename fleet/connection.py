@@ -128,6 +128,8 @@ class Connection(Protocol):
     host: str
     commands: int
     sessions: int  # SSH sessions (channels) opened so far: 1 per host, 2 with become, for a whole run
+    # Where a command's whole output is written when more than is kept in memory (None: dropped).
+    output_dir: Path | None
 
     def run(
         self,
