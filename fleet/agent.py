@@ -14,9 +14,10 @@ and a header is a flat dict of str -> str | int | float | bool | None in a tiny 
 (json would pull in `re` and cost the host ~7 ms per start). A frame that is short or whose
 checksum differs is never acted on: a script that did not arrive whole does not run.
 
-Requests (op):    run (body: the script), put / data / end (a streamed upload), get,
-                  lock, interrupt.
-Replies (op):     hello, out (body: a chunk of stdout/stderr), done, ok, error, data, end.
+Requests (op):    run (body: the script; may carry lock_* fields: take the host lock first),
+                  put / data / end (a streamed upload), get, lock, unlock, interrupt.
+Replies (op):     hello, started, out (body: a chunk of stdout/stderr), done, ok, error, data,
+                  end, locked.
 When stdin ends (the controller went away or closed the channel) the agent stops every running
 command's process tree, removes the temp files of its unfinished uploads and of its commands
 (listed in its temp list), and exits. A later agent removes what a killed agent left behind.
@@ -201,7 +202,7 @@ class Agent:
     def handle(self, req, body):
         op, rid = req.get("op"), req.get("id")
         if op == "run":
-            threading.Thread(target=self.run, args=(rid, body, req.get("timeout")), daemon=True).start()
+            threading.Thread(target=self.run, args=(rid, body, req), daemon=True).start()
         elif op == "interrupt":
             with self.running_lock:
                 procs = list(self.running.values())
@@ -218,11 +219,23 @@ class Agent:
             self.get(rid, req["path"])
         elif op == "lock":
             threading.Thread(target=self.lock, args=(rid, req), daemon=True).start()
+        elif op == "unlock":
+            self.unlock()
         else:
             self.send({"op": "error", "id": rid, "message": "unknown request %r" % op})
 
-    def run(self, rid, script, timeout):
+    def run(self, rid, script, req):
+        timeout = req.get("timeout")
+        if req.get("lock_path"):  # the host lock rides on the play's first request: no extra round trip
+            lock = {key[5:]: value for key, value in req.items() if key.startswith("lock_")}
+            failure = self.acquire(lock)
+            if failure:
+                self.send(dict(failure, id=rid))
+                return
         started = time.monotonic()
+        # Said before the command starts: a controller that loses this agent before reading it
+        # knows the command never ran and may send it again to a new agent.
+        self.send({"op": "started", "id": rid})
         try:
             proc = subprocess.Popen(
                 ["sh", "-c", RUN_STDIN_SCRIPT],
@@ -386,14 +399,21 @@ class Agent:
 
     # the host lock: held by this process, so it ends when the agent does, however it ends
     def lock(self, rid, req):
+        failure = self.acquire(req)
+        self.send(dict(failure or {"op": "ok"}, id=rid))
+
+    def acquire(self, req):
+        """Take the host lock (flock, held by this process); None when held, else the reply
+        that says why not. Another run's lock is waited for at most req["wait"] seconds."""
+        if self.lock_fd is not None:
+            return None
         path = os.path.expanduser(req["path"])
         deadline = time.monotonic() + float(req.get("wait") or 0)
         try:
             os.makedirs(os.path.dirname(path), mode=0o700, exist_ok=True)
             fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
         except OSError as exc:
-            self.send({"op": "error", "id": rid, "message": describe(exc, path)})
-            return
+            return {"op": "error", "message": describe(exc, path)}
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -401,22 +421,24 @@ class Agent:
             except OSError as exc:
                 if exc.errno not in (errno.EAGAIN, errno.EACCES):
                     os.close(fd)
-                    self.send({"op": "error", "id": rid, "message": describe(exc, path)})
-                    return
+                    return {"op": "error", "message": describe(exc, path)}
             holder = read_text(path)
             if req.get("run") and holder.split("\n", 1)[0] == "run %s" % req["run"]:
                 os.close(fd)  # this very run holds it through another connection to the same host
-                self.send({"op": "ok", "id": rid, "shared": True})
-                return
+                return None
             if time.monotonic() >= deadline:
                 os.close(fd)
-                self.send({"op": "locked", "id": rid, "holder": holder.strip()})
-                return
+                return {"op": "locked", "holder": holder.strip()}
             time.sleep(0.1)
         os.ftruncate(fd, 0)
         os.write(fd, ("run %s\n%s\n" % (req.get("run", "?"), req.get("holder", ""))).encode())
         self.lock_fd = fd
-        self.send({"op": "ok", "id": rid})
+        return None
+
+    def unlock(self):
+        if self.lock_fd is not None:
+            close_quietly(self.lock_fd)
+            self.lock_fd = None
 
 
 def stop_tree(proc, grace):

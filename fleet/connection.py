@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, Protocol
 from . import agent as agent_source
 from .agent import CHUNK, DIGEST, PREFIX, decode, encode
 from .model import OUTPUT_GAP, CommandResult, Unreachable
+from .shell import path as shell_path
 
 _KILL_GRACE = 5
 _EXIT_GRACE = 1.0  # how long output may trail a command's exit status (one-shot path)
@@ -152,6 +153,8 @@ class Connection(Protocol):
     ) -> None: ...
 
     def get(self, path: str) -> bytes: ...
+
+    def release_lock(self) -> None: ...
 
     def interrupt(self) -> None: ...
 
@@ -271,7 +274,9 @@ class AgentClient:
             if head.get("id") == rid:
                 return head, body
 
-    def run(self, script: bytes, timeout: float | None, keep: int, spill: Path | None) -> CommandResult:
+    def run(
+        self, script: bytes, timeout: float | None, keep: int, spill: Path | None, lock: HostLock | None = None
+    ) -> CommandResult:
         if self.stream.ended():
             raise _AgentLost(False)
         rid = next(self._ids)
@@ -280,15 +285,29 @@ class AgentClient:
         deadline = started + timeout + 2 * _KILL_GRACE + 10 if timeout else None
         out = _Capture(keep, spill.with_suffix(".stdout") if spill else None)
         err = _Capture(keep, spill.with_suffix(".stderr") if spill else None)
+        begun = False
         with self._request:
-            self._send({"op": "run", "id": rid, "timeout": timeout}, script)
+            request: dict[str, Any] = {"op": "run", "id": rid, "timeout": timeout}
+            if lock is not None:  # take the host lock first, in the same round trip
+                request |= {"lock_path": lock.path, "lock_wait": lock.wait, "lock_run": lock.run_id,
+                            "lock_holder": lock.holder}  # fmt: skip
+                deadline = None if deadline is None else deadline + lock.wait
+            self._send(request, script)
             while True:
                 try:
                     head, body = self._reply(rid, deadline)
+                except _AgentLost as lost:
+                    raise _AgentLost(begun, str(lost)) from None  # not begun: it never ran, it may be sent again
                 except TimeoutError:
                     self.stream.close()  # a stuck agent: the next command starts a new one
                     return CommandResult(out.text("stdout"), err.text("stderr"), 124, timeout or 0.0, timed_out=True)
-                if head["op"] == "out":
+                if head["op"] == "started":
+                    begun = True
+                elif head["op"] == "locked" and lock is not None:
+                    raise HostLocked(_locked_message(head.get("holder", ""), lock))
+                elif head["op"] == "error" and lock is not None:
+                    raise Unreachable(f"cannot take the host lock {lock.path} on {self.where}: {head.get('message')}")
+                elif head["op"] == "out":
                     (out if head["stream"] == "stdout" else err).add(body)
                 elif head["op"] == "done":
                     if head.get("error"):
@@ -345,13 +364,13 @@ class AgentClient:
                         "holder": lock.holder})  # fmt: skip
             head, _ = self._reply(rid, time.monotonic() + lock.wait + _START_TIMEOUT)
         if head["op"] == "locked":
-            holder = head.get("holder", "").splitlines()
-            who = f"{holder[0]} ({holder[1]})" if len(holder) > 1 else (holder[0] if holder else "another run")
-            raise HostLocked(
-                f"locked by {who}; waited {lock.wait:g}s. Wait for that run to end, or pass --no-lock if you are sure"
-            )
+            raise HostLocked(_locked_message(head.get("holder", ""), lock))
         if head["op"] != "ok":
             raise Unreachable(f"cannot take the host lock {lock.path}: {head.get('message')}")
+
+    def unlock(self) -> None:
+        with contextlib.suppress(_AgentLost):
+            self._send({"op": "unlock"})
 
     def interrupt(self) -> None:
         with contextlib.suppress(_AgentLost):
@@ -360,6 +379,12 @@ class AgentClient:
     def close(self) -> None:
         with contextlib.suppress(Exception):
             self.stream.close()
+
+
+def _locked_message(holder_text: str, lock: HostLock) -> str:
+    holder = holder_text.strip().splitlines()
+    who = f"{holder[0]} ({holder[1]})" if len(holder) > 1 else (holder[0] if holder else "another run")
+    return f"locked by {who}; waited {lock.wait:g}s. Wait for that run to end, or pass --no-lock if you are sure"
 
 
 def _chunks(content: bytes | str | os.PathLike[str] | BinaryIO) -> Iterator[bytes]:
@@ -395,6 +420,7 @@ class _AgentHost:
         # keeps the run's log, e.g. ~/.fleet/runs/<run-id>/output); None: the middle is dropped.
         self.output_dir: Path | None = None
         self.mode = "agent"  # or "one-shot" once the host turned out to have no python3
+        self._lock_held = False  # whether this connection holds the host lock now
         self._agents: dict[str | None, AgentClient] = {}
         self._agents_lock = threading.Lock()
 
@@ -408,6 +434,7 @@ class _AgentHost:
     def _reopen(self) -> None: ...
     def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult: ...
     def _get_oneshot(self, path: str) -> bytes: ...
+    def _hold_lock_without_agent(self, lock: HostLock) -> None: ...
     def _python(self) -> str: ...
 
     def _become_key(self, become: bool, become_user: str) -> str | None:
@@ -423,13 +450,51 @@ class _AgentHost:
             if agent is not None and not agent.stream.ended():
                 return agent
             if agent is not None:
-                agent.close()
-                del self._agents[user]
+                self._forget(user)
             if self._lost():
                 self._reopen()
-            if user is not None and None not in self._agents and self.lock is not None:
-                self._start(None)  # the login agent holds the host lock, so it comes first
             return self._start(user)
+
+    def _forget(self, user: str | None) -> AgentClient | None:
+        """Drop a dead agent; the login agent's death also ended its hold on the host lock."""
+        agent = self._agents.pop(user, None)
+        if agent is not None:
+            agent.close()
+        if user is None:
+            self._lock_held = False
+        return agent
+
+    def _wanted_lock(self) -> HostLock | None:
+        return self.lock if self.lock is not None and not self._lock_held else None
+
+    def _ensure_lock(self) -> None:
+        """Take the host lock now, as its own request (the login agent holds it, whichever
+        user the next request runs as; a host without python3 holds it with a session)."""
+        lock = self._wanted_lock()
+        if lock is None:
+            return
+        agent = self._agent(None)
+        if agent is None:
+            self._hold_lock_without_agent(lock)
+        elif isinstance(agent, AgentClient):
+            try:
+                agent.lock(lock)
+            except _AgentLost:
+                raise Unreachable(f"connection to {self._where()} lost while taking the host lock") from None
+        self._lock_held = True
+
+    def release_lock(self) -> None:
+        """Let other runs have this host (the runner calls it when the host finished a play)."""
+        if not self._lock_held:
+            return
+        self._lock_held = False
+        agent = self._agents.get(None)
+        if agent is not None:
+            agent.unlock()
+        self._release_lock_session()
+
+    def _release_lock_session(self) -> None:
+        pass
 
     def _start(self, user: str | None) -> AgentClient | CommandResult | None:
         stream = self._spawn(agent_command(self._python(), become_user=user))
@@ -445,11 +510,6 @@ class _AgentHost:
                 raise Unreachable(f"the fleet agent did not start on {self._where()}: {err.strip() or code}")
             return CommandResult("", err, code if code else 1)  # e.g. sudo: a password is required
         self._agents[user] = agent
-        if user is None and self.lock is not None:
-            try:
-                agent.lock(self.lock)
-            except _AgentLost:
-                raise Unreachable(f"connection to {self._where()} lost while taking the host lock") from None
         return agent
 
     def _agent_or_fail(self, user: str | None) -> AgentClient | None:
@@ -460,11 +520,10 @@ class _AgentHost:
 
     def _dead(self, user: str | None, lost: _AgentLost, doing: str) -> Unreachable:
         with self._agents_lock:
-            agent = self._agents.pop(user, None)
+            agent = self._forget(user)
         detail = ""
         if agent is not None:
             _, err = agent.stream.failure()
-            agent.close()
             detail = err.strip().splitlines()[-1] if err.strip() else ""
         if self._lost() or not detail:
             return Unreachable(f"connection to {self._where()} lost while {doing}")
@@ -490,11 +549,19 @@ class _AgentHost:
         for attempt in (1, 2):  # an agent found dead before the request went out is restarted once
             agent = self._agent(user)
             if agent is None:
+                self._ensure_lock()
                 return self._run_oneshot(text, timeout, become, become_user)
             if isinstance(agent, CommandResult):
                 return agent
+            lock = self._wanted_lock()
+            if lock is not None and user is not None:
+                self._ensure_lock()  # held by the login agent, not this one
+                lock = None
             try:
-                return agent.run(text, timeout, self.output_keep, self._spill())
+                result = agent.run(text, timeout, self.output_keep, self._spill(), lock)
+                if lock is not None:
+                    self._lock_held = True
+                return result
             except _AgentLost as lost:
                 error = self._dead(user, lost, "running a command")
                 if lost.sent or attempt == 2:
@@ -514,6 +581,7 @@ class _AgentHost:
         content streamed from bytes, a local file's path or an open binary file. With no mode, an
         existing file keeps its mode and a new one gets 0644. Raises TransferFailed with the
         host's reason."""
+        self._ensure_lock()
         user = self._become_key(become, become_user)
         agent = self._agent_or_fail(user)
         if agent is None:  # no agent on this host: the old way, the content inside a script
@@ -549,6 +617,7 @@ class _AgentHost:
         with self._agents_lock:
             agents = list(self._agents.values())
             self._agents.clear()
+            self._lock_held = False  # the login agent's end releases it
         for agent in agents:
             agent.close()
 
@@ -765,6 +834,7 @@ class SSHConnection(_AgentHost):
         self.lock = lock
         self._conn: Any = None
         self._oneshot_channels: set[Any] = set()
+        self._lock_channel: Any = None
         if options.python.lower() == "none":
             self.mode = "one-shot"
 
@@ -911,6 +981,39 @@ class SSHConnection(_AgentHost):
             dropped=dropped,
         )
 
+    def _hold_lock_without_agent(self, lock: HostLock) -> None:
+        """The host lock on a host without python3: flock(1) on the same file, held by a session
+        that waits for its stdin to end (so it is released however the run ends)."""
+        self.open()
+        path, mine = shell_path(lock.path), shlex.quote("run " + lock.run_id)
+        script = (
+            f'mkdir -p -- "$(dirname -- {path})" && exec 9<>{path} || exit 70\n'
+            f"end=$(( $(date +%s) + {int(lock.wait)} ))\n"
+            "while ! flock -n 9; do\n"
+            f'  [ "$(head -n1 {path})" = {mine} ] && {{ echo shared; exec cat >/dev/null; }}\n'
+            f'  [ "$(date +%s)" -ge "$end" ] && {{ cat {path} >&2; exit 75; }}\n'
+            "  sleep 0.2\n"
+            "done\n"
+            f"printf 'run %s\\n%s\\n' {shlex.quote(lock.run_id)} {shlex.quote(lock.holder)} >{path}\n"
+            "echo locked; exec cat >/dev/null\n"
+        )
+        chan = self._conn.transport.open_session(timeout=self.options.connect_timeout)
+        self.sessions += 1
+        chan.exec_command(shlex.join(["sh", "-c", script]))
+        stream = _ChannelStream(chan)
+        try:
+            line = stream.read(64, time.monotonic() + lock.wait + _START_TIMEOUT)
+        except TimeoutError:
+            line = b""
+        if line.strip() in (b"locked", b"shared"):
+            self._lock_channel = chan
+            return
+        code, err = stream.failure()
+        stream.close()
+        if code == 75:
+            raise HostLocked(_locked_message(err, lock))
+        raise Unreachable(f"cannot take the host lock {lock.path} on {self._target()}: {err.strip() or code}")
+
     def _get_oneshot(self, path: str) -> bytes:
         self.open()
         buf = io.BytesIO()
@@ -954,8 +1057,15 @@ class SSHConnection(_AgentHost):
             with contextlib.suppress(Exception):
                 chan.close()
 
+    def _release_lock_session(self) -> None:
+        if self._lock_channel is not None:
+            with contextlib.suppress(Exception):
+                self._lock_channel.close()
+            self._lock_channel = None
+
     def close(self) -> None:
         super().close()
+        self._release_lock_session()
         if self._conn is not None:
             _close_hops(self._conn)
             self._conn = None

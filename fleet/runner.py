@@ -68,7 +68,7 @@ class Session:
         self.interrupted = threading.Event()
         self.stop_reason: str | None = None
         self._connections: dict[str, Connection] = {}
-        # Each host's agent holds a lock on the host for the run (released however the run ends).
+        # Each host's agent holds a lock on the host while a play runs there (released however the run ends).
         self.host_lock = HostLock(uuid.uuid4().hex[:12], lock_holder(), options.lock_wait) if lock_hosts else None
         self._lock = threading.Lock()
 
@@ -110,6 +110,12 @@ class Session:
     def halt(self, reason: str) -> None:
         """No new command on any host from now on (commands running finish)."""
         self.stop_reason = self.stop_reason or reason
+
+    def release_lock(self, host: str) -> None:
+        conn = self._connections.get(host)
+        if conn is not None:
+            with contextlib.suppress(Exception):  # a lost host released it already
+                conn.release_lock()
 
     def interrupt(self) -> None:
         """End the commands running on every host, in parallel: the connection's interrupt()
@@ -269,6 +275,7 @@ def run_playbook(
                 stage = "connect" if host not in executors else "gather facts"
                 _host_error(host_report, events, redactor.show(str(exc)), stage)
             finally:
+                session.release_lock(host)  # held per play: two runs never wait on each other in a circle
                 host_report.commands = session.commands(host)
                 host_report.duration = time.monotonic() - started[host]
                 finished.add(host)

@@ -306,7 +306,11 @@ def test_host_lock_waits_then_names_the_holder(conn_to):
     assert time.monotonic() - started >= 1
     same_run = conn_to("node-03", lock=HostLock("run-one", lock_holder(), wait=1))
     assert same_run.run("true").ok  # two connections of one run to one host do not lock each other out
-    holder.close()  # released when the agent ends, however it ends
+    holder.release_lock()  # the runner does this when the host finished a play
+    assert waiter.run("true").ok
+    with pytest.raises(HostLocked, match=r"locked by run run-two \("):
+        holder.run("true")  # its next play must wait in turn
+    waiter.close()  # released when the agent ends, however it ends
     assert conn_to("node-03", lock=HostLock("run-three", lock_holder(), wait=5)).run("true").ok
 
 
@@ -460,3 +464,18 @@ def test_a_play_costs_one_ssh_session_per_host_two_with_become(tmp_path):
         sudoers.unlink(missing_ok=True)
         fleet.remove_users()
         shutil.rmtree(root, ignore_errors=True)
+
+
+def test_host_without_python_still_takes_the_host_lock(conn_to):
+    def lock(run: str, wait: float = 1) -> HostLock:
+        return HostLock(run, lock_holder(), wait=wait)
+
+    no_python = {"python_interpreter": "none"}
+    holder = conn_to("node-01", vars=no_python, lock=lock("run-a"))
+    assert holder.run("true").ok and holder.mode == "one-shot"
+    with pytest.raises(HostLocked, match=r"locked by run run-a \("):
+        conn_to("node-01", lock=lock("run-b")).run("true")  # an agent waits for it, and the other way round
+    with pytest.raises(HostLocked, match=r"locked by run run-a \("):
+        conn_to("node-01", vars=no_python, lock=lock("run-c")).run("true")
+    holder.close()
+    assert conn_to("node-01", vars=no_python, lock=lock("run-d", wait=10)).run("true").ok
