@@ -99,7 +99,7 @@ def e2e(ssh_fleet, installer, tmp_path_factory):
         "fa3_wheel_url": f"http://127.0.0.1:{dead}/flash_attn_3-3.0.0b1-cp312-abi3-linux_x86_64.whl",
         "fa3_wheel_path": "~/tes_grpo_trl/wheels/flash_attn_3-3.0.0b1-cp312-abi3-linux_x86_64.whl",
     }
-    extra = inv / "e2e-vars.yaml"
+    extra = tmp_path_factory.mktemp("e2e-vars") / "e2e-vars.yaml"  # beside, not in, the inventory folder
     extra.write_text(yaml.safe_dump(values))
     return host, inv, extra
 
@@ -174,7 +174,7 @@ def test_setup_converges_reruns_unchanged_and_trains(e2e, capsys):
     smoke = yaml.safe_load(SMOKE_CONFIG.read_text())
     smoke["job"]["script"] = str(SMOKE_CONFIG.parent / smoke["job"]["script"])
     smoke["train"]["dtype"] = "bfloat16"
-    config = inv / "train_config.smoke.yaml"
+    config = extra.parent / "train_config.smoke.yaml"
     config.write_text(yaml.safe_dump(smoke))
     started = time.monotonic()
     launched = fleet_train(inv, config, "--hosts", HOST)
