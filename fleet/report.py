@@ -287,6 +287,36 @@ def _shown_script(script: str) -> str:
     return shown_script(script)
 
 
+def _common_start(texts: Sequence[str]) -> str:
+    first, last = min(texts), max(texts)
+    size = next((i for i, (a, b) in enumerate(zip(first, last, strict=False)) if a != b), min(len(first), len(last)))
+    return first[:size]
+
+
+def short_names(hosts: Sequence[str], width: int) -> dict[str, str]:
+    """Host names that fit `width` and stay unambiguous: what all the names share at their start
+    and end (up to a `-`, `.` or `_`) is elided, never the part that tells them apart
+    (`gh200-rack01-node07-ib` -> `gh…rack01-node07…`). Otherwise names stay whole (and wrap)."""
+    names = sorted(set(hosts))
+    whole = {h: h for h in names}
+    if len(names) < 2 or max(map(len, names)) <= width:
+        return whole
+    head = _common_start(names)
+    head = head[: max(head.rfind(c) for c in "-._") + 1]  # whole words only
+    rests = [n[len(head) :] for n in names]
+    tail = _common_start([r[::-1] for r in rests])[::-1]
+    cuts = [i for i, c in enumerate(tail) if c in "-._"]
+    tail = tail[cuts[0] :] if cuts else ""
+    middles = [r[: len(r) - len(tail)] for r in rests]
+    if not all(middles) or len(set(middles)) < len(names):
+        return whole
+    shown = {}
+    for name, middle in zip(names, middles, strict=True):
+        keep = max(0, min(len(head), width - len(middle) - 2))
+        shown[name] = (head[:keep] + "…" if head else "") + middle + ("…" if tail else "")
+    return shown
+
+
 class LiveReporter(PlainReporter):
     """A live table of what every host is doing (with how long it has been at it), above the
     changed/failed lines. It fits the terminal: the hosts that have been busy longest first,
@@ -298,6 +328,8 @@ class LiveReporter(PlainReporter):
 
         self.current: dict[str, tuple[str, float | None]] = {}  # host -> (task or state, started)
         self.counts: dict[str, dict[str, int]] = {}
+        self.names: dict[str, str] = {}  # host -> how the table shows it
+        self.state = threading.Lock()  # guards current/counts/names; never held while printing
         self.started = time.monotonic()
         self.live = Live(get_renderable=self._table, console=self.console, refresh_per_second=4, transient=True)
         self.live.start()
@@ -312,18 +344,21 @@ class LiveReporter(PlainReporter):
         for column in ("ok", "chg", "fail"):
             table.add_column(column, justify="right", no_wrap=True)
         now = time.monotonic()
-        with self.lock:
+        with self.state:  # never self.lock: printing holds it while rich asks for this table
             current = dict(self.current)
             counts = {h: dict(c) for h, c in self.counts.items()}
         busy = sorted((h for h, (_, t) in current.items() if t is not None), key=lambda h: (current[h][1], h))
         rest = sorted(h for h in current if h not in busy)
-        room = max(3, self.console.size.height - 6)
+        longest = max((len(self.names.get(h, h)) for h in current), default=0)
+        per_row = 1 if longest <= self.console.size.width // 3 else 2  # a name too long wraps
+        room = max(3, (self.console.size.height - 6) // per_row)
         shown = (busy + rest)[:room]
+        names = self.names
         for host in shown:
             task, since = current[host]
             c = counts.get(host, {})
             table.add_row(
-                host,
+                names.get(host, host),
                 task,
                 f"{now - since:.0f}s" if since is not None else "",
                 str(c.get("ok", 0)),
@@ -346,28 +381,29 @@ class LiveReporter(PlainReporter):
 
     def play_started(self, title: str, hosts: Sequence[str]) -> None:
         super().play_started(title, hosts)
-        with self.lock:
+        with self.state:
             for host in hosts:
                 self.current.setdefault(host, ("waiting", None))
+            self.names = short_names(list(self.current), max(12, self.console.size.width // 3))
 
     def task_started(self, host: str, task: str) -> None:
-        with self.lock:
+        with self.state:
             self.current[host] = (task, time.monotonic())
 
     def task_done(self, result: TaskResult) -> None:
-        with self.lock:
+        with self.state:
             counts = self.counts.setdefault(result.host, {})
             counts[str(result.status)] = counts.get(str(result.status), 0) + 1
             self.current[result.host] = ("done", None)
         super().task_done(result)
 
     def host_unreachable(self, host: str, reason: str) -> None:
-        with self.lock:
+        with self.state:
             self.current[host] = ("unreachable", None)
         super().host_unreachable(host, reason)
 
     def host_interrupted(self, host: str, task: str | None, reason: str) -> None:
-        with self.lock:
+        with self.state:
             self.current[host] = ("stopped", None)
         super().host_interrupted(host, task, reason)
 
@@ -475,7 +511,15 @@ def summary_lines(report: RunReport) -> list[str]:
     failures = report.failures()
     if failures:
         lines.append(f"{len(failures)} host(s) failed or unreachable:")
-        lines += [f"  {host}: {why}" for host, why in failures.items()]
+        by_why: dict[str, list[str]] = defaultdict(list)
+        for host, why in failures.items():  # the same reason on many hosts is said once
+            masked = why.replace(host, "<host>") if len(failures) > 1 else why
+            by_why[masked].append(host)
+        for why, hosts in sorted(by_why.items(), key=lambda kv: -len(kv[1])):
+            if len(hosts) == 1:
+                lines.append(f"  {hosts[0]}: {failures[hosts[0]]}")
+            else:
+                lines.append(f"  {len(hosts)} hosts ({host_list(hosts)}): {why}")
         lines.append("  rerun just them with: --limit @failed")
     if report.stopped:
         lines.append(f"run stopped early: {report.stopped}")
