@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -344,3 +345,24 @@ def test_retries_until_and_delay(ssh_fleet, ssh_inventory, tmp_path):
     assert (results["never"]["status"], results["never"]["attempts"]) == ("failed", 2)
     assert (host.home / "tries").read_text().strip() == "5"
     assert [e["event"] for e in map(json.loads, result.stdout.splitlines())].count("task_result") == 3
+
+
+def test_live_view_at_80_columns_fits_names_totals_and_more_hosts(tmp_path):
+    from faultkit import run_in_pty
+
+    names = [f"gh200-rack{r:02d}-node{n:02d}-infiniband" for r in range(1, 5) for n in range(1, 11)]
+    (tmp_path / "inv").mkdir()
+    hosts = {name: {"connection": "local"} for name in names}
+    (tmp_path / "inv" / "hosts.yaml").write_text(yaml.safe_dump({"all": {"hosts": hosts}}))
+    book = playbook(tmp_path, [{"hosts": "all", "gather_facts": False, "tasks": [
+        {"name": "step", "shell": "sleep 1"},
+        {"name": "odd ones", "shell": "case {{ inventory_hostname }} in *node01*) echo no >&2; exit 4;; esac"},
+    ]}])  # fmt: skip
+    code, screen = run_in_pty(
+        "run", book, "-i", tmp_path / "inv", "--forks", "40", env={"COLUMNS": "80", "LINES": "20"}
+    )
+    assert code == 2, screen[-2000:]  # it ended by itself: no deadlock between printing and the table
+    screen = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # colours and cursor moves
+    assert "gh200-…rack01-node07…" in screen  # the part that tells hosts apart, never cut
+    assert re.search(r"40 hosts +\d+ more hosts; \d+ busy", screen), screen[-3000:]
+    assert "4 hosts (gh200-rack01-node01-infiniband, gh200-rack02-node01-infiniband" in screen
