@@ -124,7 +124,7 @@ def leftovers(homes: Iterable[Path], patterns: Iterable[str] = (".fleet*", "*.fl
     for home in homes:
         for pattern in patterns:
             found += [p for p in home.rglob(pattern) if p.is_file() and p.parent.name != ".fleet"]
-    return sorted(found)
+    return sorted(set(found))  # a name like .fleet-download.x matches both patterns
 
 
 def one_line_error(stderr: str) -> bool:
