@@ -479,3 +479,14 @@ def test_host_without_python_still_takes_the_host_lock(conn_to):
         conn_to("node-01", vars=no_python, lock=lock("run-c")).run("true")
     holder.close()
     assert conn_to("node-01", vars=no_python, lock=lock("run-d", wait=10)).run("true").ok
+
+
+def test_the_login_agent_holds_the_lock_even_when_the_play_starts_as_root(conn_to, ssh_fleet):
+    home = ssh_fleet.host("node-02").home
+    first = conn_to("node-02", lock=HostLock("run-root-first", lock_holder(), wait=1))
+    assert first.run("id -un", become=True).stdout == "root\n"
+    assert (home / ".fleet" / "lock").read_text().startswith("run run-root-first\n")
+    with pytest.raises(HostLocked, match="run-root-first"):
+        conn_to("node-02", lock=HostLock("run-other", lock_holder(), wait=1)).run("true", become=True)
+    first.release_lock()
+    assert conn_to("node-02", lock=HostLock("run-other", lock_holder(), wait=5)).run("true", become=True).ok
