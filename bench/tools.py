@@ -195,7 +195,7 @@ def _table_after_header(text: str, header: tuple[str, ...]) -> list[list[str]]:
         if tuple(line.split()[: len(header)]) == header:
             rows = []
             for row in lines[i + 1 :]:
-                if not row.strip():
+                if len(row.split()) < len(header):  # a blank line, or what follows (e.g. fleet's `log: <dir>`)
                     break
                 rows.append(row.split())
             return rows
