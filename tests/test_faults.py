@@ -13,6 +13,8 @@ import contextlib
 import hashlib
 import http.server
 import os
+import pty
+import select
 import shutil
 import signal
 import socket
@@ -432,3 +434,45 @@ def test_two_runs_at_once_lose_no_change(fleet, inv, tmp_path, tally):
             assert "locked by" in out
     assert leftovers(homes(fleet)) == []
     tally.survived += 1
+
+
+# ---- the controller's own threads -----------------------------------------------------------------------
+def test_live_view_with_many_hosts_at_once_never_deadlocks():
+    """Hosts' threads report while the live view redraws itself (here: as fast as it can): neither
+    may wait on the other for good. A terminal is a real pseudo-terminal, drained as a person's is."""
+    from fleet.model import Status, TaskResult
+    from fleet.report import LiveReporter
+
+    main, child = pty.openpty()
+    reporter = LiveReporter(os.fdopen(child, "w"))
+    hosts = [f"host-{i:02d}" for i in range(8)]
+    reporter.play_started("play", hosts)
+    stop = threading.Event()
+
+    def drain() -> None:
+        while not stop.is_set():
+            if select.select([main], [], [], 0.05)[0]:
+                try:
+                    os.read(main, 1 << 16)
+                except OSError:
+                    return
+
+    def redraw() -> None:
+        while not stop.is_set():
+            reporter.live.refresh()
+
+    def host(name: str) -> None:
+        for i in range(20):
+            reporter.task_started(name, f"task {i}")
+            reporter.task_done(TaskResult(name, f"task {i}", "command", Status.CHANGED, "changed"))
+
+    workers = [threading.Thread(target=host, args=(h,), daemon=True) for h in hosts]
+    for thread in [threading.Thread(target=drain, daemon=True), threading.Thread(target=redraw, daemon=True), *workers]:
+        thread.start()
+    deadline = time.monotonic() + 60
+    for thread in workers:
+        thread.join(max(0.1, deadline - time.monotonic()))
+    stuck = sum(t.is_alive() for t in workers)
+    stop.set()
+    assert stuck == 0, f"{stuck} of {len(workers)} hosts' threads are stuck in the live view (a lock-order deadlock)"
+    reporter.live.stop()
