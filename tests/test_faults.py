@@ -5,7 +5,7 @@ partial or temp files left (both must be 0).
 
 Faults: sshd killed mid-task, a silent host (TCP accepts, never speaks), a banner then silence, a
 hung command under `timeout:`, the controller SIGKILLed mid-copy / mid-template / mid-download, two
-runs at once on the same hosts."""
+runs at once on the same hosts, SIGINT and SIGTERM to a run."""
 
 from __future__ import annotations
 
@@ -476,3 +476,33 @@ def test_live_view_with_many_hosts_at_once_never_deadlocks():
     stop.set()
     assert stuck == 0, f"{stuck} of {len(workers)} hosts' threads are stuck in the live view (a lock-order deadlock)"
     reporter.live.stop()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_signal_stops_the_run_and_its_remote_commands(fleet, inv, tmp_path, tally, sig):
+    marker = f"sleep 4{sig.value}.5"
+    book = write_playbook(tmp_path / "book.yaml", [{"hosts": "faults", "gather_facts": False, "tasks": [
+        {"name": "long", "shell": marker},
+        {"name": "after", "copy": {"dest": "~/after-signal.txt", "content": "x\n"}},
+    ]}])  # fmt: skip
+    for h in fleet.hosts:
+        (h.home / "after-signal.txt").unlink(missing_ok=True)
+    run = start_fleet("run", book, "-i", inv)
+    tally.fault()
+    try:
+        assert wait_for(lambda: all(user_processes(h, marker) for h in fleet.hosts), 30), "tasks never started"
+        os.kill(run.pid, sig)
+        out, err = run.communicate(timeout=60)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(10)
+    still = wait_for(lambda: not any(user_processes(h, marker) for h in fleet.hosts), 15) is None
+    tally.record(lost=0, left=len(leftovers(homes(fleet))) + int(still))
+    assert run.returncode in (130, 128 + sig.value), (run.returncode, out, err)  # 130: "interrupted"
+    assert "Traceback" not in out + err
+    assert "interrupted" in (out + err).lower() or "stopped" in (out + err).lower()
+    assert not still, "the remote commands outlived the run"
+    assert not any((h.home / "after-signal.txt").exists() for h in fleet.hosts)  # nothing ran after the stop
+    assert leftovers(homes(fleet)) == []
+    tally.survived += 1

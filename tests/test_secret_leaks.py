@@ -140,6 +140,13 @@ def test_no_secret_reaches_any_output_log_or_process_list(ssh_fleet, tmp_path, w
         listed = run_fleet("inventory", "-i", inv, "-e", f"@{extra}", *command, env=env)
         assert listed.returncode == 0
         outputs[name] = listed.stdout + listed.stderr
+    shell = run_fleet(
+        "shell", "node-01,node-02", "-i", inv, "-e", f"@{extra}", "--",
+        "sh", "-c", "cat leak.conf; printf '\\033]0;owned\\007\\033[2J'", env=env,
+    )  # fmt: skip
+    assert shell.returncode == 0, shell.stdout + shell.stderr
+    assert "token=********" in shell.stdout and "\\x1b]0;owned\\x07" in shell.stdout
+    outputs["fleet shell"] = shell.stdout + shell.stderr
     logs = [p for p in (fleet_home / ".fleet").rglob("*") if p.is_file()] if (fleet_home / ".fleet").exists() else []
     for path in logs:
         outputs[f"run log {path.name}"] = path.read_text(errors="replace")
