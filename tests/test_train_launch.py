@@ -102,6 +102,7 @@ def test_multi_node_launch_where_a_node_dies_at_once_stops_the_others(ssh_fleet,
         tmp_path / "pair.yaml", script=JOBS / "steps_job.py", run="pair-dies",
         args=["--steps", "900", "--interval", "0.2", "--fail-on-node", "1", "--exit-code", "4"],
         multi_node=True, master_port=free_port(ssh_fleet.host("node-01").address), require_modules=["torch"],
+        workdir="~/fleet-train-pair-dies",  # its own: the session's hosts are shared with other train tests
         env={"GLOO_SOCKET_IFNAME": "lo", "OMP_NUM_THREADS": "1"},
     )  # fmt: skip
     launched = fleet_train(inv, config, "--hosts", "node-01,node-02", "--json")
