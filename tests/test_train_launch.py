@@ -107,7 +107,8 @@ def test_multi_node_launch_where_a_node_dies_at_once_stops_the_others(ssh_fleet,
     )  # fmt: skip
     launched = fleet_train(inv, config, "--hosts", "node-01,node-02", "--json")
     assert launched.returncode != 0, launched.stdout
-    results = [e for e in map(json.loads, launched.stdout.splitlines()) if e["event"] == "task"]
+    results = [e for e in map(json.loads, launched.stdout.splitlines()) if e["event"] == "task_result"]
+    assert results, launched.stdout + launched.stderr
     dead = [e for e in results if e["host"] == "node-02"]
     assert dead and "the job exited with code" in dead[-1]["message"], results
     assert "RuntimeError: node 1 cannot start" in dead[-1]["message"]

@@ -81,11 +81,13 @@ def test_killed_job_shows_failed_and_stop_cancels(slurm, inventory, tmp_path):
     config = write_config(tmp_path / "k.yaml", script=JOBS / "steps_job.py", run="slurm-kill", args=args,
                           master_port=port, python="python3")  # fmt: skip
     assert train(slurm, inventory, config, "--hosts", NODE).returncode == 0
-    wait_for(lambda: (status(slurm, inventory, config)["step"] or 0) >= 3, "the job past step 3", timeout=120)
+    wait_for(lambda: (status(slurm, inventory, config)["step"] or 0) >= 3, "the job past step 3", timeout=300)
     victims = [p for p, cmd in job_processes("slurm-kill").items() if "steps_job.py" in cmd and "torch" not in cmd]
     assert len(victims) == 1, job_processes("slurm-kill")
     os.kill(victims[0], signal.SIGKILL)
-    failed = wait_for(lambda: (s := status(slurm, inventory, config))["state"] == "failed" and s, "the job to fail")
+    failed = wait_for(
+        lambda: (s := status(slurm, inventory, config))["state"] == "failed" and s, "the job to fail", timeout=300
+    )
     assert failed["exit_code"] not in (None, 0) and "FAILED" in failed["note"], failed
 
     # a partition and a node count instead of a host pattern; python and workdir from the config
@@ -102,7 +104,7 @@ def test_killed_job_shows_failed_and_stop_cancels(slurm, inventory, tmp_path):
         (state,) = by_host(result.stdout).values()
         return state
 
-    wait_for(lambda: (stop_status()["step"] or 0) >= 2, "the second job past step 2")
+    wait_for(lambda: (stop_status()["step"] or 0) >= 2, "the second job past step 2", timeout=300)
     stopped = train(slurm, inventory, config2, "stop", *by_partition)
     assert stopped.returncode == 0 and "cancelled; squeue no longer lists it" in stopped.stdout, stopped.stdout
     after = stop_status()
