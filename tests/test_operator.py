@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import REPO, run_fleet
+from faultkit import start_fleet, write_playbook
 
 from fleet.cli import build_parser, split_command
 from fleet.connection import SSHConnection
@@ -24,18 +25,19 @@ MASK = "********"
 
 
 def playbook(tmp_path: Path, plays: list[dict], name: str = "book.yaml") -> Path:
-    path = tmp_path / name
-    path.write_text(yaml.safe_dump(plays, sort_keys=False))
-    return path
+    return write_playbook(tmp_path / name, plays)
 
 
-def gone(pid: int, wait: float = 5.0) -> bool:
+def gone(pid: int) -> bool:
+    return not Path(f"/proc/{pid}").exists()
+
+
+def still_running(pids: list[int], wait: float = 5.0) -> list[int]:
+    """The pids still running after `wait` seconds."""
     deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if not Path(f"/proc/{pid}").exists():
-            return True
+    while any(not gone(p) for p in pids) and time.monotonic() < deadline:
         time.sleep(0.05)
-    return False
+    return [p for p in pids if not gone(p)]
 
 
 # ---- Ctrl-C ---------------------------------------------------------------------------------------
@@ -54,13 +56,7 @@ def test_interrupt_ends_the_remote_commands_and_prints_the_partial_recap(ssh_fle
         {"name": "long", "shell": "echo $$ > ~/long.sh.pid; sleep 97 & echo $! > ~/long.sleep.pid; wait"},
         {"name": "never", "shell": "touch ~/never-ran"},
     ]}])  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet.cli", "run", str(book), "-i", str(ssh_inventory)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_fleet("run", book, "-i", ssh_inventory)
     try:
         pidfiles = [h.home / n for h in hosts for n in ("long.sh.pid", "long.sleep.pid")]
         deadline = time.monotonic() + 60
@@ -78,7 +74,7 @@ def test_interrupt_ends_the_remote_commands_and_prints_the_partial_recap(ssh_fle
     assert proc.returncode == 130, out + err
     assert "interrupted" in err and "Traceback" not in err
     assert "recap" in out and f"interrupted: {len(hosts)} host(s) stopped part-way" in out, out
-    left = [pid for pid in pids if not gone(pid)]
+    left = still_running(pids)
     assert not left, f"remote processes still running after the interrupt: {left}"
     assert not any((h.home / "never-ran").exists() for h in hosts)
 
@@ -89,13 +85,7 @@ def test_second_interrupt_exits_at_once(ssh_fleet, ssh_inventory, tmp_path):
     pidfile.unlink(missing_ok=True)
     book = playbook(tmp_path, [{"hosts": host.name, "gather_facts": False, "tasks": [
         {"name": "long", "shell": f"sleep 95 & echo $! > {pidfile}; wait"}]}])  # fmt: skip
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fleet.cli", "run", str(book), "-i", str(ssh_inventory)],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    proc = start_fleet("run", book, "-i", ssh_inventory)
     try:
         deadline = time.monotonic() + 60
         while not (pidfile.exists() and pidfile.read_text().strip()):
@@ -109,7 +99,7 @@ def test_second_interrupt_exits_at_once(ssh_fleet, ssh_inventory, tmp_path):
             proc.kill()
         if pidfile.exists():
             pid = int(pidfile.read_text())
-            if not gone(pid, wait=5):  # the first interrupt may not have ended it: the test cleans up
+            if still_running([pid]):  # the first interrupt may not have ended it: the test cleans up
                 os.kill(pid, signal.SIGKILL)
     assert proc.returncode == 130
     assert "Traceback" not in err
