@@ -29,7 +29,7 @@ class HostOutput:
         if self.unreachable:
             return f"unreachable: {self.unreachable}"
         if self.result is None:
-            return "interrupted before it ran"
+            return "interrupted: stopped, or never started"
         text = self.result.stdout + (self.result.stderr if self.result.stderr else "")
         return text.rstrip("\n")
 

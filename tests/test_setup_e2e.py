@@ -164,7 +164,7 @@ def test_setup_converges_reruns_unchanged_and_trains(e2e, capsys):
     assert [(e["finding"], e.get("note")) for e in findings] == [("fa3-missing", True)], findings
     rehearsal = run_fleet("doctor", "-i", inv, "--hosts", HOST, "--fix", "--check", "--json", "-e", f"@{extra}")
     assert rehearsal.returncode == 0, rehearsal.stdout + rehearsal.stderr
-    assert not [line for line in rehearsal.stdout.splitlines() if json.loads(line).get("event") == "task"]
+    assert not [line for line in rehearsal.stdout.splitlines() if json.loads(line).get("event") == "task_result"]
     say(capsys, f"fleet doctor and doctor --fix --check: {time.monotonic() - started:.0f}s, no findings but a note")
 
     # fleet train of the smoke config, with the venv setup built, in bf16 as setup's smoke step: on a CPU
