@@ -136,6 +136,11 @@ EVENTS: dict[str, dict[str, Any]] = {
         {"unreachable": _STR, "gpus": _INT, "problems": {"type": "array"}, "health": {"type": ["object", "null"]}},
     ),
     "train_status": _event("train_status", {"host": _STR, "state": _STR}, {"note": _NSTR}, open_ended=True),
+    "doctor": _event(
+        "doctor",
+        {"host": _STR, "stage": _STR, "venv": _STR},
+        {"finding": _NSTR, "problem": _STR, "remedy": _STR, "error": _STR, "note": _BOOL},
+    ),
 }
 
 SCHEMA: dict[str, Any] = {

@@ -81,3 +81,16 @@ def test_docs_describe_every_event_and_field():
             assert f"`{field}`" in section, f"docs/events.md: {name} does not describe `{field}`"
     for field in COMMON:
         assert f"| `{field}`" in text
+
+
+@pytest.mark.parametrize(
+    "command", [["doctor"], ["train", "status"], ["health"], ["inventory"], ["facts"]], ids=lambda c: " ".join(c)
+)
+def test_one_record_per_host_commands_match_the_schema_on_the_local_inventory(command):
+    result = run_fleet(*command, "--json", "-i", "inventories/local")
+    assert "Traceback" not in result.stderr, result.stderr
+    events = lines(result.stdout)
+    assert events and {e["host"] for e in events} == {"localhost"}
+    validator = Draft202012Validator(SCHEMA)
+    for event in events:
+        assert not [e.message for e in validator.iter_errors(event)], event
