@@ -18,7 +18,6 @@ from conftest import REPO, run_fleet
 from faultkit import start_fleet, write_playbook
 
 from fleet.cli import build_parser, split_command
-from fleet.connection import SSHConnection
 
 pytestmark = pytest.mark.ssh
 MASK = "********"
@@ -41,11 +40,6 @@ def still_running(pids: list[int], wait: float = 5.0) -> list[int]:
 
 
 # ---- Ctrl-C ---------------------------------------------------------------------------------------
-@pytest.mark.xfail(
-    not hasattr(SSHConnection, "interrupt"),
-    reason="the SSH connection has no interrupt() yet: closing the channel leaves the remote command running",
-    strict=True,
-)
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
 def test_interrupt_ends_the_remote_commands_and_prints_the_partial_recap(ssh_fleet, ssh_inventory, tmp_path, sig):
     hosts = ssh_fleet.hosts
