@@ -164,7 +164,8 @@ class Connection(Protocol):
 # ---- output kept in memory -------------------------------------------------------------------------
 class _Capture:
     """One stream of a command's output: its first and last `keep` bytes in memory, the middle
-    dropped (and counted); with a spill path, the whole stream also goes to that file."""
+    dropped (and counted); with a spill path, the whole stream also goes to `<spill>.part`
+    (owner-only, raw), which whoever keeps the run's log masks into `<spill>` (fleet.runlog)."""
 
     def __init__(self, keep: int, spill: Path | None) -> None:
         self.keep = keep
@@ -173,6 +174,10 @@ class _Capture:
         self.total = 0
         self.spill_path = spill
         self._spill: BinaryIO | None = None
+
+    @property
+    def raw_path(self) -> Path | None:
+        return spill_part(self.spill_path) if self._spill else None
 
     def add(self, data: bytes) -> None:
         self.total += len(data)
@@ -185,8 +190,9 @@ class _Capture:
         self.tail += data
         if len(self.tail) > 2 * self.keep:
             if self.spill_path and not self._spill:
-                self.spill_path.parent.mkdir(parents=True, exist_ok=True)
-                self._spill = self.spill_path.open("wb")
+                self.spill_path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+                fd = os.open(spill_part(self.spill_path), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+                self._spill = os.fdopen(fd, "wb")
                 self._spill.write(self.head + self.tail)
             del self.tail[: len(self.tail) - self.keep]
 
@@ -200,9 +206,14 @@ class _Capture:
         del self.tail[: max(0, len(self.tail) - self.keep)]
         if not self.dropped:
             return (self.head + self.tail).decode("utf-8", "replace")
-        where = f"; the whole {name} is in {self.spill_path}" if self._spill else ""
-        note = f"{OUTPUT_GAP}{self.dropped} bytes of {name} not kept in memory{where}]\n"
+        where = f"; full output in {self.spill_path}" if self._spill else ""
+        note = f"{OUTPUT_GAP}{name}: output too large: {self.dropped} bytes not kept in memory{where}]\n"
         return self.head.decode("utf-8", "replace") + note + self.tail.decode("utf-8", "replace")
+
+
+def spill_part(path: Path) -> Path:
+    """Where a spilled stream is written raw until the run log masks it into `path`."""
+    return path.with_name(path.name + ".part")
 
 
 # ---- the controller side of an agent ------------------------------------------------------------------
@@ -283,8 +294,8 @@ class AgentClient:
         started = time.monotonic()
         # The agent enforces the limit; this only guards against a host that stopped answering.
         deadline = started + timeout + 2 * _KILL_GRACE + 10 if timeout else None
-        out = _Capture(keep, spill.with_suffix(".stdout") if spill else None)
-        err = _Capture(keep, spill.with_suffix(".stderr") if spill else None)
+        out = _Capture(keep, spill.with_name(spill.name + ".stdout") if spill else None)
+        err = _Capture(keep, spill.with_name(spill.name + ".stderr") if spill else None)
         begun = False
         with self._request:
             request: dict[str, Any] = {"op": "run", "id": rid, "timeout": timeout}
@@ -300,7 +311,9 @@ class AgentClient:
                     raise _AgentLost(begun, str(lost)) from None  # not begun: it never ran, it may be sent again
                 except TimeoutError:
                     self.stream.close()  # a stuck agent: the next command starts a new one
-                    return CommandResult(out.text("stdout"), err.text("stderr"), 124, timeout or 0.0, timed_out=True)
+                    spilled = tuple(str(c.raw_path) for c in (out, err) if c.raw_path)
+                    stdout, stderr = out.text("stdout"), err.text("stderr")
+                    return CommandResult(stdout, stderr, 124, timeout or 0.0, timed_out=True, spilled=spilled)
                 if head["op"] == "started":
                     begun = True
                 elif head["op"] == "locked" and lock is not None:
@@ -320,6 +333,7 @@ class AgentClient:
                         timed_out=bool(head.get("timed_out")),
                         interrupted=bool(head.get("interrupted")),
                         dropped=out.dropped + err.dropped,
+                        spilled=tuple(str(c.raw_path) for c in (out, err) if c.raw_path),
                     )
 
     def put(self, chunks: Iterator[bytes], path: str, mode: int | None) -> None:
@@ -532,7 +546,7 @@ class _AgentHost:
     def _spill(self) -> Path | None:
         if self.output_dir is None:
             return None
-        return Path(self.output_dir) / f"{self.host}.{self.commands}"
+        return Path(self.output_dir) / f"{re.sub(r'[^A-Za-z0-9._@-]', '_', self.host)}.{self.commands}"
 
     def run(
         self,

@@ -30,6 +30,7 @@ class CommandResult:
     timed_out: bool = False
     interrupted: bool = False  # stopped by Connection.interrupt() (Ctrl-C, SIGTERM)
     dropped: int = 0  # bytes of output not kept in memory (their place is marked by OUTPUT_GAP)
+    spilled: tuple[str, ...] = ()  # raw `<file>.part` copies of that output, masked into <file> by the run log
 
     @property
     def ok(self) -> bool:

@@ -22,6 +22,9 @@ _SCRIPT_LIMIT = 20_000
 # File contents travel base64-encoded inside scripts: masking cannot see a secret in there.
 _BASE64_BLOB = re.compile(r"printf %s ([A-Za-z0-9+/=]{64,}) \| base64 -d")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9._@-]")
+# A spilled output is masked one line at a time; a longer line keeps its first LINE_LIMIT bytes.
+LINE_LIMIT = 1 << 20
+_PART = ".part"  # a spilled output as it came, until masked (fleet.connection.spill_part)
 
 
 def runs_dir() -> Path:
@@ -78,10 +81,22 @@ class RunLog:
     # revealed as secret, and left out for a no_log task.
     def _flush(self, host: str, hidden: bool = False) -> None:
         records = self.pending.pop(host, [])
+        for _, result in records:  # output too large for memory: masked into its file, or gone (no_log)
+            for raw in result.spilled if result else ():
+                self._settle_spill(Path(raw), hidden)
         if hidden and records:
             self._write(host, f"-- {len(records)} command(s) of a no_log task: output hidden\n")
         elif records:
             self._write(host, "".join(text for text, _ in records))
+
+    def _settle_spill(self, raw: Path, hidden: bool) -> None:
+        try:
+            if not hidden and not self.error:
+                mask_output(raw, raw.with_name(raw.name.removesuffix(_PART)), self.redactor)
+        except OSError as exc:
+            self.error = f"cannot write the run log in {self.dir}: {exc.strerror or exc}"
+        finally:
+            raw.unlink(missing_ok=True)  # never left unmasked on disk
 
     def task_started(self, host: str, task: str) -> None:
         self._flush(host)  # the commands before a task (gathering facts)
@@ -122,6 +137,8 @@ class RunLog:
         """failed.txt (one `host<TAB>why` line per failed, unreachable or stopped host) and the `last` pointer."""
         for host in list(self.pending):
             self._flush(host)
+        for raw in self.dir.glob(f"*{_PART}"):  # a command that never came back: its raw output goes
+            raw.unlink(missing_ok=True)
         for fh in self.files.values():
             with contextlib.suppress(OSError):
                 fh.close()
@@ -136,6 +153,29 @@ class RunLog:
             (self.dir.parent / LAST_FILE).write_text(self.run_id + "\n")
         except OSError as exc:
             self.error = f"cannot write the run log in {self.dir}: {exc.strerror or exc}"
+
+
+def mask_output(raw: Path, masked: Path, redactor: Redactor) -> None:
+    """Copy a command's spilled output from `raw` to `masked` as the run log shows text (secrets
+    masked, control characters escaped), one line at a time so memory stays bounded and no secret
+    is split across two pieces. A line over LINE_LIMIT bytes keeps its start (ending in `…`, which
+    makes the redactor hide a secret cut there) and says how much of it was left out."""
+    fd = os.open(masked, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with raw.open("rb") as src, os.fdopen(fd, "w", encoding="utf-8") as dst:
+        while line := src.readline(LINE_LIMIT):
+            if len(line) < LINE_LIMIT or line.endswith(b"\n"):
+                dst.write(redactor.show(line.decode("utf-8", "replace")))
+                continue
+            left_out = 0
+            while rest := src.readline(LINE_LIMIT):  # the rest of this line, read and counted only
+                left_out += len(rest)
+                if rest.endswith(b"\n"):
+                    break
+            if not left_out:  # a last line of exactly LINE_LIMIT bytes: whole
+                dst.write(redactor.show(line.decode("utf-8", "replace")))
+                continue
+            text = redactor.show(line.decode("utf-8", "replace") + "…")
+            dst.write(f"{text} [fleet: {left_out} more bytes of this line left out]\n")
 
 
 def failed_hosts(run_id: str | None = None, root: Path | None = None) -> tuple[str, list[str]]:

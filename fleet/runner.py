@@ -9,6 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .connection import Connection, HostLock, HostLocked, connect, lock_holder, with_env
@@ -70,6 +71,8 @@ class Session:
         self._connections: dict[str, Connection] = {}
         # Each host's agent holds a lock on the host while a play runs there (released however the run ends).
         self.host_lock = HostLock(uuid.uuid4().hex[:12], lock_holder(), options.lock_wait) if lock_hosts else None
+        # Where output too large for memory is written (the run's log folder; None: its middle is dropped).
+        self.output_dir: Path | None = None
         self._lock = threading.Lock()
 
     def hostvars(self, host: str) -> dict[str, Any]:
@@ -91,6 +94,7 @@ class Session:
                     if isinstance(exc, Unreachable):
                         raise
                     raise FleetError(f"host {host}: {exc}") from None
+                conn.output_dir = self.output_dir
                 self._connections[host] = WatchedConnection(conn, self)  # type: ignore[assignment]
             return self._connections[host]
 
@@ -239,6 +243,7 @@ def run_playbook(
     interrupt = Interrupt()
     with interrupt, Session(inventory, options, observer=events, lock_hosts=not options.no_lock) as session:
         interrupt.on_interrupt(session.interrupt)
+        session.output_dir = None if log.error else log.dir
         events.run_started(
             command=command,
             hosts=all_hosts,

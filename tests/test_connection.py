@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -24,6 +25,7 @@ import yaml
 from conftest import REPO
 
 from fleet.connection import (
+    OUTPUT_KEEP,
     HostLock,
     HostLocked,
     LocalConnection,
@@ -273,13 +275,15 @@ def test_output_is_capped_in_memory_and_spilled_whole(conn_to, tmp_path):
     result = conn.run("seq 1 1000000")  # 6.9 MB
     assert len(result.stdout) < 3 * 64 * 1024
     assert result.stdout.startswith("1\n2\n") and result.stdout.endswith("999999\n1000000\n")
-    assert "bytes of stdout not kept in memory" in result.stdout
+    assert f"stdout: output too large: {result.dropped} bytes not kept in memory]" in result.stdout
     conn.output_dir = tmp_path / "out"
     result = conn.run("seq 1 1000000; echo done >&2")
     assert result.stderr == "done\n"
-    (spilled,) = (tmp_path / "out").iterdir()
+    (spilled,) = (tmp_path / "out").iterdir()  # raw until the run log masks it (test_..._run_log_folder)
+    assert result.spilled == (str(spilled),) and spilled.name == f"node-01.{conn.commands}.stdout.part"
     assert spilled.read_bytes() == subprocess.run(["seq", "1", "1000000"], capture_output=True).stdout
-    assert f"the whole stdout is in {spilled}" in result.stdout
+    assert oct(spilled.stat().st_mode & 0o777) == "0o600"
+    assert f"full output in {str(spilled).removesuffix('.part')}]" in result.stdout
 
 
 # ---- hosts without python3 ----------------------------------------------------------------------------
@@ -490,3 +494,57 @@ def test_the_login_agent_holds_the_lock_even_when_the_play_starts_as_root(conn_t
         conn_to("node-02", lock=HostLock("run-other", lock_holder(), wait=1)).run("true", become=True)
     first.release_lock()
     assert conn_to("node-02", lock=HostLock("run-other", lock_holder(), wait=5)).run("true", become=True).ok
+
+
+def test_output_beyond_the_cap_lands_masked_in_the_run_log_folder(ssh_fleet, ssh_inventory, tmp_path):
+    """A secret in the dropped middle of a huge output: the whole output is in a file beside the
+    host's run log, masked and escaped like the log, and the task result names that file."""
+    from fleet.secrets import MASK
+
+    token = "tok-spill-7d41c9e2a8"
+    line = "a" * 79 + "\n"
+    head, middle = line * 20_000, "secret: TOK \x1b[2J end\n"  # head alone is beyond the 1 MiB kept
+    expected_raw = head + middle.replace("TOK", token) + head
+    book = tmp_path / "big.yaml"
+    script = f"import os, sys; h = {line!r} * 20000; m = {middle!r}.replace('TOK', os.environ['T']); "
+    script += "sys.stdout.write(h + m + h)"
+    book.write_text(yaml.safe_dump([{"hosts": "node-01", "gather_facts": False, "tasks": [
+        {"name": "big", "environment": {"T": "{{ api_token }}"}, "command": shlex.join(["python3", "-c", script])},
+    ]}]))  # fmt: skip
+    fleet_home = tmp_path / "fleet-home"
+    env = {**os.environ, "FLEET_HOME": str(fleet_home)}
+    run = subprocess.run(_cli("run", book, "-i", ssh_inventory, "-e", f"api_token={token}", "--json"), cwd=REPO,
+                         env=env, capture_output=True, text=True, timeout=240)  # fmt: skip
+    assert run.returncode == 0, run.stdout[-3000:] + run.stderr
+    assert token not in run.stdout + run.stderr
+    result = next(e for e in map(json.loads, run.stdout.splitlines()) if e["event"] == "task_result")
+    dropped = len(expected_raw.encode()) - 2 * OUTPUT_KEEP
+    note = re.search(r"output too large: (\d+) bytes not kept in memory; full output in (\S+)\]", result["stdout"])
+    assert note, result["stdout"][OUTPUT_KEEP - 100 : OUTPUT_KEEP + 400]
+    assert int(note.group(1)) == dropped
+    spilled = Path(note.group(2))
+    run_dir = next((fleet_home / "runs").glob("*/node-01.log")).parent
+    assert spilled.parent == run_dir and re.fullmatch(r"node-01\.\d+\.stdout", spilled.name)
+    masked = expected_raw.replace(token, MASK).replace("\x1b", "\\x1b")
+    assert spilled.read_text() == masked  # every byte, the secret masked, the escape made visible
+    assert oct(spilled.stat().st_mode & 0o777) == "0o600"
+    assert str(spilled) in (run_dir / "node-01.log").read_text()  # the run log line names it too
+    assert not list(run_dir.glob("*.part"))  # no raw copy left behind
+    assert not [p for p in run_dir.iterdir() if token.encode() in p.read_bytes()]
+
+
+def test_a_spilled_line_too_long_is_cut_without_showing_part_of_a_secret(tmp_path, monkeypatch):
+    from fleet import runlog
+    from fleet.secrets import Redactor
+
+    monkeypatch.setattr(runlog, "LINE_LIMIT", 64)
+    secret = "sk-abcdefghij0123456789"
+    raw = tmp_path / "h.1.stdout.part"
+    long_line = "y" * 50 + secret + "z" * 200 + "\n"  # the cut at byte 64 falls inside the secret
+    raw.write_text("short " + secret + "\n" + long_line + "last\n")
+    runlog.mask_output(raw, tmp_path / "h.1.stdout", Redactor([secret]))
+    lines = (tmp_path / "h.1.stdout").read_text().splitlines()
+    assert lines[0] == "short ********" and lines[2] == "last"
+    assert lines[1].startswith("y" * 50) and "more bytes of this line left out]" in lines[1]
+    assert secret[:5] not in lines[1]
+    assert int(re.search(r"(\d+) more bytes", lines[1]).group(1)) == len(long_line) - 64

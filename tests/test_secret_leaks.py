@@ -148,8 +148,13 @@ def test_no_secret_reaches_any_output_log_or_process_list(ssh_fleet, tmp_path, w
     assert "token=********" in shell.stdout and "\\x1b]0;owned\\x07" in shell.stdout
     outputs["fleet shell"] = shell.stdout + shell.stderr
     logs = [p for p in (fleet_home / ".fleet").rglob("*") if p.is_file()] if (fleet_home / ".fleet").exists() else []
-    for path in logs:
-        outputs[f"run log {path.name}"] = path.read_text(errors="replace")
+    for path in logs:  # keyed by run and file: each run's files are scanned, not only the last run's
+        outputs[f"run log {path.relative_to(fleet_home)}"] = path.read_text(errors="replace")
+    # "big output" is beyond the in-memory cap: its whole stdout sits beside the host's log, masked
+    spilled = [p for p in logs if p.name.endswith(".stdout")]
+    assert len(spilled) >= 4 and not [p for p in logs if p.name.endswith(".part")], [p.name for p in logs]
+    shown_line = "x ******** \\x1b]0;t\\x07\n"
+    assert all(outputs[f"run log {p.relative_to(fleet_home)}"].count(shown_line) == 120000 for p in spilled)
 
     leaks = [(name, n) for name, text in outputs.items() for n in needles if n in text]
     # The scans can fail: the secrets' own names and masks are where they should be.
