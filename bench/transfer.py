@@ -43,7 +43,7 @@ def load_sshfleet():
 
 
 def fleet_run(book: Path, inventory: Path, logs: Path, forks: int):
-    argv = [sys.executable, "-m", "fleet.cli", "run", str(book), "-i", str(inventory), "-f", str(forks)]
+    argv = [sys.executable, "-m", "fleet.cli", "run", str(book), "-i", str(inventory), "--forks", str(forks)]
     measured = run_measured(argv, cwd=REPO, env=dict(os.environ), logs=logs, timeout=1800)
     if measured.exit_code != 0:
         raise SystemExit(f"bench: fleet failed ({measured.exit_code}): {measured.stdout[-2000:]}{measured.stderr}")
