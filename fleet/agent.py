@@ -25,14 +25,22 @@ command's process tree, removes the temp files of its unfinished uploads and of 
 
 import errno
 import fcntl
-import hashlib
 import os
-import signal
 import struct
-import subprocess
 import sys
 import threading
 import time
+
+# Only what a converged run's one request needs is imported at start: the agent starts once per
+# host per run, and hashlib (OpenSSL), subprocess and signal (locale, re, enum) cost the host
+# ~40 ms of imports. The interpreter's built-in sha256 is the same digest.
+try:
+    from _sha256 import sha256  # Python <= 3.11
+except ImportError:
+    try:
+        from _sha2 import sha256  # Python >= 3.12
+    except ImportError:
+        from hashlib import sha256  # built without the built-in hashes
 
 PREFIX = struct.Struct("!IQ")
 DIGEST = 32
@@ -59,7 +67,7 @@ def encode(header, body=b""):
             kind, raw = b"s", str(value).encode("utf-8", "surrogateescape")
         parts.append(struct.pack("!H", len(k)) + k + kind + struct.pack("!I", len(raw)) + raw)
     head = b"".join(parts)
-    return PREFIX.pack(len(head), len(body)) + head + body + hashlib.sha256(head + body).digest()
+    return PREFIX.pack(len(head), len(body)) + head + body + sha256(head + body).digest()
 
 
 def decode(head):
@@ -92,7 +100,7 @@ class Agent:
         self.rfile = rfile
         self.wfile = wfile
         self.write_lock = threading.Lock()
-        self.running = {}  # request id -> Popen
+        self.running = {}  # request id -> Command
         self.running_lock = threading.Lock()
         self.uploads = {}  # request id -> [fd, temp path, target, mode, sha256 object, error]
         self.home = os.path.expanduser("~")
@@ -125,7 +133,7 @@ class Agent:
         if rest is None:
             return None  # cut off mid-frame: never acted on
         head, body, digest = rest[:hlen], rest[hlen : hlen + blen], rest[hlen + blen :]
-        if hashlib.sha256(head + body).digest() != digest:
+        if sha256(head + body).digest() != digest:
             raise ValueError("a request failed its checksum")
         return decode(head), body
 
@@ -136,7 +144,7 @@ class Agent:
         for name in os.listdir(folder):
             self.sweep(os.path.join(folder, name))
         path = os.path.join(folder, "%d-%s.list" % (os.getpid(), os.urandom(4).hex()))
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)  # read back by cleanup()
         fcntl.flock(fd, fcntl.LOCK_EX)
         self.temp_list = (path, fd)
         os.environ["FLEET_TEMP_LIST"] = path
@@ -237,18 +245,10 @@ class Agent:
         # knows the command never ran and may send it again to a new agent.
         self.send({"op": "started", "id": rid})
         try:
-            proc = subprocess.Popen(
-                ["sh", "-c", RUN_STDIN_SCRIPT],
-                stdin=subprocess.PIPE,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                start_new_session=True,  # its own process group, so its whole tree can be stopped
-            )
+            proc = Command(["sh", "-c", RUN_STDIN_SCRIPT])
         except OSError as exc:
             self.send({"op": "done", "id": rid, "exit": 127, "error": str(exc), "duration": 0.0})
             return
-        proc.fleet_interrupted = False
-        proc.fleet_timed_out = False
         with self.running_lock:
             self.running[rid] = proc
         timer = None
@@ -258,7 +258,9 @@ class Agent:
             timer.start()
         try:
             try:
-                proc.stdin.write(script)
+                view = memoryview(script)
+                while view:
+                    view = view[os.write(proc.stdin, view) :]
             except OSError:
                 pass  # it ended before reading its whole script (e.g. sh is gone): its status says why
             close_quietly(proc.stdin)
@@ -289,25 +291,24 @@ class Agent:
     def pump(self, rid, proc):
         """Relay stdout and stderr until both end, or shortly after the command exited (a
         background process it left may hold them open for good). Small outputs go as one frame."""
-        import selectors
+        import select  # poll() directly: selectors would pull in collections and math
 
-        sel = selectors.DefaultSelector()
-        names = {proc.stdout.fileno(): "stdout", proc.stderr.fileno(): "stderr"}
+        poller = select.poll()
+        names = {proc.stdout: "stdout", proc.stderr: "stderr"}
         pending = {"stdout": [], "stderr": []}
         size = 0
         for fd in names:
-            sel.register(fd, selectors.EVENT_READ)
+            poller.register(fd, select.POLLIN)
         deadline = None
         while names:
             wait = 0.2 if deadline is None else max(0.0, deadline - time.monotonic())
-            events = sel.select(wait)
-            for key, _ in events:
-                data = os.read(key.fd, CHUNK)
+            for fd, _ in poller.poll(int(wait * 1000)):
+                data = os.read(fd, CHUNK)
                 if not data:
-                    sel.unregister(key.fd)
-                    del names[key.fd]
+                    poller.unregister(fd)
+                    del names[fd]
                     continue
-                pending[names[key.fd]].append(data)
+                pending[names[fd]].append(data)
                 size += len(data)
                 if size >= CHUNK:
                     self.flush_output(rid, pending)
@@ -316,7 +317,6 @@ class Agent:
                 deadline = time.monotonic() + EXIT_GRACE
             elif deadline is not None and time.monotonic() >= deadline:
                 break
-        sel.close()
         close_quietly(proc.stdout)
         close_quietly(proc.stderr)
         self.flush_output(rid, pending)
@@ -330,7 +330,7 @@ class Agent:
     # uploads: a temp file beside the target, renamed over it only once whole and checked
     def put_begin(self, rid, target, mode):
         path = os.path.expanduser(target)
-        entry = [None, None, path, mode, hashlib.sha256(), None]
+        entry = [None, None, path, mode, sha256(), None]
         self.uploads[rid] = entry
         try:
             folder = os.path.dirname(path) or "."
@@ -383,7 +383,7 @@ class Agent:
 
     def get(self, rid, target):
         path = os.path.expanduser(target)
-        digest = hashlib.sha256()
+        digest = sha256()
         try:
             with open(path, "rb") as fh:
                 while True:
@@ -441,9 +441,78 @@ class Agent:
             self.lock_fd = None
 
 
+class Command:
+    """A command in its own session (so its whole process group can be stopped) with pipes for
+    stdin, stdout and stderr (plain fds). subprocess.Popen would do, but importing it costs the
+    agent's start more than everything else together."""
+
+    def __init__(self, argv):
+        ends = [os.pipe() for _ in range(3)]
+        theirs = (ends[0][0], ends[1][1], ends[2][1])
+        try:
+            self.pid = spawn(argv, theirs)
+        except BaseException:
+            for fd in [fd for pair in ends for fd in pair]:
+                close_quietly(fd)
+            raise
+        for fd in theirs:
+            close_quietly(fd)
+        self.stdin, self.stdout, self.stderr = ends[0][1], ends[1][0], ends[2][0]
+        self.returncode = None
+        self.wait_lock = threading.Lock()  # one waitpid at a time: the run thread and stop_tree
+        self.fleet_interrupted = False
+        self.fleet_timed_out = False
+
+    def poll(self):
+        if self.returncode is None and self.wait_lock.acquire(False):
+            try:
+                if self.returncode is None:
+                    pid, status = os.waitpid(self.pid, os.WNOHANG)
+                    if pid:
+                        self.returncode = exit_code(status)
+            finally:
+                self.wait_lock.release()
+        return self.returncode
+
+    def wait(self):
+        with self.wait_lock:
+            if self.returncode is None:
+                self.returncode = exit_code(os.waitpid(self.pid, 0)[1])
+        return self.returncode
+
+
+def spawn(argv, fds):
+    """Start argv (found on PATH) in a new session with fds as its stdin, stdout and stderr."""
+    actions = [(os.POSIX_SPAWN_DUP2, fd, n) for n, fd in enumerate(fds)] if hasattr(os, "posix_spawnp") else None
+    if actions:
+        try:
+            return os.posix_spawnp(argv[0], argv, os.environ, file_actions=actions, setsid=True)
+        except NotImplementedError:
+            pass  # a libc without posix_spawn_setsid
+    pid = os.fork()  # Python < 3.8 or no posix_spawn_setsid: nothing but these calls before exec
+    if pid == 0:
+        try:
+            os.setsid()
+            for n, fd in enumerate(fds):
+                os.dup2(fd, n)
+            os.execvp(argv[0], argv)
+        finally:
+            os._exit(127)
+    return pid
+
+
+def exit_code(status):
+    """A waitpid status as subprocess reports it: the exit status, or -signal."""
+    if os.WIFSIGNALED(status):
+        return -os.WTERMSIG(status)
+    return os.WEXITSTATUS(status)
+
+
 def stop_tree(proc, grace):
     """SIGTERM the command's process group and every descendant (also those that left the
     group), then SIGKILL whatever is left after `grace` seconds."""
+    import signal  # only when something must be stopped: it imports enum
+
     tree = descendants(proc.pid)
     signal_all(proc.pid, tree, signal.SIGTERM)
     end = time.monotonic() + grace
@@ -530,6 +599,9 @@ def close_quietly(f):
 
 def main():
     Agent(sys.stdin.buffer, sys.stdout.buffer).serve()
+    # Everything is sent and cleaned up; a daemon thread that has not yet let go of stdout's lock
+    # would make the interpreter's own exit abort ("could not acquire lock ... at shutdown").
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -54,9 +54,15 @@ _RUN_FRAMED_SCRIPT = (
 )
 
 # Runs the agent: its source follows on stdin after a line with its length and sha256.
+# The interpreter's built-in sha256 (_sha256, _sha2 from 3.12) spares the start hashlib's OpenSSL.
 _BOOTSTRAP = (
-    "import sys,hashlib;i=sys.stdin.buffer;n,h=i.readline().split();s=i.read(int(n));"
-    "hashlib.sha256(s).hexdigest()==h.decode() or sys.exit('fleet agent: damaged in transit');"
+    "import sys\n"
+    "try:from _sha256 import sha256\n"
+    "except ImportError:\n"
+    " try:from _sha2 import sha256\n"
+    " except ImportError:from hashlib import sha256\n"
+    "i=sys.stdin.buffer;n,h=i.readline().split();s=i.read(int(n))\n"
+    "sha256(s).hexdigest()==h.decode() or sys.exit('fleet agent: damaged in transit')\n"
     "exec(compile(s,'fleet-agent','exec'))"
 )
 
