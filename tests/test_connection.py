@@ -268,6 +268,19 @@ def test_the_next_agent_removes_what_a_killed_agent_left(conn_to, ssh_fleet, tmp
     assert other.run("true").ok and leftovers() == []
 
 
+def test_an_agent_that_ends_normally_removes_its_listed_temp_files_and_its_list(conn_to, ssh_fleet):
+    host = ssh_fleet.host("node-04")
+    conn = conn_to("node-04")
+    agent = int(conn.run("echo $PPID").stdout)
+    conn.run('t=$(mktemp ~/.fleet-download.XXXXXX) && echo "$t" >> "$FLEET_TEMP_LIST"')
+    leftovers = lambda: [p for p in host.home.iterdir() if p.name.startswith(".fleet-download.")]  # noqa: E731
+    assert len(leftovers()) == 1
+    conn.close()  # the agent sees its stdin end and tidies up itself
+    assert gone(agent)
+    assert leftovers() == []
+    assert [p.name for p in (host.home / ".fleet" / "tmp").iterdir() if p.name.startswith(f"{agent}-")] == []
+
+
 # ---- output kept in memory ----------------------------------------------------------------------------
 def test_output_is_capped_in_memory_and_spilled_whole(conn_to, tmp_path):
     conn = conn_to("node-01")
