@@ -254,14 +254,18 @@ def test_temp_files_go_when_the_controller_dies_mid_upload(ssh_fleet, ssh_invent
     assert wait_until(lambda: folder.exists() and not any(folder.iterdir())), list(folder.iterdir())
 
 
-def test_the_next_agent_removes_what_a_killed_agent_left(conn_to, ssh_fleet, tmp_path):
-    host = ssh_fleet.host("node-04")
-    conn = conn_to("node-04")
+def agent_with_a_listed_temp_file(conn, home: Path):
+    """The agent's pid, and what lists the `.fleet-download.*` files left in `home`."""
     agent = int(conn.run("echo $PPID").stdout)
     # a command's temp file, listed where the agent looks (as the download task does)
     conn.run('t=$(mktemp ~/.fleet-download.XXXXXX) && echo "$t" >> "$FLEET_TEMP_LIST"')
-    leftovers = lambda: [p for p in host.home.iterdir() if p.name.startswith(".fleet-download.")]  # noqa: E731
+    leftovers = lambda: [p for p in home.iterdir() if p.name.startswith(".fleet-download.")]  # noqa: E731
     assert len(leftovers()) == 1
+    return agent, leftovers
+
+
+def test_the_next_agent_removes_what_a_killed_agent_left(conn_to, ssh_fleet, tmp_path):
+    agent, leftovers = agent_with_a_listed_temp_file(conn_to("node-04"), ssh_fleet.host("node-04").home)
     os.kill(agent, 9)  # no chance to tidy up
     assert gone(agent) and len(leftovers()) == 1
     other = conn_to("node-04")
@@ -271,10 +275,7 @@ def test_the_next_agent_removes_what_a_killed_agent_left(conn_to, ssh_fleet, tmp
 def test_an_agent_that_ends_normally_removes_its_listed_temp_files_and_its_list(conn_to, ssh_fleet):
     host = ssh_fleet.host("node-04")
     conn = conn_to("node-04")
-    agent = int(conn.run("echo $PPID").stdout)
-    conn.run('t=$(mktemp ~/.fleet-download.XXXXXX) && echo "$t" >> "$FLEET_TEMP_LIST"')
-    leftovers = lambda: [p for p in host.home.iterdir() if p.name.startswith(".fleet-download.")]  # noqa: E731
-    assert len(leftovers()) == 1
+    agent, leftovers = agent_with_a_listed_temp_file(conn, host.home)
     conn.close()  # the agent sees its stdin end and tidies up itself
     assert gone(agent)
     assert leftovers() == []
