@@ -127,6 +127,8 @@ EVENTS: dict[str, dict[str, Any]] = {
         {"host": _STR, "rc": _NINT, "stdout": _STR, "stderr": _STR, "duration": _NUM},
         {"timed_out": _BOOL},
     ),
+    # `fleet train logs --json`: one event per log line.
+    "log_line": _event("log_line", {"host": _STR, "line": _STR}),
     # One record per host for the commands that look rather than change.
     "host": _event("host", {"host": _STR, "groups": _HOSTS, "vars": {"type": "object"}}),
     "facts": _event("facts", {"host": _STR}, {"unreachable": _STR, "stack_differs": _BOOL}, open_ended=True),

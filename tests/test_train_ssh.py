@@ -8,10 +8,13 @@ import json
 import os
 import signal
 
+import jsonschema
 import pytest
 import yaml
 from sshfleet import free_port
 from train_jobs.kit import JOBS, fleet_train, job_processes, status, train_python, wait_for, write_config
+
+from fleet.events import SCHEMA
 
 pytestmark = pytest.mark.ssh
 
@@ -68,6 +71,14 @@ def test_lifecycle_on_several_hosts(ssh_fleet, ssh_inventory, tmp_path, stop_aft
     lines = logs.stdout.splitlines()
     assert {line.split(" | ")[0].strip() for line in lines} == set(THREE.split(","))
     assert all("step=" in line for line in lines) and len(lines) == 6
+    as_json = fleet_train(ssh_inventory, config, "logs", "--hosts", THREE, "-n", "2", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    events = [json.loads(line) for line in as_json.stdout.splitlines()]
+    for event in events:
+        jsonschema.validate(event, SCHEMA)
+    assert [e["event"] for e in events] == ["log_line"] * 6
+    assert {e["host"] for e in events} == set(THREE.split(","))
+    assert all("step=" in e["line"] for e in events)
 
     pids = {name: (ssh_fleet.host(name).home / "fleet-train-test/runs/life/job.pid").read_text() for name in states}
     again = fleet_train(ssh_inventory, config, "--hosts", THREE, "--json")

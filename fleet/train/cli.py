@@ -137,16 +137,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_logs(args: argparse.Namespace) -> int:
     from .control import show_logs
 
-    if args.json:  # said, not ignored: log lines are text
-        raise FleetError("fleet train logs has no --json: its output is the log lines, `host | line`")
     inventory, hosts, config, options = _setup(args)
     if config.job.backend == "slurm":
         from . import slurm_control
 
         login_inventory, target = _slurm(args, inventory, hosts, config)
         lines = max(0, args.lines)
-        return slurm_control.show_logs(login_inventory, target, config, options, lines=lines, follow=args.follow)
-    return show_logs(inventory, hosts, config, options, lines=max(0, args.lines), follow=args.follow)
+        return slurm_control.show_logs(
+            login_inventory, target, config, options, lines=lines, follow=args.follow, as_json=args.json
+        )
+    return show_logs(inventory, hosts, config, options, lines=max(0, args.lines), follow=args.follow, as_json=args.json)
 
 
 def cmd_stop(args: argparse.Namespace) -> int:

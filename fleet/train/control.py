@@ -379,10 +379,22 @@ def stop(
 
 
 # ---- logs --------------------------------------------------------------------------------------
-def _print_lines(host: str, width: int, text: str) -> None:
-    for line in text.splitlines():
-        sys.stdout.write(f"{host:<{width}} | {visible(line)}\n")  # a log's escapes are shown, not obeyed
-    sys.stdout.flush()
+class LogPrinter:
+    """Log lines as `host | line` text, or with --json as one `log_line` event each."""
+
+    def __init__(self, width: int, as_json: bool = False, redactor: Any = None) -> None:
+        from ..events import EventWriter
+
+        self.width = width
+        self.events = EventWriter(redactor=redactor) if as_json else None
+
+    def __call__(self, host: str, text: str) -> None:
+        for line in text.splitlines():
+            if self.events:
+                self.events.emit("log_line", host=host, line=line)
+            else:
+                sys.stdout.write(f"{host:<{self.width}} | {visible(line)}\n")  # escapes shown, not obeyed
+        sys.stdout.flush()
 
 
 def show_logs(
@@ -393,15 +405,16 @@ def show_logs(
     *,
     lines: int,
     follow: bool,
+    as_json: bool = False,
     interval: float = 1.0,
     sleep: Callable[[float], None] = time.sleep,
 ) -> int:
     """The last lines of every host's log, prefixed by host; with follow, new lines as they come
     (one poll per host per interval) until no host's job runs any more or Ctrl-C."""
-    width = max(len(h) for h in hosts)
     code = 0
     with Session(inventory, options) as session:
         paths = {h: run_paths(config, session.hostvars(h)) for h in hosts}
+        _print_lines = LogPrinter(max(len(h) for h in hosts), as_json, session.redactor())
 
         def first(host: str, conn: Any) -> tuple[str, int]:
             size = f"stat -c '@@size %s' {paths[host].q('training.log')} 2>/dev/null\n"
@@ -416,7 +429,7 @@ def show_logs(
                 print(f"{host}: unreachable: {session.redactor(host).show(str(got))}", file=sys.stderr)
                 code = 4
                 continue
-            _print_lines(host, width, got[0])
+            _print_lines(host, got[0])
             offsets[host] = got[1]
         if not follow:
             return code
@@ -445,11 +458,11 @@ def show_logs(
                 complete, _, rest = text.rpartition("\n")
                 partial[host] = rest
                 if complete:
-                    _print_lines(host, width, complete)
+                    _print_lines(host, complete)
                 offsets[host] = end
                 running_any = running_any or running
             idle_polls = 0 if running_any else idle_polls + 1
         for host, rest in partial.items():
             if rest:
-                _print_lines(host, width, rest)
+                _print_lines(host, rest)
     return code

@@ -226,12 +226,29 @@ def stop(
 
 
 def show_logs(
-    inventory: Inventory, target: Target, config: TrainConfig, options: RunOptions, *, lines: int, follow: bool
+    inventory: Inventory,
+    target: Target,
+    config: TrainConfig,
+    options: RunOptions,
+    *,
+    lines: int,
+    follow: bool,
+    as_json: bool = False,
 ) -> int:
     """The job's output (training.log); with follow, new lines until Slurm no longer runs it."""
     paths = _paths(config, target)
     with Session(inventory, options) as session:
         conn = session.connection(target.login)
+        from .control import LogPrinter
+
+        printer = LogPrinter(0, as_json, session.redactor())
+
+        def _write(text: str) -> None:
+            if as_json:
+                printer(target.login, text)
+            else:
+                _write_plain(text)
+
         size = f"stat -c '@@size %s' {paths.q(LOG)} 2>/dev/null\n"
         body, _, rest = conn.run(tail_script(paths, lines) + size, timeout=PROBE_TIMEOUT).stdout.rpartition("@@size ")
         _write(body)
@@ -250,7 +267,7 @@ def show_logs(
     return 0
 
 
-def _write(text: str) -> None:
+def _write_plain(text: str) -> None:
     for line in text.splitlines():
         sys.stdout.write(f"{visible(line)}\n")  # a log's escapes are shown, not obeyed
     sys.stdout.flush()
