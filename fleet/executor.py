@@ -305,6 +305,10 @@ class HostExecutor:
         if not result.ok:
             message = f"{plan.summary or 'apply'} failed: {result.brief()}"
             return self._judge(task, scope, Status.FAILED, message, plan, started, item, data)
+        said = action.verdict(plan, result, ctx)
+        if said is not None:
+            status = Status.FAILED if said[0] else Status.CHANGED
+            return self._judge(task, scope, status, said[1], plan, started, item, data)
         return self._judge(task, scope, Status.CHANGED, plan.summary, plan, started, item, data)
 
     # ---- probes, batched -------------------------------------------------------------------------

@@ -22,14 +22,14 @@ from __future__ import annotations
 
 import re
 import runpy
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
 
-from .model import FleetError
+from .model import FleetError, RunReport
 from .task import KEYWORDS, Task, describe_validation, lookup
 from .templating import (
     TemplateError,
@@ -66,6 +66,10 @@ class Play:
     secrets: tuple[str, ...] = ()  # more variable names whose values are masked (see fleet/secrets.py)
     any_errors_fatal: bool = False  # one host's failure stops the run after the batch (fleet/runner.py)
     max_fail_percentage: float | None = None  # more of a batch failing than this stops the run
+    # Who takes part, decided when the play starts from the run so far (fleet/runner.py `_gated`):
+    # gate(report, hosts) -> per host: variables to run with, a reason to fail it without running,
+    # or None to sit the play out. `fleet train` uses it for its multi-node barrier and peer stops.
+    gate: Callable[[RunReport, list[str]], Mapping[str, Mapping[str, Any] | str | None]] | None = None
 
     @property
     def title(self) -> str:

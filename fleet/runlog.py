@@ -47,7 +47,7 @@ class RunLog:
     """Writes one run's log folder. Thread-safe; a log that cannot be written is reported once
     and then skipped: it never fails the run."""
 
-    def __init__(self, run_id: str, redactor: Redactor, root: Path | None = None) -> None:
+    def __init__(self, run_id: str, redactor: Redactor, root: Path | None = None, *, keep: bool = True) -> None:
         self.dir = (root or runs_dir()) / run_id
         self.run_id = run_id
         self.redactor = redactor
@@ -55,7 +55,9 @@ class RunLog:
         self.files: dict[str, IO[str]] = {}
         self.current: dict[str, tuple[str, float]] = {}  # host -> (task, started)
         self.pending: dict[str, list[tuple[str, CommandResult | None]]] = {}  # host -> its task's commands
-        self.error: str | None = None
+        self.error: str | None = None if keep else "not kept"  # keep=False: a read-only look writes nothing
+        if not keep:
+            return
         try:
             self.dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         except OSError as exc:

@@ -219,6 +219,7 @@ def run_playbook(
     limit: str | None = None,
     *,
     command: str = "run",
+    keep_log: bool = True,
 ) -> RunReport:
     from .executor import HostExecutor
     from .runlog import RunLog
@@ -237,7 +238,7 @@ def run_playbook(
         None, *(play.vars for play in playbook.plays), marked=[n for p in playbook.plays for n in p.secrets]
     )
     reporter.redactor = redactor
-    log = RunLog(reporter.run_id, redactor)
+    log = RunLog(reporter.run_id, redactor, keep=keep_log)  # not kept: nothing written, `@failed` unchanged
     report.log_dir = None if log.error else str(log.dir)
     events = Tee(reporter, log)
     interrupt = Interrupt()
@@ -288,6 +289,11 @@ def run_playbook(
         for play, play_batches in plays:
             if session.stop_reason:
                 break
+            gated: dict[str, Play] = {}  # a gated play: each taking host's own copy
+            if play.gate is not None:
+                play_batches, gated = _gated(play, play_batches, report, events, redactor)
+                if not play_batches:
+                    continue
             events.play_started(play.title, [h for batch in play_batches for h in batch])
             policy = FailurePolicy.of(play)
             for batch in play_batches:
@@ -296,7 +302,8 @@ def run_playbook(
                 watch = _FatalWatch(batch, session) if policy.any_errors_fatal else Reporter()
                 events.reporters.append(watch)
                 finished.clear()
-                parallel(batch, lambda h, play=play: run_host(play, h), options.forks, stop=interrupt.requested)
+                work = lambda h, p=play, g=gated: run_host(g.get(h, p), h)  # noqa: E731
+                parallel(batch, work, options.forks, stop=interrupt.requested)
                 events.reporters.remove(watch)
                 for host in batch if interrupt.requested.is_set() else []:
                     if report.host(host).interrupted is None and host not in finished:  # still stuck in a command
@@ -319,6 +326,27 @@ def run_playbook(
     log.finish(report)
     events.run_done(report)
     return report
+
+
+def _gated(
+    play: Play, play_batches: list[list[str]], report: RunReport, events: Reporter, redactor: Redactor
+) -> tuple[list[list[str]], dict[str, Play]]:
+    """A gated play's batches and each taking host's own play (the gate's variables added); a
+    host the gate refuses fails here, with the gate's reason, without running anything."""
+    from dataclasses import replace
+
+    hosts = [h for batch in play_batches for h in batch if not _failed(report, h)]
+    verdicts = play.gate(report, hosts) if play.gate else {}
+    gated: dict[str, Play] = {}
+    for host in hosts:
+        verdict = verdicts.get(host)
+        if isinstance(verdict, str):
+            result = TaskResult(host, play.title, "gate", Status.FAILED, redactor.show(verdict))
+            report.host(host).results.append(result)
+            events.task_done(result)
+        elif verdict is not None:
+            gated[host] = replace(play, vars={**play.vars, **verdict}, gate=None)
+    return [kept for batch in play_batches if (kept := [h for h in batch if h in gated])], gated
 
 
 def _host_error(host_report: Any, events: Reporter, message: str, stage: str) -> None:

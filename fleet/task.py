@@ -52,6 +52,11 @@ class Action:
     def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
         raise NotImplementedError
 
+    def verdict(self, plan: Plan, result: CommandResult, ctx: Context) -> tuple[bool, str] | None:
+        """After an apply that exited 0: (failed, message) when what it printed, not its exit
+        code, says how it went (a job that died while its launch watched it); None: changed."""
+        return None
+
     def applied(self, plan: Plan, result: CommandResult, ctx: Context) -> Mapping[str, Any]:
         """Data to register after the apply script ran (stdout etc.)."""
         return {"rc": result.exited, "stdout": result.stdout, "stderr": result.stderr}

@@ -47,7 +47,7 @@ def test_module_check_imports_for_real(ssh_fleet, ssh_inventory, tmp_path):
     """A module that is there (find_spec finds it) but breaks on import stops the launch."""
     host = ssh_fleet.host("node-03")
     workdir = host.home / "fleet-train-test"
-    workdir.mkdir()
+    workdir.mkdir(exist_ok=True)  # other train tests of the session may have used it
     (workdir / "broken_dep.py").write_text("raise ImportError('libcudart.so.13: cannot open shared object file')\n")
     shutil.chown(workdir, host.user, host.user)
     config = write_config(
@@ -117,3 +117,31 @@ def test_multi_node_launch_where_a_node_dies_at_once_stops_the_others(ssh_fleet,
     _, states = status(inv, config, "--hosts", "node-01,node-02")
     assert {s["state"] for s in states.values()} == {"failed"}, states
     assert job_processes("pair-dies") == {}
+
+
+def test_multi_node_launch_starts_nowhere_when_one_node_fails_its_preflight(ssh_fleet, tmp_path):
+    """The barrier: every node's preflight passes, or no node launches; the recap names the node
+    and says why."""
+    inv = train_inventory(ssh_fleet, tmp_path / "barrier")
+    (inv / "host_vars").mkdir()
+    (inv / "host_vars" / "node-02.yaml").write_text("train_python: /nonexistent/bin/python\n")
+    config = write_config(
+        tmp_path / "barrier.yaml", script=JOBS / "steps_job.py", run="all-or-none", args=["--steps", "900"],
+        multi_node=True, master_port=free_port(ssh_fleet.host("node-01").address),
+        workdir="~/fleet-train-barrier",
+    )  # fmt: skip
+    launched = fleet_train(inv, config, "--hosts", "node-01,node-02")
+    assert launched.returncode == 2, launched.stdout + launched.stderr
+    why = "python '/nonexistent/bin/python' not found"
+    recap = launched.stdout[launched.stdout.index("2 host(s) failed or unreachable:") :]
+    assert f"node-02: preflight: {why}" in recap, launched.stdout
+    assert f"node-01: train all-or-none: launch: not started on any node: node-02: preflight: {why}" in recap
+    for name in ("node-01", "node-02"):  # nothing was started, nothing was written
+        assert not (ssh_fleet.host(name).home / "fleet-train-barrier" / "runs").exists()
+    assert job_processes("all-or-none") == {}
+    as_json = fleet_train(inv, config, "--hosts", "node-01,node-02", "--json")
+    results = [e for e in map(json.loads, as_json.stdout.splitlines()) if e["event"] == "task_result"]
+    assert [(e["host"], e["task"], e["status"]) for e in results if e["status"] != "ok"] == [
+        ("node-02", "preflight", "failed"), ("node-01", "train all-or-none: launch", "failed"),
+    ]  # fmt: skip
+    assert not any(e["task"] == "launch" for e in results)

@@ -30,7 +30,7 @@ from fleet.train.jobs import (
     parse_stop,
     wrapper_script,
 )
-from fleet.train.plan import node_specs, plan_launch, preflight_failure
+from fleet.train.plan import launch_barrier, node_specs, plan_launch, preflight_failure
 from fleet.train.rendezvous import LEFTOVERS, peers_to_stop, plan_rendezvous
 
 FILES = REPO / "playbooks" / "files"
@@ -136,24 +136,27 @@ def _recorded_gpus(used_mib: int | None = None):
     return parse_gpu_csv(line)[0]
 
 
-def _preflight(gpus=(), *, state="absent", python=True, missing=(), stack=None, shas=None) -> Preflight:
-    facts = Facts(gpus=tuple(gpus), custom={"stack": stack} if stack else {})
-    return Preflight(facts, JobState(state, pid=12 if state == "running" else None), shas or {}, python, missing)
+def _preflight(*, state="absent", python=True, missing=(), shas=None) -> Preflight:
+    return Preflight(JobState(state, pid=12 if state == "running" else None), shas or {}, python, missing)
+
+
+def _facts(gpus=(), stack=None) -> Facts:
+    return Facts(gpus=tuple(gpus), custom={"stack": stack} if stack else {})
 
 
 def test_preflight_refuses_unfit_hosts(tmp_path):
     config = load_config(write_config(tmp_path, {"min_free_gpu_mib": 100000, "require_stack": True}))
     spec = node_specs(config, ["h"], {"h": {}}, "L")["h"]
     stack = {"torch": "2.8.0", "attn_impl": "flash_attention_3"}
-    assert "not found" in preflight_failure(spec, _preflight(python=False), config)
-    assert "cannot import trl" in preflight_failure(spec, _preflight(missing=("trl",)), config)
-    assert "setup playbook" in preflight_failure(spec, _preflight(_recorded_gpus()), config)
-    assert "no GPU" in preflight_failure(spec, _preflight(stack=stack), config)
-    busy = preflight_failure(spec, _preflight(_recorded_gpus(used_mib=60000), stack=stack), config)
+    assert "not found" in preflight_failure(spec, _preflight(python=False), _facts(), config)
+    assert "cannot import trl" in preflight_failure(spec, _preflight(missing=("trl",)), _facts(), config)
+    assert "setup playbook" in preflight_failure(spec, _preflight(), _facts(_recorded_gpus()), config)
+    assert "no GPU" in preflight_failure(spec, _preflight(), _facts(stack=stack), config)
+    busy = preflight_failure(spec, _preflight(), _facts(_recorded_gpus(used_mib=60000), stack), config)
     assert "83771 MiB free" in busy  # 143771 total - 60000 used
-    assert preflight_failure(spec, _preflight(_recorded_gpus(), stack=stack), config) is None
+    assert preflight_failure(spec, _preflight(), _facts(_recorded_gpus(), stack), config) is None
     pinned = node_specs(config, ["h"], {"h": {"cuda_visible_devices": "3"}}, "L")["h"]
-    assert "GPU 3" in preflight_failure(pinned, _preflight(_recorded_gpus(), stack=stack), config)
+    assert "GPU 3" in preflight_failure(pinned, _preflight(), _facts(_recorded_gpus(), stack), config)
 
 
 def test_launch_plan_syncs_only_changed_files_and_skips_running_jobs(tmp_path):
@@ -163,7 +166,7 @@ def test_launch_plan_syncs_only_changed_files_and_skips_running_jobs(tmp_path):
     config = load_config(write_config(tmp_path, job, train={"model": "Qwen/Qwen3-8B"}))
     spec = node_specs(config, ["h"], {"h": {}}, "L")["h"]
     stack = {"attn_impl": "flash_attention_2"}
-    fresh = plan_launch(spec, _preflight(stack=stack), config, {})
+    fresh = plan_launch(spec, _preflight(), _facts(stack=stack), config, {})
     assert fresh.data["synced"] == ["cfg.yaml", "job.py"] and fresh.data["attn_impl"] == "flash_attention_2"
     assert "setsid sh" in fresh.script
     uploaded = [base64.b64decode(b).decode() for b in re.findall(r"printf %s (\S+) \| base64 -d", fresh.script)]
@@ -172,28 +175,44 @@ def test_launch_plan_syncs_only_changed_files_and_skips_running_jobs(tmp_path):
         "job.py": hashlib.sha256(b"print('hi')\n").hexdigest(),
         "cfg.yaml": hashlib.sha256(config.content).hexdigest(),
     }
-    again = plan_launch(spec, _preflight(shas=same), config, {"attn_impl": "sdpa"})
+    again = plan_launch(spec, _preflight(shas=same), _facts(), config, {"attn_impl": "sdpa"})
     assert again.data["synced"] == [] and "ATTN_IMPL=sdpa (host var)" in again.summary
-    running = plan_launch(spec, _preflight(state="running"), config, {})
+    running = plan_launch(spec, _preflight(state="running"), _facts(), config, {})
     assert running.script is None and not running.fail and "already running" in running.summary
     leftover = replace(_preflight(), state=JobState("failed", exit_code=137, procs=frozenset({77})))
-    assert "77" in plan_launch(spec, leftover, config, {}).fail  # never lose track of live processes
+    assert "77" in plan_launch(spec, leftover, _facts(), config, {}).fail  # never lose track of live processes
 
 
-def test_gpt_oss_trains_with_eager_attention_whatever_the_host_offers(tmp_path):
-    """Attention sinks: the recap says, and job.sh exports, what train_grpo.py will really run."""
+def test_the_launch_asks_train_grpo_which_attention_it_will_use(tmp_path):
+    """fleet passes the request (host var, config env, setup stack) and asks the script itself:
+    train_grpo.py alone decides per model (eager for gpt-oss's sinks)."""
     job = {"require_gpu": False, "require_modules": []}
-    for train in ({"model": "openai/gpt-oss-20b"}, {"smoke": True}, {}):
-        config = load_config(write_config(tmp_path, job, train=train))
-        spec = node_specs(config, ["h"], {"h": {}}, "L")["h"]
-        plan = plan_launch(spec, _preflight(stack={"attn_impl": "flash_attention_3"}), config, {"attn_impl": "sdpa"})
-        assert plan.data["attn_impl"] == "eager", train
-        assert "ATTN_IMPL=eager (gpt-oss attention sinks)" in plan.summary
-        uploaded = [base64.b64decode(b).decode() for b in re.findall(r"printf %s (\S+) \| base64 -d", plan.script)]
-        assert any("export ATTN_IMPL=eager\n" in text for text in uploaded)
+    config = load_config(write_config(tmp_path, job, train={"model": "openai/gpt-oss-20b"}))
+    spec = node_specs(config, ["h"], {"h": {}}, "L")["h"]
+    plan = plan_launch(spec, _preflight(), _facts(stack={"attn_impl": "flash_attention_3"}), config, {})
+    assert "ATTN_IMPL=flash_attention_3 (setup stack)" in plan.summary  # asked for; the script may refuse
+    assert "--which-attention" not in plan.script  # job.py is not fleet's training script
+    (tmp_path / "train_grpo.py").write_text("print('hi')\n")
+    grpo = load_config(write_config(tmp_path, {**job, "script": "train_grpo.py"}, name="g.yaml"))
+    spec = node_specs(grpo, ["h"], {"h": {}}, "L")["h"]
+    assert "--which-attention" in plan_launch(spec, _preflight(), _facts(), grpo, {}).script
     train_grpo = _train_grpo()
     assert train_grpo.attention_candidates("flash_attention_3", "gpt_oss") == ["eager"]
     assert train_grpo.attention_candidates(None, "llama") == ["flash_attention_3", "flash_attention_2", "sdpa", "eager"]
+
+
+def test_multi_node_barrier_starts_every_node_or_none():
+    ready = {"mode": "new"}
+    nodes = ["n1", "n2", "n3"]
+    assert launch_barrier(nodes, {"n1": ready, "n2": ready, "n3": ready}) == dict.fromkeys(nodes)
+    blocked = launch_barrier(nodes, {"n1": ready, "n2": "preflight: python 'x' not found", "n3": ready})
+    assert set(blocked) == {"n1", "n3"}
+    assert blocked["n1"] == "not started on any node: n2: preflight: python 'x' not found"
+    assert launch_barrier(nodes, {"n1": ready, "n2": ready})["n1"] == "not started on any node: n3: no answer"
+    partly = launch_barrier(nodes, {"n1": {"running": True}, "n2": ready, "n3": ready})
+    assert partly["n1"] is None and "already running on n1 but not on every node" in partly["n2"]
+    resumes = {h: {"mode": "resume", "checkpoint": f"checkpoint-{i}"} for i, h in enumerate(nodes)}
+    assert all("checkpoints differ" in why for why in launch_barrier(nodes, resumes).values())
 
 
 # ---- parsing what the hosts said ------------------------------------------------------------------

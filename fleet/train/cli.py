@@ -122,7 +122,8 @@ def cmd_launch(args: argparse.Namespace) -> int:
 
 
 def cmd_status(args: argparse.Namespace) -> int:
-    from .control import collect_status, show_status
+    from .control import collect_status
+    from .view import show_status
 
     inventory, hosts, config, options = _setup(args)
     if config.job.backend == "slurm":

@@ -64,11 +64,6 @@ class JobConfig(BaseModel):
     slurm: SlurmConfig = Field(default_factory=SlurmConfig)
 
 
-# Model families whose attention has learnable sinks: train_grpo.py trains them with eager
-# attention only (its SINK_MODELS comment holds the evidence); fleet reports and exports that.
-SINK_MODEL_MARKERS = ("gpt-oss", "gpt_oss")
-
-
 @dataclass(frozen=True)
 class TrainConfig:
     path: Path
@@ -83,8 +78,9 @@ class TrainConfig:
         return "smoke (tiny random gpt-oss)" if smoke else str(self.train.get("model") or "openai/gpt-oss-20b")
 
     @property
-    def has_attention_sinks(self) -> bool:
-        return any(marker in self.model.lower() for marker in SINK_MODEL_MARKERS)
+    def runs_train_grpo(self) -> bool:
+        """The job is fleet's training script, which can say what attention it will use."""
+        return Path(self.job.script).name == "train_grpo.py"
 
     @property
     def base_dir(self) -> Path:

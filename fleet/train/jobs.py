@@ -13,6 +13,7 @@ A job lives in `<workdir>/runs/<run>/` on its host:
 
 from __future__ import annotations
 
+import base64
 import json
 import re
 from collections.abc import Mapping, Sequence
@@ -20,9 +21,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .. import shell
-from ..facts import PROBE, Facts, parse_facts, sections
+from ..facts import sections
 
 LOG = "training.log"
+STEP_RECORD = "(^|[[:space:]])step=[0-9]+"  # train_grpo.py's step line, as grep -E finds it
 STOPPED_BY_USER = "stopped by fleet train stop"
 PEER_PREFIX = "peer "
 _STEP = re.compile(r"(?:^|\s)step=(\d+)(?:/(\d+))?")
@@ -59,6 +61,72 @@ class NodeSpec:
 
 
 # ---- scripts ---------------------------------------------------------------------------------
+# Both backends (this file's detached jobs and slurm.py's batch script) build the job's
+# environment and command line here.
+def python_word(python: str) -> str:
+    """The job's python for sh: a path keeps its leading ~/, a bare name is looked up in PATH."""
+    return shell.path(python) if "/" in python else shell.quote(python)
+
+
+def exports(env: Mapping[str, str]) -> str:
+    return "".join(f"export {name}={shell.quote(value)}\n" for name, value in env.items())
+
+
+def command_line(argv: Sequence[str]) -> str:
+    return " ".join(python_word(a) if i == 0 else shell.quote(a) for i, a in enumerate(argv))
+
+
+def job_env(job: Any, budget_mib: int, **more: str) -> dict[str, str]:
+    """What every process of a job finds in its environment, on either backend."""
+    return {
+        **job.env,
+        "FLEET_RUN": job.run_name,
+        "FLEET_GPU_BUDGET_MIB": str(budget_mib),
+        "PYTHONUNBUFFERED": "1",  # step lines reach the log as they happen
+        **more,
+    }
+
+
+def section_fn() -> str:
+    return "s() { printf '\\n@@%s\\n' \"$1\"; }\n"
+
+
+def log_sections(paths: RunPaths, tail: int) -> str:
+    """Sections `train_step` (the last step record) and `train_tail` (the log's last lines)."""
+    return (
+        "s train_step\n"
+        f"grep -a -E '{STEP_RECORD}' {paths.q(LOG)} 2>/dev/null | tail -n 1 | cut -c1-500\n"
+        "s train_tail\n"
+        f"tail -n {int(tail)} {paths.q(LOG)} 2>/dev/null | cut -c1-300\n"
+    )
+
+
+def checkpoint_section(paths: RunPaths, name: str = "train_checkpoints") -> str:
+    return f"s {name}\nls -d {shell.path(paths.dir)}/checkpoint-* 2>/dev/null | sed 's|.*/||'\n"
+
+
+def parse_checkpoints(text: str) -> tuple[str, ...]:
+    """checkpoint-N directory names, oldest first."""
+    numbered = [c for c in text.split() if re.fullmatch(r"checkpoint-\d+", c)]
+    return tuple(sorted(numbered, key=lambda c: int(c.rpartition("-")[2])))
+
+
+def attention_check(workdir: str, python: str, script: bytes, config: bytes, env: Mapping[str, str]) -> str:
+    """A command printing the line `attention: <impl> (<why>)` that train_grpo.py (this
+    copy, `--which-attention`) prints for the configured model on the host, with the job's
+    environment; nothing is loaded. The one rule is the script's own; fleet only asks it."""
+    py = python_word(python)
+    source = base64.b64encode(script).decode()
+    conf = base64.b64encode(config).decode()
+    return (
+        f"( cd {shell.path(workdir)} 2>/dev/null || cd; {exports(env).replace(chr(10), '; ')}"
+        f"if command -v {py} >/dev/null 2>&1 || [ -x {py} ]; then "
+        f'printf %s {conf} | base64 -d | {py} -c "$(printf %s {source} | base64 -d)" --which-attention '
+        "--config /dev/stdin 2>&1 | grep -a '^attention: ' | tail -n 1 | cut -c1-400; "
+        "else echo 'attention: unknown (no training python here)'; fi )\n"
+    )
+
+
 def _procs_fn(paths: RunPaths) -> str:
     # Every live process whose environment carries this job's tag (zombies have none).
     return (
@@ -72,7 +140,7 @@ def state_probe(paths: RunPaths) -> str:
     """Sections `train_*`: pid/exit/stop files, live tagged processes, last step line, log tail, GPUs."""
     q = paths.q
     return (
-        "s() { printf '\\n@@%s\\n' \"$1\"; }\n" + _procs_fn(paths) + "s train_state\n"
+        section_fn() + _procs_fn(paths) + "s train_state\n"
         'echo "now $(date +%s)"\n'
         f'[ -f {q("job.pid")} ] && echo "pid $(cat {q("job.pid")})"\n'
         f'[ -f {q("job.started")} ] && echo "started $(cat {q("job.started")})"\n'
@@ -80,12 +148,7 @@ def state_probe(paths: RunPaths) -> str:
         f'[ -f {q("job.stopped")} ] && echo "stopped $(stat -c %Y {q("job.stopped")}) '
         f"$(head -c 300 {q('job.stopped')} | tr '\\n' ' ')\"\n"
         f"[ -f {q('job.json')} ] && echo \"meta $(tr -d '\\n' < {q('job.json')})\"\n"
-        'echo "procs $(procs)"\n'
-        "s train_step\n"
-        f"grep -a -E '(^|[[:space:]])step=[0-9]+' {q(LOG)} 2>/dev/null | tail -n 1 | cut -c1-500\n"
-        "s train_tail\n"
-        f"tail -n 5 {q(LOG)} 2>/dev/null | cut -c1-300\n"
-        "s train_gpus\n"
+        'echo "procs $(procs)"\n' + log_sections(paths, 5) + "s train_gpus\n"
         "command -v nvidia-smi >/dev/null 2>&1 && "
         "nvidia-smi --query-gpu=index,uuid,memory.used,memory.total --format=csv,noheader,nounits 2>/dev/null\n"
         "s train_apps\n"
@@ -96,8 +159,9 @@ def state_probe(paths: RunPaths) -> str:
 
 
 def preflight_probe(paths: RunPaths, python: str, files: Sequence[str], modules: Sequence[str]) -> str:
-    """One command before a launch: host facts, the job's state, the synced files' sha256, the
-    run's checkpoints, and which of the modules the job needs its python cannot import."""
+    """What a launch looks at first (the engine sends it with the host's facts): the job's state,
+    the synced files' sha256, the run's checkpoints, and which of the modules the job needs its
+    python cannot import."""
     # A real import, not find_spec: a module that is there but breaks on import (an ABI mismatch,
     # a missing shared library) must stop the launch here, not 15 s into the job.
     code = (
@@ -110,13 +174,12 @@ def preflight_probe(paths: RunPaths, python: str, files: Sequence[str], modules:
         "        print('cannot-import', name, type(exc).__name__ + (': ' + why if why else ''))\n"
         "print('imports-done')\n"
     )  # the module names are repr()'d into Python source, then the whole program shell-quoted
-    py = _python_word(python)
-    lines = [PROBE, state_probe(paths), "s train_files"]
+    py = python_word(python)
+    lines = [state_probe(paths), "s train_files"]
     for name in files:
         target = shell.path(f"{paths.workdir.rstrip('/')}/{name}")
         lines.append(f"( sha256sum {target} 2>/dev/null || echo 'absent  x' ) | cut -d' ' -f1")
-    lines.append("s train_checkpoints")
-    lines.append(f"ls -d {shell.path(paths.dir)}/checkpoint-* 2>/dev/null | sed 's|.*/||'")
+    lines.append(checkpoint_section(paths).rstrip("\n"))
     lines.append("s train_python")
     lines.append(
         f"cd {shell.path(paths.workdir)} 2>/dev/null || cd; "
@@ -128,21 +191,16 @@ def preflight_probe(paths: RunPaths, python: str, files: Sequence[str], modules:
     return "\n".join(lines) + "\n"
 
 
-def _python_word(python: str) -> str:
-    return shell.path(python) if "/" in python else shell.quote(python)
-
-
 def wrapper_script(spec: NodeSpec) -> str:
     """job.sh: the job itself, recording its pid first and its exit code last."""
     p = spec.paths
-    exports = "".join(f"export {name}={shell.quote(value)}\n" for name, value in spec.env.items())
-    command = " ".join(_python_word(spec.argv[0]) if i == 0 else shell.quote(a) for i, a in enumerate(spec.argv))
+    command = command_line(spec.argv)
     return (
         f"# fleet train: {spec.meta.get('run')} on {spec.host} (launch {spec.meta.get('launch_id')})\n"
         f"echo $$ > {p.q('job.pid')}\n"
         f"date +%s > {p.q('job.started')}\n"
         f"cd {shell.path(p.workdir)} || {{ echo 127 > {p.q('job.exit')}; exit 127; }}\n"
-        f"{exports}"
+        f"{exports(spec.env)}"
         f"printf '%s fleet: starting %s\\n' \"$(date '+%Y-%m-%d %H:%M:%S')\" {shell.quote(command)}\n"
         f"{command}\n"
         "rc=$?\n"
@@ -152,14 +210,17 @@ def wrapper_script(spec: NodeSpec) -> str:
     )
 
 
-def launch_script(spec: NodeSpec, synced: Mapping[str, bytes], *, mode: str = "new", wait: int = 0) -> str:
+def launch_script(
+    spec: NodeSpec, synced: Mapping[str, bytes], *, mode: str = "new", wait: int = 0, attention: str = ""
+) -> str:
     """Write the changed files and the wrapper, then start the wrapper in a session of its own
     (setsid), its output appended to the log and stdin closed, so it outlives the SSH session.
 
     mode: `new` (the run directory holds no run), `resume` (the log goes on; the job's argv
     already carries --resume), `force` (the old run directory, checkpoints included, is removed).
     Then it watches the job for up to `wait` seconds: until its first step record, its exit, or
-    the time is up, and says which (`parse_launch`), with the log's last lines when it exited."""
+    the time is up, and says which (`parse_launch`), with the log's last lines when it exited.
+    `attention` (an `attention_check` command) runs once the job started, its line in the output."""
     p = spec.paths
     parts = []
     if mode == "force":
@@ -181,14 +242,15 @@ def launch_script(spec: NodeSpec, synced: Mapping[str, bytes], *, mode: str = "n
         f'else echo "the job did not start within 10s; see {p.file(LOG)}" >&2; exit 1; fi\n'
         # only this launch's lines count: a resumed run's log already holds step records
         f"new() {{ tail -c +$((off + 1)) {p.q(LOG)} 2>/dev/null; }}\n"
+        f"{attention}"
         "i=0\n"
         f"while [ $i -lt {int(wait) * 10} ]; do\n"
-        f"  if [ -f {p.q('job.exit')} ] || new | grep -q -a -E '(^|[[:space:]])step=[0-9]+'; then break; fi\n"
+        f"  if [ -f {p.q('job.exit')} ] || new | grep -q -a -E '{STEP_RECORD}'; then break; fi\n"
         "  sleep 0.1; i=$((i+1))\n"
         "done\n"
         'echo "waited $((i / 10))"\n'
         f'if [ -f {p.q("job.exit")} ]; then echo "exit $(cat {p.q("job.exit")})"; '
-        "elif new | grep -q -a -E '(^|[[:space:]])step=[0-9]+'; then echo ready; fi\n"
+        f"elif new | grep -q -a -E '{STEP_RECORD}'; then echo ready; fi\n"
         "echo @@tail\n"
         "new | tail -n 60 | cut -c1-300\n"
     )
@@ -204,6 +266,7 @@ class LaunchOutcome:
     exit_code: int | None  # the job ended within the window
     ready: bool  # its first step record came
     tail: tuple[str, ...]  # the log's last lines from this launch
+    attention: str | None = None  # `eager (gpt_oss attention sinks ...)`: what train_grpo.py said it will use
 
     def last_words(self, lines: int = 10) -> list[str]:
         """The lines that say why: the last error lines (a launcher's summary may bury them), then
@@ -226,6 +289,7 @@ def parse_launch(text: str) -> LaunchOutcome:
         values[key] = rest.strip()
     code = values.get("exit", "")
     return LaunchOutcome(
+        attention=values.get("attention:") or None,
         pid=int(values["pid"]) if values.get("pid", "").isdigit() else None,
         waited=int(values["waited"]) if values.get("waited", "").isdigit() else 0,
         exit_code=int(code) if code.lstrip("-").isdigit() else (-1 if "exit" in values else None),
@@ -436,7 +500,6 @@ def parse_state(text: str) -> JobState:
 
 @dataclass(frozen=True)
 class Preflight:
-    facts: Facts
     state: JobState
     file_sha: Mapping[str, str | None]  # None: absent on the host
     python_found: bool
@@ -464,10 +527,8 @@ def parse_preflight(text: str, files: Sequence[str]) -> Preflight:
             missing.append(f"{words[1]} ({words[2]})" if len(words) > 2 else words[1])
     if found and not missing and "imports-done" not in python[1:]:
         missing.append("(the import check itself crashed)")
-    listed = sec.get("train_checkpoints", "").split()
-    numbered = [c for c in listed if re.fullmatch(r"checkpoint-\d+", c)]
-    checkpoints = tuple(sorted(numbered, key=lambda c: int(c.rpartition("-")[2])))
-    return Preflight(parse_facts(text), parse_state(text), file_sha, found, tuple(missing), checkpoints)
+    checkpoints = parse_checkpoints(sec.get("train_checkpoints", ""))
+    return Preflight(parse_state(text), file_sha, found, tuple(missing), checkpoints)
 
 
 @dataclass(frozen=True)

@@ -9,10 +9,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from ..facts import Facts
 from ..health import baseline, errors, expected_gpus, judge
 from ..model import FleetError, Plan
 from .config import TrainConfig, host_setting
-from .jobs import NodeSpec, Preflight, RunPaths, launch_script
+from .jobs import NodeSpec, Preflight, RunPaths, attention_check, job_env, launch_script
 from .rendezvous import Rendezvous, plan_rendezvous
 
 
@@ -63,13 +64,7 @@ def node_specs(
             raise FleetError(f"{config.path}: launcher python runs one process; multi-node and nproc_per_node>1 "
                              "need torchrun (or auto)")  # fmt: skip
         argv = rdzv.torchrun(python, script, args) if use_torchrun and rdzv else [python, script, *args]
-        env = {
-            **job.env,
-            "FLEET_RUN": job.run_name,
-            "FLEET_GPU_BUDGET_MIB": str(budget),
-            "PYTHONUNBUFFERED": "1",  # step lines reach the log as they happen
-            **(rdzv.env() if rdzv and job.multi_node else {}),
-        }
+        env = job_env(job, budget, **(rdzv.env() if rdzv and job.multi_node else {}))
         if gpus is not None:
             env["CUDA_VISIBLE_DEVICES"] = ",".join(map(str, gpus))
         meta = {
@@ -110,14 +105,13 @@ def _refuse_shared_workdirs(hosts: Sequence[str], hostvars: Mapping[str, Mapping
         seen[key] = host
 
 
-def attention_impl(
-    hostvars: Mapping[str, Any], env: Mapping[str, str], stack: Mapping[str, Any], config: TrainConfig
+def requested_attention(
+    hostvars: Mapping[str, Any], env: Mapping[str, str], stack: Mapping[str, Any]
 ) -> tuple[str | None, str]:
-    """The host's ATTN_IMPL and why: eager for a model with attention sinks (gpt-oss), whatever
-    else is set; else the host var, the config's env, or what the setup playbook recorded as
-    working on that host; None lets train_grpo.py walk its fallback chain."""
-    if config.has_attention_sinks:
-        return "eager", "gpt-oss attention sinks"
+    """The ATTN_IMPL a job on this host is asked to use, and where that comes from: the host var,
+    the config's env, or what the setup playbook recorded as working there; None lets the script
+    walk its chain. train_grpo.py has the last word per model (eager for gpt-oss's attention
+    sinks): `attention_check` asks it what it will really use."""
     for value, source in ((hostvars.get("attn_impl"), "host var"), (env.get("ATTN_IMPL"), "config env"),
                           (stack.get("attn_impl"), "setup stack")):  # fmt: skip
         if value:
@@ -125,7 +119,7 @@ def attention_impl(
     return None, "auto"
 
 
-def preflight_failure(spec: NodeSpec, pre: Preflight, config: TrainConfig) -> str | None:
+def preflight_failure(spec: NodeSpec, pre: Preflight, facts: Facts, config: TrainConfig) -> str | None:
     job = config.job
     if not pre.python_found:
         python = spec.argv[0]
@@ -135,18 +129,18 @@ def preflight_failure(spec: NodeSpec, pre: Preflight, config: TrainConfig) -> st
         )
     if pre.missing_modules:
         return f"{spec.argv[0]} cannot import {', '.join(pre.missing_modules)} (run the setup playbook)"
-    if job.require_stack and not pre.facts.stack:
+    if job.require_stack and not facts.stack:
         return "no training stack recorded in ~/.fleet/facts.d/stack.json (run the setup playbook first)"
     if not job.require_gpu:
         return None
-    if not pre.facts.gpus:
+    if not facts.gpus:
         return (
             "no GPU found"
-            + (f" ({pre.facts.gpu_error})" if pre.facts.gpu_error else "")
+            + (f" ({facts.gpu_error})" if facts.gpu_error else "")
             + ("; set `require_gpu: false` in the job config to run without one")
         )
     wanted = spec.meta.get("gpus")
-    gpus = {g.index: g for g in pre.facts.gpus}
+    gpus = {g.index: g for g in facts.gpus}
     for index in wanted if wanted is not None else sorted(gpus):
         gpu = gpus.get(index)
         if gpu is None:
@@ -159,13 +153,13 @@ def preflight_failure(spec: NodeSpec, pre: Preflight, config: TrainConfig) -> st
     return None
 
 
-def health_failure(pre: Preflight, hostvars: Mapping[str, Any], host: str) -> str | None:
+def health_failure(facts: Facts, hostvars: Mapping[str, Any], host: str) -> str | None:
     """Why the host's GPUs are unfit to train on (fleet.health), or None."""
     try:
         expected = expected_gpus(hostvars)
     except ValueError as exc:
         raise FleetError(f"host {host}: {exc}") from None
-    bad = errors(judge(pre.facts.health, expected_gpus=expected, gpu_error=pre.facts.gpu_error))
+    bad = errors(judge(facts.health, expected_gpus=expected, gpu_error=facts.gpu_error))
     if not bad:
         return None
     return (
@@ -180,6 +174,7 @@ MODES = ("new", "resume", "force")
 def plan_launch(
     spec: NodeSpec,
     pre: Preflight,
+    facts: Facts,
     config: TrainConfig,
     hostvars: Mapping[str, Any],
     mode: str = "new",
@@ -211,26 +206,60 @@ def plan_launch(
             fail=f"nothing to resume: no checkpoint-* in {where} (the config's grpo: save_strategy/save_steps "
             "make checkpoints)"
         )
-    failure = preflight_failure(spec, pre, config)
+    failure = preflight_failure(spec, pre, facts, config)
     if not failure and not ignore_health:
-        failure = health_failure(pre, hostvars, spec.host)
+        failure = health_failure(facts, hostvars, spec.host)
     if failure:
         return Plan(fail=failure)
     env = dict(spec.env)
-    attn, why = attention_impl(hostvars, spec.env, pre.facts.stack, config)
+    attn, why = requested_attention(hostvars, spec.env, facts.stack)
     if attn:
         env["ATTN_IMPL"] = attn
     argv = (*spec.argv, "--resume") if mode == "resume" else spec.argv
     # the GPUs' counters at launch: `fleet train status` tells a GPU that turned sick during the run
-    meta = {**spec.meta, "argv": list(argv), "mode": mode, "health": baseline(pre.facts.health)}
+    meta = {**spec.meta, "argv": list(argv), "mode": mode, "health": baseline(facts.health)}
     spec = replace(spec, env=env, argv=argv, meta=meta)
     files = job_files(config)
     changed = {n: body for n, body in files.items() if pre.file_sha.get(n) != hashlib.sha256(body).hexdigest()}
     rank = f"node {spec.meta['node_rank']}/{spec.meta['nnodes']}, " if spec.meta["nnodes"] > 1 else ""
     synced = f"; synced {', '.join(changed)}" if changed else "; files unchanged"
     verb = {"new": "started", "resume": f"resumed from {pre.newest_checkpoint}", "force": "replaced and started"}
+    asked = f", ATTN_IMPL={attn} ({why})" if attn else ""
+    ask = _ask_attention(spec, config)
     return Plan(
-        script=launch_script(spec, changed, mode=mode, wait=config.job.launch_wait),
-        summary=f"{verb[mode]} {name} ({rank}{config.model}, ATTN_IMPL={attn or 'auto'} ({why})){synced}",
+        script=launch_script(spec, changed, mode=mode, wait=config.job.launch_wait, attention=ask),
+        summary=f"{verb[mode]} {name} ({rank}{config.model}{asked}){synced}",
         data={"synced": sorted(changed), "attn_impl": attn, "checkpoint": pre.newest_checkpoint, "mode": mode},
     )
+
+
+def _ask_attention(spec: NodeSpec, config: TrainConfig) -> str:
+    """For fleet's own training script: ask it, on the host, with the job's environment."""
+    if not config.runs_train_grpo:
+        return ""
+    script = config.local_file(config.job.script).read_bytes()
+    return attention_check(spec.paths.workdir, spec.argv[0], script, config.content, spec.env) + "\n"
+
+
+def launch_barrier(nodes: Sequence[str], seen: Mapping[str, Mapping[str, Any] | str]) -> dict[str, str | None]:
+    """A multi-node run starts on every node or on none: a node missing at rendezvous hangs the
+    rest, and a resume starts only when every node resumes from the same checkpoint.
+
+    seen: per node, its preflight plan's data, or why it cannot join (failed, unreachable); a node
+    absent from it did not answer. Returns, per node that can still act, why it must not launch,
+    or None (launch: its own plan starts the job, or finds it running)."""
+    fit = {h: d for h, d in seen.items() if not isinstance(d, str)}
+    blockers = [(h, seen.get(h)) for h in nodes if isinstance(seen.get(h), str) or h not in seen]
+    running = [h for h, d in fit.items() if d.get("running")]
+    if running and len(running) < len(nodes):
+        why = f"the run is already running on {', '.join(running)} but not on every node; stop it first"
+        return {h: None if h in running else why for h in fit}
+    if blockers and not running:
+        named = "; ".join(f"{h}: {why or 'no answer'}" for h, why in blockers)
+        return dict.fromkeys(fit, f"not started on any node: {named}")
+    checkpoints = {h: d.get("checkpoint") for h, d in fit.items() if d.get("mode") == "resume"}
+    if len(set(checkpoints.values())) > 1:
+        found = ", ".join(f"{h}: {c}" for h, c in checkpoints.items())
+        why = f"not resumed: the nodes' newest checkpoints differ ({found}); every node must resume from the same step"
+        return dict.fromkeys(fit, why)
+    return dict.fromkeys(fit)

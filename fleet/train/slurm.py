@@ -9,13 +9,30 @@ SLURM_* (c10d on the job's first node, the job id as rendezvous id): fleet choos
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from .. import shell
 from ..facts import sections
-from .jobs import LOG, JobState, RunPaths, parse_progress
+from ..model import Plan
+from .config import TrainConfig, host_setting
+from .jobs import (
+    LOG,
+    STEP_RECORD,
+    JobState,
+    RunPaths,
+    checkpoint_section,
+    exports,
+    job_env,
+    log_sections,
+    parse_checkpoints,
+    parse_progress,
+    python_word,
+    section_fn,
+)
 
 # squeue / scontrol / sacct states -> fleet's states (CANCELLED: `stopped` when fleet cancelled it)
 _STATES = {
@@ -26,7 +43,6 @@ _STATES = {
     "FAILED": "failed", "TIMEOUT": "failed", "NODE_FAIL": "failed", "OUT_OF_MEMORY": "failed",
     "BOOT_FAIL": "failed", "DEADLINE": "failed", "PREEMPTED": "failed", "REVOKED": "failed",
 }  # fmt: skip
-STEP_RECORD = "(^|[[:space:]])step=[0-9]+"
 
 
 @dataclass(frozen=True)
@@ -61,10 +77,8 @@ def batch_script(spec: BatchSpec) -> str:
         directives.append(f"--gpus-per-node={spec.gpus_per_node}")
     if spec.time_limit:
         directives.append(f"--time={spec.time_limit}")
-    exports = "".join(f"export {name}={shell.quote(value)}\n" for name, value in spec.env.items())
-    python = shell.path(spec.python) if "/" in spec.python else shell.quote(spec.python)
     torchrun = " ".join([
-        python, "-m", "torch.distributed.run",
+        python_word(spec.python), "-m", "torch.distributed.run",
         '--nnodes="$SLURM_NNODES"', f"--nproc_per_node={int(spec.nproc_per_node)}",
         "--rdzv_backend=c10d", f'--rdzv_endpoint="$head:{int(spec.port)}"', '--rdzv_id="$SLURM_JOB_ID"',
         "--max_restarts=0", shell.quote(spec.script), *map(shell.quote, spec.args),
@@ -73,8 +87,7 @@ def batch_script(spec: BatchSpec) -> str:
         "#!/bin/bash\n"
         + "".join(f"#SBATCH {shell.quote(d)}\n" for d in directives)
         + f"# fleet train: run {p.run} (Slurm backend)\n"
-        + exports
-        + f"export FLEET_JOB={shell.quote(spec.tag)}\n"
+        + exports({**spec.env, "FLEET_JOB": spec.tag})
         + 'head=$(scontrol show hostnames "$SLURM_JOB_NODELIST" | head -n 1)\n'
         # the first node's address as Slurm knows it (NodeAddr; the node name where none is set)
         + 'addr=$(scontrol -o show node "$head" 2>/dev/null | tr " " "\\n" | sed -n "s/^NodeAddr=//p")\n'
@@ -109,7 +122,7 @@ def _job_state_fn(paths: RunPaths) -> str:
 def state_probe(paths: RunPaths) -> str:
     q = paths.q
     return (
-        "s() { printf '\\n@@%s\\n' \"$1\"; }\n" + _job_state_fn(paths) + "s slurm_state\n"
+        section_fn() + _job_state_fn(paths) + "s slurm_state\n"
         'echo "now $(date +%s)"\n'
         'echo "jobid $id"\n'
         'echo "slurm $(jobstate)"\n'
@@ -117,13 +130,9 @@ def state_probe(paths: RunPaths) -> str:
         f'[ -f {q("job.stopped")} ] && echo "stopped $(head -c 300 {q("job.stopped")} | tr "\\n" " ")"\n'
         f'[ -f {q("slurm.jobid")} ] && echo "started $(stat -c %Y {q("slurm.jobid")})"\n'
         f"[ -f {q('job.json')} ] && echo \"meta $(tr -d '\\n' < {q('job.json')})\"\n"
-        "s train_step\n"
-        f"grep -a -E '{STEP_RECORD}' {q(LOG)} 2>/dev/null | tail -n 1 | cut -c1-500\n"
-        "s train_tail\n"
-        f"tail -n 12 {q(LOG)} 2>/dev/null | cut -c1-300\n"
-        "s slurm_checkpoints\n"
-        f"ls -d {shell.path(paths.dir)}/checkpoint-* 2>/dev/null | sed 's|.*/||'\n"
-        "s slurm_tools\n"
+        + log_sections(paths, 12)
+        + checkpoint_section(paths, "slurm_checkpoints")
+        + "s slurm_tools\n"
         "command -v sbatch >/dev/null 2>&1 && echo sbatch\n"
         "s slurm_end\n"
     )
@@ -172,9 +181,7 @@ def parse_state(text: str) -> tuple[JobState, tuple[str, ...], bool]:
         progress=parse_progress(sec.get("train_step", "")),
         tail=tuple(line for line in sec.get("train_tail", "").splitlines() if line.strip()),
     )
-    names = [c for c in sec.get("slurm_checkpoints", "").split() if c.startswith("checkpoint-")]
-    checkpoints = tuple(sorted((c for c in names if c[11:].isdigit()), key=lambda c: int(c[11:])))
-    return job, checkpoints, "sbatch" in sec.get("slurm_tools", "")
+    return job, parse_checkpoints(sec.get("slurm_checkpoints", "")), "sbatch" in sec.get("slurm_tools", "")
 
 
 def submit_script(
@@ -257,3 +264,88 @@ def cancel_script(paths: RunPaths, reason: str, timeout: int) -> str:
 def node_names(hosts: Sequence[str], hostvars: Mapping[str, Mapping[str, object]]) -> tuple[str, ...]:
     """Slurm's names of the selected inventory hosts: `slurm_node`, else the inventory name."""
     return tuple(str(hostvars[h].get("slurm_node") or h) for h in hosts)
+
+
+# ---- planning (pure) -----------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Target:
+    """Where the run is submitted from and what it asks Slurm for."""
+
+    login: str  # inventory host (or the local machine) that runs sbatch/squeue/scancel
+    hostvars: Mapping[str, Any]  # train_python, train_workdir, ... of the run
+    nodelist: tuple[str, ...]
+    nodes: int
+    partition: str | None
+
+    def paths(self, config: TrainConfig) -> RunPaths:
+        return RunPaths(str(host_setting(self.hostvars, "train_workdir", config.job.workdir)), config.job.run_name)
+
+
+@dataclass(frozen=True)
+class SlurmSeen:
+    """What the login host showed of the run: its state, checkpoints, whether sbatch is there."""
+
+    state: JobState
+    checkpoints: tuple[str, ...]
+    has_sbatch: bool
+
+
+def observe(text: str) -> SlurmSeen:
+    return SlurmSeen(*parse_state(text))
+
+
+def batch_spec(config: TrainConfig, target: Target, mode: str, launch_id: str) -> BatchSpec:
+    job = config.job
+    hv = target.hostvars
+    nproc = int(host_setting(hv, "nproc_per_node", job.nproc_per_node))
+    budget = int(host_setting(hv, "gpu_memory_budget_mib", job.gpu_memory_budget_mib))
+    args = ("--config", config.path.name, *job.args, *(("--resume",) if mode == "resume" else ()))
+    return BatchSpec(
+        paths=target.paths(config),
+        python=str(host_setting(hv, "train_python", job.python)),
+        script=config.local_file(job.script).name,
+        args=args,
+        env=job_env(job, budget, NNODES=str(target.nodes)),
+        nodes=target.nodes,
+        nodelist=target.nodelist,
+        partition=target.partition,
+        nproc_per_node=nproc,
+        gpus_per_node=nproc if job.require_gpu else 0,
+        port=int(hv.get("master_port") or job.master_port),
+        time_limit=job.slurm.time,
+        tag=f"{job.run_name}@slurm/{launch_id}",
+    )
+
+
+def plan_submit(
+    seen: SlurmSeen, config: TrainConfig, target: Target, files: Mapping[str, bytes], mode: str, launch_id: str
+) -> Plan:
+    """Nothing while the run is pending or running; a failure where the login host cannot submit
+    or a submission would overwrite a run (unless `mode` says resume or force); else the script
+    that writes the files and batch.sh and submits it."""
+    state, run = seen.state, config.job.run_name
+    if not seen.has_sbatch:
+        return Plan(fail="sbatch not found on the login host (is Slurm's client installed, or slurm.login wrong?)")
+    if state.state in ("pending", "running"):
+        return Plan(summary=f"already {state.state} (slurm job {state.meta.get('slurm_job')})")
+    exists = state.state != "absent" or bool(seen.checkpoints)
+    if mode == "new" and exists:
+        step = f" at step {state.progress.step}" if state.progress.step is not None else ""
+        return Plan(
+            fail=f"run {run} exists ({state.state}{step}, slurm job {state.meta.get('slurm_job')}); "
+            "nothing is overwritten: --resume continues it, --run NEW_NAME starts a new run, --force replaces it"
+        )
+    if mode == "resume" and not seen.checkpoints:
+        return Plan(fail=f"nothing to resume: no checkpoint-* in {target.paths(config).dir}")
+    spec = batch_spec(config, target, mode, launch_id)
+    meta = {"run": run, "backend": "slurm", "nnodes": target.nodes, "mode": mode,
+            "budget_mib": spec.env["FLEET_GPU_BUDGET_MIB"], "warn_at": config.job.warn_at,
+            "files": {n: hashlib.sha256(b).hexdigest() for n, b in files.items()}}  # fmt: skip
+    where = ",".join(target.nodelist) or f"partition {target.partition}"
+    what = {"new": "submitted", "resume": f"resumed from {seen.checkpoints[-1] if seen.checkpoints else '-'}",
+            "force": "replaced and submitted"}[mode]  # fmt: skip
+    return Plan(
+        script=submit_script(spec, files, meta, fresh=mode == "force", wait=config.job.launch_wait),
+        summary=f"{what} {run} ({target.nodes} node(s): {where})",
+        data={"submitted": f"{what} {run}", "nodes": f"{target.nodes} node(s): {where}"},
+    )

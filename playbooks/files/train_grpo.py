@@ -166,6 +166,34 @@ def load_with_attention(candidates: list[str], model_class: Any, load: Any) -> t
     raise SystemExit(f"no attention implementation could load the model: {'; '.join(reasons)}")
 
 
+def which_attention(cfg: dict[str, Any], smoke: bool) -> str:
+    """`attention: <impl> (<why>)`: what this host's training would use for the configured model,
+    decided by the rule above (attention_candidates, attention_refusal) without loading weights.
+    `fleet facts` and the `fleet train` recap print it; a load that fails at run time still falls
+    back down the chain, and the run's log says so."""
+    requested = os.environ.get("ATTN_IMPL") or cfg.get("attn_impl")
+    try:
+        if smoke:
+            from transformers import GptOssConfig
+
+            model_config: Any = GptOssConfig()  # what smoke_checkpoint builds
+        else:
+            from transformers import AutoConfig
+
+            model_config = AutoConfig.from_pretrained(cfg.get("model", DEFAULT_MODEL))
+    except Exception as exc:  # not cached and no hub, a model transformers does not know, ...
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        return f"attention: unknown (cannot read the model's config: {why})"
+    model_type = model_config.model_type
+    reasons = [f"{model_type} {SINK_MODELS[model_type]}"] if model_type in SINK_MODELS else []
+    for impl in attention_candidates(requested, model_type):
+        refusal = attention_refusal(impl, _model_class(model_config))
+        if refusal is None:
+            return f"attention: {impl}" + (f" ({'; '.join(reasons)})" if reasons else "")
+        reasons.append(f"{impl}: {refusal}")
+    return f"attention: none ({'; '.join(reasons)})"
+
+
 # ---- model, tokenizer, data -----------------------------------------------------------------------
 SMOKE_WORDS = [
     "yes",
@@ -487,6 +515,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--run-name", help=f"runs/<run name>/ holds log and outputs (default {DEFAULT_RUN_NAME})")
     p.add_argument("--max-steps", type=int, help="override GRPOConfig.max_steps")
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint-N of the run")
+    p.add_argument(
+        "--which-attention", action="store_true", help="print the attention implementation this host would train "
+        "the configured model with, and why; load nothing, train nothing"
+    )  # fmt: skip
     return p.parse_args(argv)
 
 
@@ -496,6 +528,10 @@ def main(argv: list[str] | None = None) -> int:
     smoke = args.smoke or bool(cfg.get("smoke"))
     if smoke:
         os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the smoke run must never reach a hub
+    if args.which_attention:
+        logging.basicConfig(level=logging.ERROR)  # the refusal warnings are in the answer's reasons
+        print(which_attention(cfg, smoke))
+        return 0
     # The libraries' notes about their own renamed internals are not actionable in a run's log,
     # and progress bars in a log file are noise: the step lines say it all.
     warnings.filterwarnings("ignore", category=FutureWarning)
