@@ -1,12 +1,12 @@
 """How fleet reaches a host: run a script, put a file, get a file, close.
 
-Two implementations share one interface: SSH (fabric/paramiko) and Local (subprocess). Both talk
+Two implementations share one interface: SSH (paramiko) and Local (subprocess). Both talk
 to a persistent agent (fleet/agent.py) on the host: one long-lived loop per host, started once on
 one SSH channel (and once more, lazily, for `become` through `sudo -n`), fed framed requests on
 stdin and answering with framed replies. A command after the first costs one round trip, not a
 new session. A host without python3 falls back to one session per command, the script framed
 (length and sha256 on stdin) so it still runs only when whole. This is the only module that
-imports fabric or paramiko.
+imports paramiko.
 """
 
 from __future__ import annotations
@@ -785,7 +785,7 @@ def _known_keys(known_hosts: Path, host: str, port: int | None) -> Mapping[str, 
     """The keys known_hosts holds for one host, key type -> key. The file is parsed once per run,
     not once per host: paramiko decodes every key of every line, and 50 hosts each parsing a
     50-line file cost seconds of CPU."""
-    import paramiko
+    paramiko = _paramiko()
 
     try:
         stat = known_hosts.stat()
@@ -804,7 +804,7 @@ def remember_host_key(known_hosts: Path, hostname: str, key: Any) -> None:
     """Append a first-seen host key to known_hosts, once, even with several fleet processes at
     once: the file is locked (flock) across processes and re-read under the lock. A different key
     that another process recorded meanwhile is refused like any changed key."""
-    import paramiko
+    paramiko = _paramiko()
 
     with _known_hosts_lock:
         known_hosts.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
@@ -827,7 +827,7 @@ def remember_host_key(known_hosts: Path, hostname: str, key: Any) -> None:
 
 
 def _host_key_policy(accept_new: bool, known_hosts: Path) -> Any:
-    import paramiko
+    paramiko = _paramiko()
 
     if not accept_new:
         return paramiko.RejectPolicy()
@@ -889,39 +889,20 @@ class SSHConnection(_AgentHost):
     def open(self) -> None:
         if self._conn is not None:
             return
-        import paramiko
-        from fabric import Config
-        from fabric import Connection as FabricConnection
-
+        paramiko = _paramiko()
         o = self.options
-        if o.ssh_config == "":
-            config = Config(overrides={"load_ssh_configs": False})
-        else:
-            config = Config(runtime_ssh_path=os.path.expanduser(o.ssh_config)) if o.ssh_config else Config()
         connect_kwargs: dict[str, Any] = {"banner_timeout": o.connect_timeout, "auth_timeout": o.connect_timeout}
         if o.key:
             connect_kwargs["key_filename"] = [os.path.expanduser(o.key)]
         if o.password:
             connect_kwargs["password"] = o.password
-        conn = FabricConnection(
-            o.address,
-            user=o.user,
-            port=o.port,
-            config=config,
-            connect_timeout=int(max(1, o.connect_timeout)),
-            connect_kwargs=connect_kwargs,
-        )
+        timeout = max(1.0, o.connect_timeout)
+        conn = _route(o.address, o.user, o.port, _ssh_config(o.ssh_config), connect_kwargs, timeout)
         known_hosts = Path(os.path.expanduser(o.known_hosts))
         for hop in _hops(conn):  # the ProxyJump chain checks host keys too
             hop.client.set_missing_host_key_policy(_host_key_policy(o.accept_new_host_keys, known_hosts))
             for kind, key in _known_keys(known_hosts, hop.host, hop.port).items():
                 hop.client.get_host_keys().add(_hostkey_name(hop.host, hop.port), kind, key)
-            if hop is not conn:  # a jump host: the same key (besides its own) and time limits, no password
-                keys = [*hop.connect_kwargs.get("key_filename", []), *connect_kwargs.get("key_filename", [])]
-                hop.connect_kwargs = {k: v for k, v in connect_kwargs.items() if k != "password"} | {
-                    "key_filename": keys
-                }
-                hop.connect_timeout = hop.connect_timeout or conn.connect_timeout
         route = self._target() + "".join(f" via {h.host}:{h.port}" for h in _hops(conn.gateway))
         try:
             conn.open()
@@ -1091,20 +1072,166 @@ class SSHConnection(_AgentHost):
             self._conn = None
 
 
-def _hops(conn: Any) -> list[Any]:
-    """A fabric connection and the ProxyJump connections behind it, nearest first."""
-    from fabric import Connection as FabricConnection
+class _Hop:
+    """One SSH connection of a route: the host itself, or a jump host in front of it (ProxyJump),
+    or a ProxyCommand's pipe in front of it."""
 
+    def __init__(
+        self, host: str, port: int, user: str | None, connect_kwargs: dict[str, Any], timeout: float, gateway: Any
+    ) -> None:
+        self.host, self.port, self.user = host, port, user
+        self.connect_kwargs, self.connect_timeout = connect_kwargs, timeout
+        self.gateway: _Hop | str | None = gateway
+        self.client = _paramiko().SSHClient()
+        self.transport: Any = None
+        self._sftp: Any = None
+
+    def open(self) -> None:
+        paramiko = _paramiko()
+        sock: Any = None
+        if isinstance(self.gateway, _Hop):
+            self.gateway.open()
+            sock = self.gateway.transport.open_channel(
+                "direct-tcpip", (self.host, self.port), ("", 0), timeout=self.connect_timeout
+            )
+        elif self.gateway:
+            sock = paramiko.ProxyCommand(self.gateway)
+        kwargs = {"port": self.port, "username": self.user, "timeout": self.connect_timeout, "sock": sock}
+        self.client.connect(self.host, **kwargs, **self.connect_kwargs)
+        self.transport = self.client.get_transport()
+
+    def sftp(self) -> Any:
+        if self._sftp is None:
+            self._sftp = self.client.open_sftp()
+        return self._sftp
+
+    def close(self) -> None:
+        if self._sftp is not None:
+            with contextlib.suppress(Exception):
+                self._sftp.close()
+            self._sftp = None
+        self.client.close()
+
+
+_MAX_JUMPS = 8
+
+
+def _route(
+    name: str, user: str | None, port: int | None, config: Any, connect_kwargs: dict[str, Any], timeout: float
+) -> _Hop:
+    """The way to `name` that ssh_config describes (HostName, User, Port, IdentityFile, ProxyJump,
+    ProxyCommand), with the inventory's user and port before the file's. Jump hosts are looked up
+    in the same file and get the host's key after their own and its time limits, never its
+    password. `ProxyJump a,b` goes to a first, as OpenSSH does."""
+    entry = config.lookup(name)
+    keys = [*connect_kwargs.get("key_filename", []), *entry.get("identityfile", [])]
+    own = {**connect_kwargs, **({"key_filename": keys} if keys else {})}
+    host = entry.get("hostname", name)
+    target = _Hop(host, port or int(entry.get("port", 22)), user or entry.get("user"), own, timeout, None)
+    target.gateway = _gateway(name, host, entry, config, connect_kwargs, timeout, 0)
+    return target
+
+
+def _gateway(
+    name: str, host: str, entry: Any, config: Any, connect_kwargs: dict[str, Any], timeout: float, depth: int
+) -> _Hop | str | None:
+    jumps = [j.strip() for j in entry.get("proxyjump", "").split(",") if j.strip()]
+    if not jumps or jumps == ["none"]:
+        return entry.get("proxycommand")
+    if depth >= _MAX_JUMPS:
+        raise Unreachable(f"ssh_config: more than {_MAX_JUMPS} ProxyJump hops to {name} (a loop?)")
+    gateway: _Hop | str | None = None
+    for i, spec in enumerate(jumps):
+        user, _, rest = spec.removeprefix("ssh://").rpartition("@")
+        jump, _, port = rest.partition(":") if rest.count(":") == 1 else (rest, "", "")
+        if jump in (name, host):  # `Host *` with a ProxyJump matches the jump host too
+            return None
+        jump_entry = config.lookup(jump)
+        jump_host = jump_entry.get("hostname", jump)
+        keys = [*jump_entry.get("identityfile", []), *connect_kwargs.get("key_filename", [])]
+        kwargs = {k: v for k, v in connect_kwargs.items() if k != "password"} | {"key_filename": keys}
+        hop_timeout = float(jump_entry.get("connecttimeout", timeout))
+        hop_port = int(port) if port else int(jump_entry.get("port", 22))
+        hop = _Hop(jump_host, hop_port, user or jump_entry.get("user"), kwargs, hop_timeout, gateway)
+        if i == 0:  # the first jump host is reached as its own entry says
+            hop.gateway = _gateway(jump, jump_host, jump_entry, config, connect_kwargs, timeout, depth + 1)
+        gateway = hop
+    return gateway
+
+
+def _hops(conn: Any) -> list[_Hop]:
+    """A route's connections, the host's first, then the jump hosts behind it, nearest first."""
     chain = []
-    while isinstance(conn, FabricConnection):
+    while isinstance(conn, _Hop):
         chain.append(conn)
         conn = conn.gateway
     return chain
 
 
 def _close_hops(conn: Any) -> None:
-    for hop in _hops(conn):  # fabric closes only the outermost connection itself
+    for hop in _hops(conn):
         hop.close()
+
+
+_paramiko_lock = threading.Lock()
+_ssh_config_lock = threading.Lock()
+_parsed_ssh_configs: dict[tuple[tuple[str, int, int], ...], Any] = {}  # (path, mtime, size)... -> SSHConfig
+
+
+def _paramiko() -> Any:
+    """paramiko, imported once for all threads. Its ssh_config module imports invoke (a task
+    runner: 20-60 ms of imports, unittest.mock among them) only to run `Match exec` lines, so
+    the import is held back here and invoke handed over only to a config that has one."""
+    with _paramiko_lock:
+        if "paramiko" not in sys.modules:
+            held_back = "invoke" not in sys.modules
+            if held_back:
+                sys.modules["invoke"] = None  # type: ignore[assignment]  # paramiko's `import invoke` fails
+            try:
+                import paramiko
+            finally:
+                if held_back and "invoke" in sys.modules and sys.modules["invoke"] is None:
+                    del sys.modules["invoke"]
+        import paramiko
+
+        return paramiko
+
+
+def _ssh_config(setting: str | None) -> Any:
+    """The parsed ssh_config a host's `ssh_config` names: "" none, None ~/.ssh/config then
+    /etc/ssh/ssh_config (as OpenSSH reads them), else that file. Parsed once per run, not once
+    per host."""
+    paramiko = _paramiko()
+    if setting == "":
+        paths = []
+    elif setting:
+        paths = [os.path.expanduser(setting)]
+    else:
+        paths = [p for p in (os.path.expanduser("~/.ssh/config"), "/etc/ssh/ssh_config") if os.path.isfile(p)]
+    try:
+        key = tuple((p, (st := os.stat(p)).st_mtime_ns, st.st_size) for p in paths)
+        with _ssh_config_lock:
+            config = _parsed_ssh_configs.get(key)
+            if config is None:
+                config = paramiko.SSHConfig()
+                for path in paths:
+                    text = Path(path).read_text()
+                    config.parse(io.StringIO(text))
+                    if re.search(r"(?im)^\s*match\s.*\bexec\b", text):
+                        _allow_match_exec(paramiko)
+                _parsed_ssh_configs[key] = config
+    except OSError as exc:
+        raise Unreachable(f"cannot read ssh_config {exc.filename or setting}: {exc.strerror or exc}") from None
+    return config
+
+
+def _allow_match_exec(paramiko: Any) -> None:
+    try:
+        import invoke
+    except ImportError as exc:  # paramiko then says that `Match exec` needs invoke
+        paramiko.config.invoke_import_error = exc
+        return
+    paramiko.config.invoke = invoke
 
 
 def connect(

@@ -134,6 +134,48 @@ def test_proxyjump_checks_the_jump_hosts_key_too(ssh_fleet, tmp_path):
     assert "Traceback" not in result.stdout + result.stderr
 
 
+def test_ssh_config_jump_chain_in_openssh_order_match_exec_and_a_missing_file(ssh_fleet, tmp_path):
+    """`ProxyJump a,b` reaches a first, then b through a, then the host through b (OpenSSH's
+    order); a `Match exec` block applies (paramiko runs it through invoke, which fleet only
+    hands over to a config that has one); a missing ssh_config file is one clear line."""
+    one, two, three, four = (ssh_fleet.host(f"node-0{i}") for i in range(1, 5))
+
+    def entry(host) -> str:
+        return f"  HostName {host.address}\n  Port {host.port}\n  User {host.user}\n  IdentityFile {ssh_fleet.client_key}\n"  # noqa: E501
+
+    config = tmp_path / "ssh_config"
+    config.write_text(
+        f"Host alias-01\n{entry(one)}\nHost alias-02\n{entry(two)}\n"
+        f"Host two-jumps\n{entry(three)}  ProxyJump alias-01,alias-02\n\n"
+        f'Match host by-match exec "test -e {tmp_path}"\n{entry(four)}'
+    )
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    variables = {"ssh_config": str(config), "known_hosts": str(ssh_fleet.known_hosts)}
+    (inv / "hosts.yaml").write_text(
+        yaml.safe_dump({"all": {"vars": variables, "hosts": {"two-jumps": None, "by-match": None}}})
+    )
+    result = run_fleet("facts", "-i", inv, "--json")  # `by-match` resolves only through its Match block
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert set(by_host(result.stdout)) == {"two-jumps", "by-match"}
+
+    conn = connect("two-jumps", load_inventory(inv).host("two-jumps").vars)
+    try:
+        _, client_ip, client_port, server_ip, server_port = conn.run('echo "$USER $SSH_CONNECTION"').stdout.split()
+        assert (server_ip, int(server_port)) == (three.address, three.port)
+        last_jump = pwd.getpwnam(two.user).pw_uid  # node-02's sshd made the last leg
+        assert socket_owner((client_ip, int(client_port)), (server_ip, int(server_port))) == last_jump
+    finally:
+        conn.close()
+
+    variables["ssh_config"] = str(tmp_path / "no-such-config")
+    (inv / "hosts.yaml").write_text(yaml.safe_dump({"all": {"vars": variables, "hosts": {"two-jumps": None}}}))
+    result = run_fleet("facts", "-i", inv, "--json")
+    assert result.returncode == 4 and "Traceback" not in result.stdout + result.stderr
+    message = by_host(result.stdout)["two-jumps"]["unreachable"]
+    assert message == f"cannot read ssh_config {tmp_path / 'no-such-config'}: No such file or directory"
+
+
 # ---- timeouts ------------------------------------------------------------------------------------
 def test_hung_task_times_out_and_its_process_is_gone(ssh_fleet, ssh_inventory, tmp_path):
     plain, root = ssh_fleet.host("node-01"), ssh_fleet.host("node-02")
