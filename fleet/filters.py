@@ -17,7 +17,6 @@ from typing import Any
 
 import jinja2
 import yaml
-from packaging.version import InvalidVersion, Version
 
 
 def _error(message: str) -> Exception:
@@ -196,6 +195,8 @@ def version_compare(left: Any, first: Any, second: Any = ">=", operator: str | N
     other, op = (second, first) if str(first) in _OPERATORS else (first, operator or second)
     if str(op) not in _OPERATORS:
         raise _error(f"unknown version operator {op!r}")
+    from packaging.version import InvalidVersion, Version  # only here: most templates compare no versions
+
     try:
         a, b = Version(str(left)), Version(str(other))
     except InvalidVersion as exc:

@@ -5,6 +5,8 @@ template uses it, against the same variables, wherever it was written (play vars
 inventory, vars_files, -e). A cycle (a -> b -> a) is an error naming the chain, and a value that
 still holds `{{`, `{%` or `{#` after rendering is an error naming the variable, so template text
 never reaches a host. Data that came from hosts (registered results, facts) is never templated.
+Jinja2 is imported when the first template is compiled or rendered, not before: a playbook, a
+variable lookup or a command without one never loads it.
 """
 
 from __future__ import annotations
@@ -12,10 +14,10 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping
 from functools import lru_cache
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import jinja2
-from jinja2.utils import consume
+if TYPE_CHECKING:
+    import jinja2
 
 MARKERS = ("{{", "{%", "{#")
 BOOLEANS_TRUE = frozenset({"y", "yes", "on", "1", "true", "t"})
@@ -74,6 +76,8 @@ def as_bool(value: Any, what: str) -> bool:
 
 @lru_cache(maxsize=1)
 def environment() -> jinja2.Environment:
+    import jinja2
+
     from .filters import FILTERS, TESTS
 
     env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
@@ -97,6 +101,8 @@ def compile_check(value: Any) -> None:
     """Compile every template in value (strings in lists and mappings too): a syntax error is a
     TemplateError now, at load time, not when the task reaches a host."""
     if is_template(value):
+        import jinja2
+
         try:
             _template(value)
         except jinja2.TemplateSyntaxError as exc:
@@ -115,6 +121,8 @@ def compile_expression_check(expression: Any) -> None:
         for e in expression:
             compile_expression_check(e)
     elif isinstance(expression, str):
+        import jinja2
+
         try:
             _expression(_bare(expression))
         except jinja2.TemplateSyntaxError as exc:
@@ -123,6 +131,8 @@ def compile_expression_check(expression: Any) -> None:
 
 def compile_file(path: Any) -> None:
     """Compile a template file: a syntax error names the file and line."""
+    import jinja2
+
     try:
         text = path.read_text()
     except (OSError, UnicodeDecodeError) as exc:
@@ -166,8 +176,8 @@ class Variables(Mapping[str, Any]):
         if name in self._rendered:
             return self._rendered[name]
         if name not in self._templated:
-            if name in environment().globals:
-                return environment().globals[name]
+            if name in _jinja_globals():
+                return _jinja_globals()[name]
             raise KeyError(name)
         if name in self._rendering:
             chain = [*self._rendering[self._rendering.index(name) :], name]
@@ -192,13 +202,20 @@ class Variables(Mapping[str, Any]):
         return value
 
     def __contains__(self, name: object) -> bool:
-        return name in self._data or name in self._templated or name in environment().globals
+        return name in self._data or name in self._templated or name in _jinja_globals()
 
     def __iter__(self) -> Iterator[str]:
         return iter({**self._templated, **self._data})
 
     def __len__(self) -> int:
         return len({**self._templated, **self._data})
+
+
+def _jinja_globals() -> Mapping[str, Any]:
+    """Jinja's globals (range, dict, ..., version_compare), which templates see among the variables.
+    Only a template uses them, and rendering one has built the environment already: a plain
+    lookup before that (become, command_timeout) needs no Jinja."""
+    return environment().globals if environment.cache_info().currsize else {}
 
 
 def layered(*layers: tuple[Mapping[str, Any] | None, bool]) -> Variables:
@@ -244,6 +261,8 @@ _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$",
 
 
 def _run_expression(source: str, variables: Variables) -> Any:
+    from jinja2.utils import consume
+
     template = _expression(source)._template  # TemplateExpression copies its variables; ours are lazy
     context = template.new_context(variables, shared=True)
     consume(template.root_render_func(context))
@@ -258,6 +277,8 @@ def render(value: Any, variables: Mapping[str, Any]) -> Any:
     if isinstance(value, str):
         if not is_template(value):
             return value
+        import jinja2
+
         scope = _variables(variables)
         try:
             whole = _WHOLE_EXPRESSION.match(value)
@@ -300,6 +321,8 @@ def evaluate(expression: Any, variables: Mapping[str, Any]) -> Any:
         return expression
     if isinstance(expression, list | tuple):
         return all(evaluate(e, variables) for e in expression)
+    import jinja2
+
     try:
         result = _run_expression(_bare(str(expression)), _variables(variables))
         if isinstance(result, jinja2.Undefined):
