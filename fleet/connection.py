@@ -1,12 +1,18 @@
 """How fleet reaches a host: run a script, put a file, get a file, close.
 
 Two implementations share one interface: SSH (paramiko) and Local (subprocess). Both talk
-to a persistent agent (fleet/agent.py) on the host: one long-lived loop per host, started once on
-one SSH channel (and once more, lazily, for `become` through `sudo -n`), fed framed requests on
-stdin and answering with framed replies. A command after the first costs one round trip, not a
-new session. A host without python3 falls back to one session per command, the script framed
-(length and sha256 on stdin) so it still runs only when whole. This is the only module that
-imports paramiko.
+to a persistent agent (fleet/agent.py) on the host: one long-lived loop per host, started on one
+SSH channel when first needed (and once more, lazily, for `become` through `sudo -n`), fed framed
+requests on stdin and answering with framed replies. A command after the first costs one round
+trip, not a new session.
+
+When the agent is not started: a request marked `plain` (and `observe_only`) while no agent runs
+on the host goes over one plain exec channel instead: a play's first look at the host (facts and
+the first probe batch) and `fleet facts`, so a converged play starts no python3 on the host. The
+same path serves every command on a host without python3: one session per command, the script
+framed (length and sha256 on stdin) so it still runs only when whole, ended on interrupt by an
+SSH signal to its process group. `observe_only` requests take no host lock (locked() says whether
+one is held). This is the only module that imports paramiko.
 """
 
 from __future__ import annotations
@@ -73,15 +79,17 @@ class TransferFailed(Exception):
 
 def remote_command(*, timeout: float | None = None, become: bool = False, become_user: str = "root") -> str:
     """The one-shot command line that runs a framed script fed on stdin, as the right user,
-    within a limit (used only on hosts where the agent cannot run)."""
+    within a limit (a play's first look at a host, and every command on a host without python3)."""
     parts = ["sh", "-c", _RUN_FRAMED_SCRIPT]
-    if timeout:
-        # `timeout` ends its whole process group. Inside sudo it runs as the become user, so it may
-        # signal every process the command started; outside, sudo would relay the signal to sh only.
-        parts = ["timeout", "-k", f"{_KILL_GRACE}s", f"{int(max(1, timeout))}s", *parts]
+    if timeout or become:
+        # `timeout` ends its whole process group, at its limit and on a signal it gets (limit 0:
+        # none). Inside sudo it runs as the become user, so it may signal every process the command
+        # started; without it sudo would relay an interrupt's SIGTERM to sh only.
+        limit = f"{int(max(1, timeout))}s" if timeout else "0"
+        parts = ["timeout", "-k", f"{_KILL_GRACE}s", limit, *parts]
     if become:
         parts = ["sudo", "-n", "-H", "-u", become_user, "--", *parts]
-    return shlex.join(parts)
+    return "exec " + shlex.join(parts)  # no login shell left in between
 
 
 def framed_script(script: bytes) -> bytes:
@@ -146,6 +154,8 @@ class Connection(Protocol):
         timeout: float | None = None,
         become: bool = False,
         become_user: str = "root",
+        observe_only: bool = False,
+        plain: bool = False,
     ) -> CommandResult: ...
 
     def put(
@@ -159,6 +169,8 @@ class Connection(Protocol):
     ) -> None: ...
 
     def get(self, path: str) -> bytes: ...
+
+    def locked(self) -> bool: ...
 
     def release_lock(self) -> None: ...
 
@@ -460,6 +472,18 @@ class _AgentHost:
     def _become_key(self, become: bool, become_user: str) -> str | None:
         return become_user if become else None
 
+    plain_reads = False  # whether a request may go over a plain exec channel (SSH: yes; local: no)
+
+    def _plain_read(self) -> bool:
+        """Whether a `plain` request skips the agent: while none runs on this host (and always on
+        a host without python3)."""
+        return self.plain_reads and (self.mode == "one-shot" or not self._agents)
+
+    def locked(self) -> bool:
+        """Whether what runs now runs under the host lock: this connection holds it, or has none
+        to take (--no-lock, or a command that does not lock hosts)."""
+        return self.lock is None or self._lock_held
+
     def _agent(self, user: str | None) -> AgentClient | CommandResult | None:
         """The agent for `user`, started on first use; None on a host without python3 (use the
         one-shot path); a failed CommandResult when sudo refused to start it."""
@@ -562,18 +586,29 @@ class _AgentHost:
         timeout: float | None = None,
         become: bool = False,
         become_user: str = "root",
+        observe_only: bool = False,
+        plain: bool = False,
     ) -> CommandResult:
+        """Run a script on the host.
+
+        `observe_only`: the script only looks (probes, facts), so it takes no host lock; whoever
+        changes the host from what it saw must look again once locked() (fleet.executor does).
+        `plain` (with observe_only): while no agent runs on this host, it goes over one plain
+        exec channel and starts none: a play's first look at a host, `fleet facts`."""
         self.commands += 1
         user = self._become_key(become, become_user)
         text = with_env(script, env).encode()
+        if plain and observe_only and self._plain_read():
+            return self._run_oneshot(text, timeout, become, become_user)
         for attempt in (1, 2):  # an agent found dead before the request went out is restarted once
             agent = self._agent(user)
             if agent is None:
-                self._ensure_lock()
+                if not observe_only:
+                    self._ensure_lock()
                 return self._run_oneshot(text, timeout, become, become_user)
             if isinstance(agent, CommandResult):
                 return agent
-            lock = self._wanted_lock()
+            lock = None if observe_only else self._wanted_lock()
             if lock is not None and user is not None:
                 self._ensure_lock()  # held by the login agent, not this one
                 lock = None
@@ -845,7 +880,10 @@ def _host_key_policy(accept_new: bool, known_hosts: Path) -> Any:
 
 class SSHConnection(_AgentHost):
     """One paramiko transport for the whole run; on it one channel per agent (the login user's,
-    and one per become user), or one per command on a host without python3."""
+    and one per become user), or one per command on a host without python3; a play's first look
+    at the host (and `fleet facts`) is one plain exec channel, no agent."""
+
+    plain_reads = True
 
     def __init__(self, host: str, options: SSHOptions, *, lock: HostLock | None = None) -> None:
         super().__init__()
@@ -854,6 +892,7 @@ class SSHConnection(_AgentHost):
         self.lock = lock
         self._conn: Any = None
         self._oneshot_channels: set[Any] = set()
+        self._interrupted_channels: set[Any] = set()
         self._lock_channel: Any = None
         if options.python.lower() == "none":
             self.mode = "one-shot"
@@ -942,10 +981,11 @@ class SSHConnection(_AgentHost):
             hop.transport.set_keepalive(15)
         self._conn = conn
 
-    # ---- the one-shot path (hosts without python3) --------------------------------------------------
+    # ---- the one-shot path: a play's first look, and hosts without python3 ------------------------
     def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult:
         self.open()
         started = time.monotonic()
+        spill = self._spill()
         try:
             chan = self._conn.transport.open_session(timeout=self.options.connect_timeout)
             self.sessions += 1
@@ -957,7 +997,7 @@ class SSHConnection(_AgentHost):
             except OSError:  # it ended before reading its whole script (e.g. sudo refused): its output says why
                 if not self._conn.transport.is_active():
                     raise
-            out, err, dropped = self._drain(chan, deadline=started + timeout + 2 * _KILL_GRACE if timeout else None)
+            out, err = self._drain(chan, started + timeout + 2 * _KILL_GRACE if timeout else None, spill)
             code = chan.recv_exit_status()
             chan.close()
         except (OSError, EOFError) as exc:
@@ -968,18 +1008,24 @@ class SSHConnection(_AgentHost):
             raise
         finally:
             self._oneshot_channels.discard(locals().get("chan"))
-        if code == -1:  # no exit status: we gave up at the deadline, a signal ended it, or the link died
+        interrupted = chan in self._interrupted_channels
+        self._interrupted_channels.discard(chan)
+        if interrupted:
+            code = 128 + 15 if code == -1 else code  # ended by the interrupt's SIGTERM, as a shell says it
+        elif code == -1:  # no exit status: we gave up at the deadline, a signal ended it, or the link died
             if not self._conn.transport.is_active():
                 raise Unreachable(f"connection to {self._target()} lost while running a command")
             code = 124 if timeout else 255
         # `timeout` exits 124 when it stopped the command, 137 when it had to kill it.
         return CommandResult(
-            out.decode("utf-8", "replace"),
-            err.decode("utf-8", "replace"),
+            out.text("stdout"),
+            err.text("stderr"),
             code,
             time.monotonic() - started,
-            timed_out=bool(timeout) and code in (124, 137),
-            dropped=dropped,
+            timed_out=bool(timeout) and code in (124, 137) and not interrupted,
+            interrupted=interrupted,
+            dropped=out.dropped + err.dropped,
+            spilled=tuple(str(c.raw_path) for c in (out, err) if c.raw_path),
         )
 
     def _hold_lock_without_agent(self, lock: HostLock) -> None:
@@ -1027,10 +1073,12 @@ class SSHConnection(_AgentHost):
             raise TransferFailed(f"{exc.strerror or exc}: {path}") from None
         return buf.getvalue()
 
-    def _drain(self, chan: Any, deadline: float | None) -> tuple[bytes, bytes, int]:
+    def _drain(self, chan: Any, deadline: float | None, spill: Path | None) -> tuple[_Capture, _Capture]:
         """stdout and stderr until EOF; or until the deadline; or shortly after the command
-        exited, since a background process it left behind may hold its output open for good."""
-        out, err = _Capture(self.output_keep, None), _Capture(self.output_keep, None)
+        exited, since a background process it left behind may hold its output open for good.
+        Capped in memory and spilled whole as on the agent path."""
+        out = _Capture(self.output_keep, spill.with_name(spill.name + ".stdout") if spill else None)
+        err = _Capture(self.output_keep, spill.with_name(spill.name + ".stderr") if spill else None)
         exited = False
         while True:
             done = chan.eof_received or chan.closed  # read before draining: data sent before is buffered
@@ -1050,11 +1098,17 @@ class SSHConnection(_AgentHost):
                 break
             # An exit status wakes no file descriptor, so look for it now and then.
             select.select([chan], [], [], _POLL if left is None else min(left, _POLL))
-        return out.text("stdout").encode(), err.text("stderr").encode(), out.dropped + err.dropped
+        return out, err
 
     def interrupt(self) -> None:
+        """As the agents do, and for a one-shot command: SIGTERM through SSH (sshd signals the
+        session's process group; under sudo, `timeout` passes it on to its whole group), then the
+        channel is closed so that nothing waits for it."""
         super().interrupt()
-        for chan in list(self._oneshot_channels):  # best effort: no agent to stop its process tree
+        for chan in list(self._oneshot_channels):
+            self._interrupted_channels.add(chan)
+            with contextlib.suppress(Exception):
+                _signal(chan, "TERM")
             with contextlib.suppress(Exception):
                 chan.close()
 
@@ -1070,6 +1124,21 @@ class SSHConnection(_AgentHost):
         if self._conn is not None:
             _close_hops(self._conn)
             self._conn = None
+
+
+def _signal(chan: Any, name: str) -> None:
+    """A channel's `signal` request (RFC 4254 6.9; OpenSSH's sshd signals the session's process
+    group). paramiko has no call for it: built as paramiko builds its own channel requests."""
+    from paramiko.common import cMSG_CHANNEL_REQUEST
+    from paramiko.message import Message
+
+    msg = Message()
+    msg.add_byte(cMSG_CHANNEL_REQUEST)
+    msg.add_int(chan.remote_chanid)
+    msg.add_string("signal")
+    msg.add_boolean(False)
+    msg.add_string(name)
+    chan.transport._send_user_message(msg)
 
 
 class _Hop:

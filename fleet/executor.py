@@ -4,10 +4,11 @@ apply, register.
 Probes are batched: when a task needs its probe, the probes of the tasks after it that can
 already be rendered (and the facts, before the first task) go in the same request, and their
 observations are kept until something changes the host. So a converged play costs one round trip
-per host, and a play with k changes about 2k+1. The batch is only a cache of observations keyed by
-the exact probe script and its settings: every task is still decided, rendered and planned at its
-own turn with the real variables, and uses a kept observation only when its probe is the same, so
-batched and unbatched runs give identical results (tests/test_batched_probes.py).
+per host, and a play with k changes about 2k+2 (2k+1, and one look again under the host lock). The
+batch is only a cache of observations keyed by the exact probe script and its settings: every task
+is still decided, rendered and planned at its own turn with the real variables, and uses a kept
+observation only when its probe is the same, so batched and unbatched runs give identical results
+(tests/test_batched_probes.py).
 
 What ends a batch: a task whose `when:`, `loop:`, args or environment need something not known
 yet (an earlier task's registered result, or the facts while they are being gathered); a task
@@ -16,7 +17,16 @@ that will run something without a probe (a command with no `creates`/`removes`, 
 it are sent again); a task that runs as another user (`become`); MAX_PROBES probes. Probes with
 different environments share a batch (each exports its own in its subshell); a batch runs under
 the shortest time limit of its probes, and a probe it could not answer in time runs again alone
-under its own limit, as unbatched."""
+under its own limit, as unbatched.
+
+The first look and the host lock: a play's first request (the facts and the first batch) only
+observes, so it goes over one plain exec channel (fleet.connection), starts no python3 agent on
+the host and takes no host lock; a converged play ends there. Every later request goes through
+the agent, which takes the host lock with it. A task that must change the host from what was
+observed without the lock looks again first: its probe and those of the tasks after it, one
+batched request through the agent under the lock, and the task is planned anew from that, so a
+change another run made in between is seen before anything is applied. (Facts are not gathered
+again: they stay cached for the run.)"""
 
 from __future__ import annotations
 
@@ -59,8 +69,11 @@ class HostExecutor:
         self.redactor = redactor
         self.facts: Facts | None = None
         self.registered: dict[str, Any] = {}
-        # Observations taken since the host last changed, in the order they were probed.
-        self._kept: list[tuple[ProbeCall, CommandResult]] = []
+        # Observations taken since the host last changed, in the order they were probed, each
+        # with whether it was taken without the host lock.
+        self._kept: list[tuple[ProbeCall, CommandResult, bool]] = []
+        self._first_look = True  # the play's first request: it only observes (no agent, no lock)
+        self._seen_unlocked = False  # whether the observation _probe returned last was taken unlocked
         self._alone: set[ProbeCall] = set()  # calls a batch could not answer: they run on their own
         self._play: Play | None = None
         self._cursor = (0, 0)  # (task index, item index) of the task running now
@@ -105,7 +118,7 @@ class HostExecutor:
     # ---- play ----------------------------------------------------------------------------------
     def run_play(self, play: Play) -> None:
         """Run a play's tasks; stop this host at its first failure (unless ignored)."""
-        self._play, self._cursor, self._kept = play, (0, 0), []
+        self._play, self._cursor, self._kept, self._first_look = play, (0, 0), [], True
         try:
             gather = self.flag(play.gather_facts, self.variables(play), "gather_facts")
         except TemplateError as exc:
@@ -258,25 +271,31 @@ class HostExecutor:
             return self._finish(task, Status.SKIPPED, "condition false", started, item=item)
         action, run_kwargs = prepared
         ctx = Context(self.host, self.facts, scope, self.options.check)
-        observed = None
         probe = as_probe(action.probe())
-        try:
-            if probe is not None:
-                result = self._probe(ProbeCall.of(probe.script, run_kwargs))
-                if result.timed_out:
-                    return self._timed_out(task, started, item, run_kwargs["timeout"])
-                observed = observe(probe, result)
-            plan = action.plan(observed, ctx)
-        except FleetError as exc:  # also a probe that failed (ProbeFailed)
-            return self._finish(task, Status.FAILED, str(exc), started, item=item)
-        if plan.fail:
-            return self._judge(task, scope, Status.FAILED, plan.fail, plan, started, item, plan.data)
-        if not plan.changes:
-            return self._judge(task, scope, Status.OK, plan.summary, plan, started, item, plan.data)
-        if self.options.check and not action.read_only:
-            status = Status.SKIPPED if plan.always_runs else Status.CHANGED
-            message = f"would {plan.summary}" if plan.summary else "would change"
-            return self._finish(task, status, message, started, diff=plan.diff, item=item, data=plan.data)
+        for look in ("first", "under the lock"):
+            observed, unlocked = None, False
+            try:
+                if probe is not None:
+                    result = self._probe(ProbeCall.of(probe.script, run_kwargs), locked=look != "first")
+                    if result.timed_out:
+                        return self._timed_out(task, started, item, run_kwargs["timeout"])
+                    observed, unlocked = observe(probe, result), self._seen_unlocked
+                plan = action.plan(observed, ctx)
+            except FleetError as exc:  # also a probe that failed (ProbeFailed)
+                return self._finish(task, Status.FAILED, str(exc), started, item=item)
+            if plan.fail:
+                return self._judge(task, scope, Status.FAILED, plan.fail, plan, started, item, plan.data)
+            if not plan.changes:
+                return self._judge(task, scope, Status.OK, plan.summary, plan, started, item, plan.data)
+            if self.options.check and not action.read_only:
+                status = Status.SKIPPED if plan.always_runs else Status.CHANGED
+                message = f"would {plan.summary}" if plan.summary else "would change"
+                return self._finish(task, status, message, started, diff=plan.diff, item=item, data=plan.data)
+            if not unlocked or action.read_only or look != "first":
+                break
+            # Seen without the host lock: another run may have changed the host since. Look again
+            # under the lock (this task's probe and those after it, one request) and plan anew.
+            self._kept = []
         return self._apply(task, scope, action, plan, ctx, run_kwargs, started, item)
 
     def _apply(
@@ -291,6 +310,7 @@ class HostExecutor:
         item: Any,
     ) -> TaskResult:
         self._kept.clear()  # the host changes: what was observed before may no longer hold
+        self._first_look = False  # what comes after a change goes through the agent, under the lock
         as_user = {"become": run_kwargs["become"], "become_user": run_kwargs["become_user"]}
         for upload in plan.uploads:  # streamed by the connection, each written atomically
             try:
@@ -312,25 +332,36 @@ class HostExecutor:
         return self._judge(task, scope, Status.CHANGED, plan.summary, plan, started, item, data)
 
     # ---- probes, batched -------------------------------------------------------------------------
-    def _probe(self, call: ProbeCall) -> CommandResult:
+    def _probe(self, call: ProbeCall, *, locked: bool = False) -> CommandResult:
         """The result of a probe call: kept from a batch sent since the host last changed, else
-        from a new batch that also carries the probes of the tasks after this one."""
+        from a new batch that also carries the probes of the tasks after this one (`locked`: a new
+        batch, taken under the host lock)."""
         if self.options.batch_probes and call not in self._alone:
             if (kept := self._take(call)) is not None:
                 return kept
             batch = Batch.of([call, *self._lookahead(call)])
             if len(batch.calls) > 1:
-                result = self.conn.run(batch.script(), **batch.run_kwargs())
-                self._kept = list(zip(batch.calls, batch.split(result), strict=False))
+                result = self._request(batch.script(), batch.run_kwargs(), locked)
+                answered = zip(batch.calls, batch.split(result), strict=False)
+                self._kept = [(c, r, self._seen_unlocked) for c, r in answered]
                 if (kept := self._take(call)) is not None:
                     return kept
                 self._alone.add(call)  # unanswered (timed out, sudo refused): it runs alone, as unbatched
-        return self.conn.run(call.script, **call.run_kwargs())
+        return self._request(call.script, call.run_kwargs(), locked)
+
+    def _request(self, script: str, run_kwargs: Mapping[str, Any], locked: bool) -> CommandResult:
+        """Send probes: without the host lock unless `locked`; the play's first request over a
+        plain exec channel (no agent), every later one through the agent."""
+        first, self._first_look = self._first_look, False
+        result = self.conn.run(script, **run_kwargs, observe_only=not locked, plain=first and not locked)
+        self._seen_unlocked = not self.conn.locked()
+        return result
 
     def _take(self, call: ProbeCall) -> CommandResult | None:
-        for index, (kept_call, result) in enumerate(self._kept):
+        for index, (kept_call, result, unlocked) in enumerate(self._kept):
             if kept_call == call:
                 del self._kept[: index + 1]  # what came before was for tasks that did not need it
+                self._seen_unlocked = unlocked
                 return result
         return None
 

@@ -203,7 +203,7 @@ FACTS_PROBE = Probe(PROBE, _parse_result)
 
 def gather_facts(conn: Connection) -> Facts:
     """Facts of one host: one remote command."""
-    return observe(FACTS_PROBE, conn.run(FACTS_PROBE.script, timeout=FACTS_TIMEOUT))
+    return observe(FACTS_PROBE, conn.run(FACTS_PROBE.script, timeout=FACTS_TIMEOUT, observe_only=True, plain=True))
 
 
 def with_overrides(facts: Facts, overrides: Mapping[str, Any] | None) -> Facts:

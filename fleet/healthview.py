@@ -31,8 +31,9 @@ def expected_by_host(inventory: Inventory, hosts: list[str], options: RunOptions
     return out
 
 
-def read_health(conn: Any) -> HostHealth | None:
-    return parse_health(sections(conn.run(SCRIPT, timeout=60).stdout))
+def read_health(conn: Any, *, plain: bool = False) -> HostHealth | None:
+    """`plain`: the connection's only command (`fleet health`), so no agent is started for it."""
+    return parse_health(sections(conn.run(SCRIPT, timeout=60, observe_only=True, plain=plain).stdout))
 
 
 def examine(conn: Any, host: str, hostvars: Mapping[str, Any]) -> list[Problem]:
@@ -51,7 +52,7 @@ def problem_dict(p: Problem) -> dict[str, Any]:
 def show_health(inventory: Inventory, hosts: list[str], options: RunOptions, *, as_json: bool) -> int:
     expected = expected_by_host(inventory, hosts, options)
     with Session(inventory, options) as session:
-        found = each_host(session, hosts, lambda host, conn: read_health(conn), options.forks)
+        found = each_host(session, hosts, lambda host, conn: read_health(conn, plain=True), options.forks)
     code = 0
     out: dict[str, Any] = {}
     lines = []

@@ -10,10 +10,8 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
-import tempfile
 import textwrap
 import threading
 import time
@@ -446,42 +444,6 @@ def test_a_locked_host_fails_with_who_holds_it_and_no_lock_overrides(conn_to, ss
     forced = subprocess.run(_cli("run", book, "-i", ssh_inventory, "--no-lock", "--json"), cwd=REPO,
                             capture_output=True, text=True, timeout=120)  # fmt: skip
     assert forced.returncode == 0, forced.stdout + forced.stderr
-
-
-def test_a_play_costs_one_ssh_session_per_host_two_with_become(tmp_path):
-    """Counted where it happens: the host's sshd logs one `Starting session:` per session."""
-    from sshfleet import SSHFleet, allow_sudo
-
-    root = Path(tempfile.mkdtemp(prefix="fleet-sess-", dir="/tmp"))  # readable by the hosts' users
-    root.chmod(0o755)
-    fleet = SSHFleet(root / "fleet", 2, prefix="sess", log_level="VERBOSE")
-    sudoers = Path(f"/etc/sudoers.d/fleet-tests-sess-{fleet.run_id}")
-    allow_sudo([h.user for h in fleet.hosts], sudoers)
-    try:
-        fleet.start()
-        inventory = fleet.inventory(tmp_path / "inv")
-        tasks = [
-            {"directory": {"path": "~/s"}},
-            {"copy": {"dest": "~/s/a.txt", "content": "a\n"}},
-            {"line": {"path": "~/s/b.txt", "line": "b"}},
-            {"command": "id -un", "register": "me", "changed_when": False},
-        ]
-        book = tmp_path / "book.yaml"
-        root_task = {"command": "id -un", "become": True, "changed_when": False}
-        for label, play_tasks, want in (("plain", tasks, 1), ("become", [*tasks, root_task], 2)):
-            book.write_text(yaml.safe_dump([{"hosts": "nodes", "tasks": play_tasks}]))
-            for run in ("first", "converged"):
-                sizes = {h.name: (h.dir / "sshd.log").stat().st_size for h in fleet.hosts}
-                result = subprocess.run(_cli("run", book, "-i", inventory), cwd=REPO, capture_output=True, text=True)
-                assert result.returncode == 0, result.stdout + result.stderr
-                for host in fleet.hosts:
-                    log = (host.dir / "sshd.log").read_bytes()[sizes[host.name] :]
-                    assert log.count(b"Starting session:") == want, (label, run, host.name)
-    finally:
-        fleet.stop()
-        sudoers.unlink(missing_ok=True)
-        fleet.remove_users()
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_host_without_python_still_takes_the_host_lock(conn_to):

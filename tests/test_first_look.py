@@ -1,0 +1,241 @@
+"""A play's first look at a host goes over one plain exec channel: no python3 agent, no host lock.
+
+Counted where it happens, on real sshd hosts: the hosts' sshd logs (`Starting session:`, one per
+SSH session) and an interpreter that notes every start of the agent on the host. A converged play
+and `fleet facts` cost one session and no agent; the agent starts only for what must run (a
+change, a command that always runs, a probe after the first batch). A change planned from that
+unlocked look is planned again from a look under the host lock, so another run's change in
+between is never lost. The plain channel keeps the agent's guarantees that matter for a probe:
+Ctrl-C and the time limit end it, output beyond the cap is spilled whole."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import run_fleet
+from faultkit import start_fleet
+
+from fleet.connection import HostLock, connect, lock_holder
+from fleet.inventory import load_inventory
+
+pytestmark = pytest.mark.ssh
+
+COUNTED_PYTHON = """#!/bin/sh
+# Notes every start of an interpreter through this path: the login user and who it runs as.
+printf '%s %s\\n' "${{SUDO_USER:-$(id -un)}}" "$(id -un)" >> {log}
+exec python3 "$@"
+"""
+
+
+def wait_until(check, wait: float = 30.0) -> bool:
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
+
+
+def gone(pid: int, wait: float = 10.0) -> bool:
+    def ended() -> bool:
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        except OSError:
+            return True
+
+    return wait_until(ended, wait)
+
+
+@pytest.fixture(scope="module")
+def counted(tmp_path_factory):
+    """Two sshd hosts that log every session, whose inventory runs the agent through a python3
+    that notes each start in `starts.log`."""
+    from sshfleet import SSHFleet, allow_sudo
+
+    root = Path(tempfile.mkdtemp(prefix="fleet-look-", dir="/tmp"))  # readable by the hosts' users
+    root.chmod(0o755)
+    fleet = SSHFleet(root / "fleet", 2, prefix="look", log_level="VERBOSE")
+    sudoers = Path(f"/etc/sudoers.d/fleet-tests-look-{fleet.run_id}")
+    allow_sudo([h.user for h in fleet.hosts], sudoers)
+    log = root / "starts.log"
+    log.touch(mode=0o666)
+    log.chmod(0o666)
+    python = root / "python3-counted"
+    python.write_text(COUNTED_PYTHON.format(log=log))
+    python.chmod(0o755)
+    inventory = fleet.inventory(tmp_path_factory.mktemp("look") / "inv")
+    data = yaml.safe_load((inventory / "hosts.yaml").read_text())
+    data["all"]["vars"]["python_interpreter"] = str(python)
+    (inventory / "hosts.yaml").write_text(yaml.safe_dump(data))
+    try:
+        fleet.start()
+        yield fleet, inventory, log
+    finally:
+        fleet.stop()
+        sudoers.unlink(missing_ok=True)
+        fleet.remove_users()
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def counts(counted, *args: object) -> dict[str, tuple[int, list[str]]]:
+    """Run the CLI; per host: the SSH sessions its sshd started and the agents started on it
+    (as whom), during that run."""
+    fleet, _inventory, log = counted
+    sizes = {h.name: (h.dir / "sshd.log").stat().st_size for h in fleet.hosts}
+    started = log.stat().st_size
+    result = run_fleet(*args)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    time.sleep(0.2)  # sshd writes its log lines asynchronously to the client's exit
+    starts = log.read_bytes()[started:].decode().splitlines()
+    out = {}
+    for host in fleet.hosts:
+        sessions = (host.dir / "sshd.log").read_bytes()[sizes[host.name] :].count(b"Starting session:")
+        out[host.name] = (sessions, sorted(line.split()[1] for line in starts if line.split()[0] == host.user))
+    return out
+
+
+def test_a_converged_play_and_facts_cost_one_session_and_no_agent(counted, tmp_path):
+    fleet, inventory, _ = counted
+    login = {h.name: h.user for h in fleet.hosts}
+    tasks = [
+        {"directory": {"path": "~/look"}},
+        {"copy": {"dest": "~/look/a.txt", "content": "a\n"}},
+        {"line": {"path": "~/look/b.txt", "line": "b"}},
+    ]
+    always = {"command": "id -un", "register": "me", "changed_when": False}
+    as_root = {"command": {"cmd": "true", "creates": "/"}, "become": True}
+    book = tmp_path / "book.yaml"
+
+    def run(play_tasks: list[dict]) -> dict[str, tuple[int, list[str]]]:
+        book.write_text(yaml.safe_dump([{"hosts": "nodes", "tasks": play_tasks}]))
+        return counts(counted, "run", book, "-i", inventory)
+
+    for host in fleet.hosts:
+        shutil.rmtree(host.home / "look", ignore_errors=True)
+    # first run: the look over a plain channel, then the agent for the changes
+    assert run(tasks) == {h: (2, [user]) for h, user in login.items()}
+    # converged: the look alone, one request, no agent
+    assert run(tasks) == {h: (1, []) for h in login}
+    book.write_text(yaml.safe_dump([{"hosts": "nodes", "tasks": tasks}]))
+    recap = [json.loads(line) for line in run_fleet("run", book, "-i", inventory, "--json").stdout.splitlines()]
+    assert {e["host"]: e["commands"] for e in recap if e["event"] == "recap"} == {h: 1 for h in login}
+    assert counts(counted, "facts", "-i", inventory) == {h: (1, []) for h in login}
+    # a command that always runs needs the agent; so does a root probe (its own agent, under sudo)
+    assert run([*tasks, always]) == {h: (2, [user]) for h, user in login.items()}
+    assert run([*tasks, as_root]) == {h: (2, ["root"]) for h in login}
+    for host in fleet.hosts:
+        shutil.rmtree(host.home / "look", ignore_errors=True)
+    assert run([*tasks, as_root]) == {h: (3, sorted(["root", user])) for h, user in login.items()}
+
+
+def test_a_change_planned_from_the_unlocked_look_is_planned_again_under_the_lock(ssh_fleet, ssh_inventory, tmp_path):
+    """Run A looks (no lock) and would add its line to a missing file; run B, holding the host
+    lock, adds its own line after A's look; A must plan from B's file, not from its look."""
+    host = ssh_fleet.host("node-03")
+    shared, gate = host.home / "relock.txt", host.home / "gate"
+    shared.unlink(missing_ok=True)
+    gate.unlink(missing_ok=True)
+    os.mkfifo(gate, 0o600)
+    shutil.chown(gate, host.user, host.user)
+    # The second task's probe (a python check, in the same first batch, after the line's probe)
+    # blocks on the FIFO: once the test can open it, A's look at relock.txt has been taken.
+    wait_on_gate = "import os; p = os.path.expanduser('~/gate'); os.path.exists(p) and open(p).read()"
+    book = tmp_path / "book.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": host.name, "gather_facts": False, "tasks": [
+        {"name": "a line", "line": {"path": "~/relock.txt", "line": "a-line"}},
+        {"name": "gate", "python": {"venv": "/usr", "code": wait_on_gate}},
+    ]}]))  # fmt: skip
+    inv = load_inventory(ssh_inventory)
+    other_run = connect(host.name, inv.host(host.name).vars, lock=HostLock("run-b", lock_holder(), wait=5))
+    run_a = start_fleet("run", book, "-i", ssh_inventory, "--json", "--lock-wait", "60")
+    try:
+        assert other_run.run("true").ok  # run B holds the host lock
+        writer = None
+
+        def open_gate() -> bool:
+            nonlocal writer
+            try:
+                writer = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)  # only once a reader has it open
+            except OSError:
+                return False
+            return True
+
+        assert wait_until(open_gate, 60), run_a.stderr.read() if run_a.poll() is not None else "A never looked"
+        gate.unlink()  # later looks pass straight through
+        assert other_run.run("echo b-line >> ~/relock.txt").ok  # B's change, after A's look, under the lock
+        other_run.release_lock()
+        os.write(writer, b"go\n")
+        os.close(writer)
+        out, err = run_a.communicate(timeout=120)
+    finally:
+        other_run.close()
+        if run_a.poll() is None:
+            run_a.kill()
+    assert run_a.returncode == 0, out + err
+    results = {e["task"]: e for e in map(json.loads, out.splitlines()) if e["event"] == "task_result"}
+    assert results["a line"]["status"] == "changed"
+    assert shared.read_text() == "b-line\na-line\n"  # B's line survived: A planned from the file B left
+
+
+@pytest.fixture
+def plain_conn(ssh_fleet, ssh_inventory):
+    inv = load_inventory(ssh_inventory)
+    opened = []
+
+    def make(name: str):
+        conn = connect(name, inv.host(name).vars)
+        opened.append(conn)
+        return conn
+
+    yield make
+    for conn in opened:
+        conn.close()
+
+
+@pytest.mark.parametrize("become", [False, True], ids=["login", "become"])
+def test_interrupt_and_time_limit_end_a_plain_look_with_its_process_tree(plain_conn, become):
+    conn = plain_conn("node-04")
+    pidfile = f"/tmp/fleet-look-{os.getpid()}-{become}"
+    done = []
+    look = f"sleep 600 & echo $! > {pidfile}; wait"
+    worker = threading.Thread(
+        target=lambda: done.append(conn.run(look, become=become, observe_only=True, plain=True)), daemon=True
+    )
+    worker.start()
+    assert wait_until(lambda: Path(pidfile).exists() and Path(pidfile).read_text().strip())
+    pid = int(Path(pidfile).read_text())
+    conn.interrupt()
+    worker.join(15)
+    assert done and done[0].interrupted and not done[0].ok
+    assert gone(pid), "the look's process tree outlived the interrupt"
+    Path(pidfile).unlink()
+    result = conn.run(look, timeout=1, become=become, observe_only=True, plain=True)
+    assert result.timed_out and result.exited == 124
+    assert gone(int(Path(pidfile).read_text())), "the look's process tree outlived its time limit"
+    Path(pidfile).unlink()
+    assert (conn.sessions, conn.commands) == (2, 2) and not conn._agents  # two plain channels, no agent
+
+
+def test_a_plain_look_caps_and_spills_its_output_and_the_next_request_starts_the_agent(plain_conn, tmp_path):
+    conn = plain_conn("node-01")
+    conn.output_keep = 64 * 1024
+    conn.output_dir = tmp_path / "out"
+    result = conn.run("seq 1 1000000; echo done >&2", observe_only=True, plain=True)
+    assert result.stderr == "done\n" and result.stdout.endswith("999999\n1000000\n")
+    assert f"stdout: output too large: {result.dropped} bytes not kept in memory" in result.stdout
+    (spilled,) = (tmp_path / "out").iterdir()
+    assert result.spilled == (str(spilled),)
+    assert spilled.read_bytes() == subprocess.run(["seq", "1", "1000000"], capture_output=True).stdout
+    assert (conn.sessions, conn.mode, conn._agents) == (1, "agent", {})
+    agent = conn.run("echo $PPID").stdout  # anything that is not a plain look goes to the agent
+    assert conn.run("echo $PPID", observe_only=True, plain=True).stdout == agent  # it runs now: no new channel
+    assert conn.sessions == 2
