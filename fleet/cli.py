@@ -163,6 +163,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     facts = sub.add_parser("facts", help="arch, OS, driver, CUDA, GPUs and training stack per host")
     _common(facts)
+    facts.add_argument(
+        "-c", "--config", default=None, help="training config whose model the `attention` column is for "
+        "(default: playbooks/files/train_config.yaml)"
+    )  # fmt: skip
     facts.set_defaults(handler=cmd_facts)
 
     health = sub.add_parser(
@@ -285,7 +289,8 @@ def cmd_facts(args: argparse.Namespace) -> int:
     from .factsview import show_facts
 
     inventory = load_inventory_arg(args.inventory, args.strict_hosts)
-    return show_facts(inventory, inventory.require(host_pattern(args)), run_options(args), as_json=args.json)
+    hosts = inventory.require(host_pattern(args))
+    return show_facts(inventory, hosts, run_options(args), as_json=args.json, train_config=args.config)
 
 
 def cmd_health(args: argparse.Namespace) -> int:

@@ -44,9 +44,7 @@ def stack_text(facts: Facts) -> str:
             parts.append(f"{key} {s[key]}")
     if "flash_attn_3" in s:
         parts.append("FA3 " + ("ok" if s["flash_attn_3"] else "missing"))
-    if s.get("attn_impl"):
-        parts.append(f"attn {s['attn_impl']}")
-    return ", ".join(parts) or "-"
+    return ", ".join(parts) or "-"  # the attention that will run has its own column
 
 
 def _gib(n: int) -> str:
@@ -68,14 +66,24 @@ def gpu_memory_text(facts: Facts) -> str:
     return f"{used}/{total} MiB"
 
 
-def collect(inventory: Inventory, hosts: list[str], options: RunOptions) -> dict[str, Facts | Unreachable]:
+def collect(
+    inventory: Inventory, hosts: list[str], options: RunOptions, train_config: str | None = None
+) -> tuple[dict[str, Facts | Unreachable], dict[str, str]]:
+    """Every host's facts, then (a second command, on the hosts that answered) the attention
+    implementation training the config's model would really use there."""
+    from .train.control import attention_on
+
     with Session(inventory, options) as session:
-        return each_host(session, hosts, lambda host, conn: gather_facts(conn), options.forks)
+        found = each_host(session, hosts, lambda host, conn: gather_facts(conn), options.forks)
+        reachable = {h: f for h, f in found.items() if isinstance(f, Facts)}
+        return found, attention_on(session, reachable, train_config)
 
 
-def show_facts(inventory: Inventory, hosts: list[str], options: RunOptions, *, as_json: bool) -> int:
+def show_facts(
+    inventory: Inventory, hosts: list[str], options: RunOptions, *, as_json: bool, train_config: str | None = None
+) -> int:
     expected = expected_by_host(inventory, hosts, options)
-    found = collect(inventory, hosts, options)
+    found, attention = collect(inventory, hosts, options, train_config)
     reachable = {h: f for h, f in found.items() if isinstance(f, Facts)}
     odd = odd_stacks(reachable)
     problems = {h: judge(f.health, expected_gpus=expected[h], gpu_error=f.gpu_error) for h, f in reachable.items()}
@@ -88,19 +96,21 @@ def show_facts(inventory: Inventory, hosts: list[str], options: RunOptions, *, a
                 events.emit("facts", host=h, unreachable=str(f))
                 continue
             health = {"healthy": not errors(problems[h]), "health_problems": [problem_dict(p) for p in problems[h]]}
-            events.emit("facts", **{**f.as_dict(), "host": h, "stack_differs": h in odd, **health})
+            events.emit(
+                "facts", **{**f.as_dict(), "host": h, "stack_differs": h in odd, **health, "attention": attention[h]}
+            )
     else:
         rows = []
         for host, f in found.items():
             if isinstance(f, Unreachable):
-                rows.append((host, "unreachable", "(below)", "", "", "", "", "", "", ""))
+                rows.append((host, "unreachable", "(below)", "", "", "", "", "", "", "", ""))
                 continue
             rows.append((
                 host, f.arch, f"{f.os_id} {f.os_version}".strip(), f"{f.cpus}/{_gib(f.memory_bytes)}",
                 f.driver or "-", f.cuda or "-", gpu_text(f), gpu_memory_text(f),
-                ("≠ " if host in odd else "") + stack_text(f), summary(problems[host]),
+                ("≠ " if host in odd else "") + stack_text(f), attention[host], summary(problems[host]),
             ))  # fmt: skip
-        columns = ("host", "arch", "os", "cpu/mem", "driver", "cuda", "gpus", "gpu mem", "stack", "health")
+        columns = ("host", "arch", "os", "cpu/mem", "driver", "cuda", "gpus", "gpu mem", "stack", "attention", "health")
         print_table(rows, columns, title=f"facts of {len(hosts)} host(s)")
         for host, f in found.items():  # whole, under the table: a column would cut the reason short
             if isinstance(f, Unreachable):

@@ -7,10 +7,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import subprocess
 
 import pytest
 import yaml
+from conftest import by_host, run_fleet
 from train_jobs.kit import (
     TRAIN_GRPO,
     fleet_train,
@@ -19,11 +21,13 @@ from train_jobs.kit import (
     train_python,
     wait_for,
     wait_until_ended,
+    write_config,
 )
 
 from fleet.train.jobs import parse_progress
 
 SMOKE_CONFIG = TRAIN_GRPO.parent / "train_config.smoke.yaml"
+GPT_OSS_EAGER = "eager (gpt_oss attention sinks: only eager computes them in forward and backward)"
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +67,7 @@ def test_fleet_train_runs_the_smoke_on_an_sshd_host(python, ssh_fleet, tmp_path)
     launched = fleet_train(inv, SMOKE_CONFIG, "--hosts", "node-02")
     assert launched.returncode == 0, launched.stdout + launched.stderr
     assert "synced train_grpo.py, train_config.smoke.yaml" in launched.stdout
+    assert f"note node-02: attention {GPT_OSS_EAGER}" in launched.stdout  # asked of the script on the host
     try:
         final = wait_until_ended(inv, SMOKE_CONFIG, "node-02")
     finally:
@@ -115,3 +120,34 @@ def test_interrupted_smoke_run_resumes_from_its_newest_checkpoint(python, ssh_fl
     assert steps_after == list(range(newest + 1, 21)), steps_after  # continues, no step twice
     assert "step=1/20" in first_launch and "step=1/20" not in second_launch
     assert "done: 20 steps in" in second_launch and f"({20 - newest} in this launch)" in second_launch
+
+
+@pytest.mark.ssh
+def test_facts_say_which_attention_training_will_really_use(python, ssh_fleet, tmp_path):
+    """train_grpo.py --which-attention, asked on each host with the job's environment: eager for
+    gpt-oss whatever is requested; down the chain for a model without sinks on a CPU host."""
+    inv = train_inventory(ssh_fleet, tmp_path / "inv")
+    (inv / "host_vars").mkdir()
+    (inv / "host_vars" / "node-03.yaml").write_text("train_python: /nonexistent/bin/python\n")
+    (inv / "host_vars" / "node-02.yaml").write_text("attn_impl: flash_attention_3\n")  # asked for; refused
+    smoke = run_fleet("facts", "-i", inv, "--hosts", "node-02,node-03", "--json", "-c", SMOKE_CONFIG)
+    assert smoke.returncode == 0, smoke.stderr
+    facts = by_host(smoke.stdout)
+    assert facts["node-02"]["attention"] == GPT_OSS_EAGER
+    assert facts["node-03"]["attention"] == "unknown (no training python here)"
+    table = run_fleet("facts", "-i", inv, "--hosts", "node-02", "-c", SMOKE_CONFIG)
+    assert "attention" in table.stdout.splitlines()[1] and "eager (gpt_oss" in table.stdout
+
+    host = ssh_fleet.host("node-02")  # a model without attention sinks, its config readable on the host
+    model = host.home / "tiny-llama"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({
+        "model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 64,
+        "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 64,
+    }))  # fmt: skip
+    for path in (model, model / "config.json"):
+        shutil.chown(path, host.user, host.user)
+    llama = write_config(tmp_path / "llama.yaml", script=TRAIN_GRPO, run="llama", train={"model": str(model)})
+    seen = by_host(run_fleet("facts", "-i", inv, "--hosts", "node-02", "--json", "-c", llama).stdout)
+    cpu = "flash_attention_3: no CUDA device; flash_attention_2: no CUDA device"
+    assert seen["node-02"]["attention"] == f"sdpa ({cpu})", seen

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
+from ..facts import Facts
 from ..inventory import Inventory
 from ..model import RunOptions, RunReport, Status, TaskResult, Unreachable
 from ..playbook import Play, Playbook
@@ -22,11 +23,11 @@ from ..report import Reporter
 from ..runner import Session, each_host, run_playbook
 from ..task import Task
 from .actions import HOST, LaunchOrder, RunOrder
-from .config import TrainConfig, host_setting
-from .jobs import PEER_PREFIX, STOPPED_BY_USER, RunPaths, follow_script, tail_script
-from .plan import launch_barrier, node_specs
+from .config import TrainConfig, host_setting, load_config
+from .jobs import PEER_PREFIX, STOPPED_BY_USER, RunPaths, attention_check, follow_script, tail_script
+from .plan import launch_barrier, node_specs, requested_attention
 from .rendezvous import LEFTOVERS, peers_to_stop
-from .view import HostStatus, LogPrinter
+from .view import HostStatus, LogPrinter, attention_text
 
 PROBE_TIMEOUT = 60
 ATTENTION_TIMEOUT = 120  # the launch script asks train_grpo.py what attention it will use (imports torch)
@@ -180,6 +181,31 @@ def stop(
     play = _play(f"stop {config.job.run_name}", hosts, _stop_task(order, peer=False, reason=STOPPED_BY_USER),
                  gather_facts=False)  # fmt: skip
     return run_playbook(Playbook(str(config.path), (play,)), inventory, options, reporter, command="train stop")
+
+
+# ---- what will really run ---------------------------------------------------------------------------
+def attention_on(session: Session, facts: Mapping[str, Facts], config_path: str | None = None) -> dict[str, str]:
+    """Per host, what train_grpo.py says training the config's model there will use (`eager
+    (gpt_oss attention sinks: ...)`), asked with the environment a launch would give the job;
+    `-` where the config's job is not train_grpo.py."""
+    config = load_config(config_path)
+    if not config.runs_train_grpo:
+        return dict.fromkeys(facts, "-")
+    script = config.local_file(config.job.script).read_bytes()
+
+    def ask(host: str, conn: Any) -> str:
+        hostvars = session.hostvars(host)
+        env = dict(config.job.env)
+        attn, _ = requested_attention(hostvars, config.job.env, facts[host].stack)
+        if attn:
+            env["ATTN_IMPL"] = attn
+        python = str(host_setting(hostvars, "train_python", config.job.python))
+        workdir = str(host_setting(hostvars, "train_workdir", config.job.workdir))
+        check = attention_check(workdir, python, script, config.content, env)
+        out = conn.run(check, timeout=ATTENTION_TIMEOUT).stdout.strip().splitlines()
+        return attention_text(out[-1] if out else "")
+
+    return {h: a if isinstance(a, str) else f"unknown ({a})" for h, a in each_host(session, list(facts), ask).items()}
 
 
 # ---- logs --------------------------------------------------------------------------------------

@@ -56,6 +56,11 @@ def cancel_verdict(stdout: str) -> tuple[bool, str]:
     return False, "cancelled; squeue no longer lists it"
 
 
+def attention_text(line: str) -> str:
+    """train_grpo.py's `attention: eager (why)` line as the facts column shows it."""
+    return line.removeprefix("attention: ").strip() or "unknown (no answer from train_grpo.py)"
+
+
 def preflight_summary(data: dict[str, Any]) -> str:
     """A node that passed the multi-node preflight: what its launch will do."""
     if data.get("running"):
