@@ -250,3 +250,62 @@ def test_job_killed_with_its_wrapper_shows_lost(ssh_fleet, ssh_inventory, tmp_pa
     wait_for(lambda: not job_processes("lost"), "the job's processes to end")
     code, states = status(ssh_inventory, config, "--hosts", "node-03")
     assert code == 2 and states["node-03"]["state"] == "lost" and states["node-03"]["step"] >= 1
+
+
+def _session_processes(user: str) -> dict[int, str]:
+    """pid -> command line of every process of the host's user that is not part of a training
+    job: fleet's SSH session on the host (sshd's child, the agent, the commands it runs)."""
+    import pwd
+    from pathlib import Path
+
+    uid = pwd.getpwnam(user).pw_uid
+    found = {}
+    for entry in Path("/proc").iterdir():
+        try:
+            if not entry.name.isdigit() or entry.stat().st_uid != uid:
+                continue
+            if b"FLEET_JOB=" in (entry / "environ").read_bytes():
+                continue
+            found[int(entry.name)] = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:
+            continue
+    return found
+
+
+def test_ctrl_c_during_logs_follow_ends_it_and_its_remote_commands(ssh_fleet, ssh_inventory, tmp_path, stop_after):
+    import subprocess
+    import sys
+    import time
+
+    from conftest import REPO
+
+    config = write_config(
+        tmp_path / "f.yaml", script=JOBS / "steps_job.py", run="follow", args=["--steps", "900", "--interval", "0.1"]
+    )
+    stop_after((config, "node-04"))
+    assert fleet_train(ssh_inventory, config, "--hosts", "node-04").returncode == 0
+    user = ssh_fleet.host("node-04").user
+    wait_for(lambda: not _session_processes(user), "the launch's SSH session to end")
+    follow = subprocess.Popen(
+        [sys.executable, "-m", "fleet.cli", "train", "logs", "-f", "-n", "1", "--hosts", "node-04",
+         "-i", str(ssh_inventory), "-c", str(config)],
+        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        lines = [follow.stdout.readline() for _ in range(5)]  # the first, then four that came while following
+        assert all(line.startswith("node-04 | ") and "step=" in line for line in lines), lines
+        during = _session_processes(user)
+        assert during, "fleet's session on the host (its agent) should be there while it follows"
+        follow.send_signal(signal.SIGINT)
+        _, stderr = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+    assert follow.returncode == 130, stderr
+    assert "Traceback" not in stderr, stderr
+    deadline = time.monotonic() + 10
+    while set(during) & set(_session_processes(user)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not set(during) & set(_session_processes(user)), (during, _session_processes(user))
+    assert not [cmd for cmd in _session_processes(user).values() if "tail" in cmd]
+    assert job_processes("follow", "node-04")  # the job itself runs on: following it never touched it
