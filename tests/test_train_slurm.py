@@ -124,7 +124,7 @@ def test_slurm_states_map_to_fleet_states():
     assert state("PENDING -") == "pending" and state("RUNNING -") == "running"
     assert state("COMPLETED 0:0") == "finished"
     assert state("FAILED 1:0") == "failed" and state("TIMEOUT 0:15") == "failed" and state("NODE_FAIL 0:0") == "failed"
-    assert state("CANCELLED+ 0:15", "stopped stopped by fleet train stop") == "stopped"
+    assert state("CANCELLED+ 0:15", "stopped 1700000000 stopped by fleet train stop") == "stopped"
     assert state("CANCELLED 0:15") == "failed"  # cancelled by someone else: the run did not end well
     assert state("", "exit 0 1700000000") == "finished" and state("", "exit 3 1700000000") == "failed"
     assert state("") == "lost"

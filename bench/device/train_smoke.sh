@@ -8,10 +8,13 @@
 #   3. the same again, one rank killed: the other node stops and the run shows failed;
 #   4. one node, interrupted (fleet train stop) after its first checkpoints, a plain relaunch
 #      refused, then `fleet train --resume`: the step count goes on from the checkpoint to the end;
-#   5. a job that dies on an import error: the launch itself reports it failed, with the log's words.
+#   5. a job that dies on an import error: the launch itself reports it failed, with the log's words;
+#   6. `fleet facts` says which attention training will really use (asked of train_grpo.py there), for
+#      gpt-oss and for a model without attention sinks; on a one-GPU box, a two-node launch whose rank 1
+#      fails its preflight (no GPU 1) starts nothing anywhere (the barrier).
 #
 #   bash bench/device/train_smoke.sh                    # needs 2 GPUs for parts 2 and 3
-#   TRAIN_SMOKE_PARTS=145 bash bench/device/train_smoke.sh   # one GPU
+#   TRAIN_SMOKE_PARTS=1456 bash bench/device/train_smoke.sh  # one GPU
 #   TRAIN_SMOKE_CPU=1 bash bench/device/train_smoke.sh  # no GPU: the same steps on the CPU (gloo)
 #
 # Wheels the box lacks (trl, datasets, fleet's deps: see wheels.txt) are taken from .whl/ when
@@ -196,6 +199,35 @@ say "5. a job that dies on an import error: the launch reports it failed"
 fleet train -i "$WORK/inv" -c "$WORK/dies.yaml" --hosts gpu0 | tee "$WORK/dies.out"
 CHECK="launch says failed, with the job's last words" check \
   grep -q "No module named 'fleet_test_module_that_does_not_exist'" "$WORK/dies.out"
+fi
+
+if [[ $PARTS == *6* ]]; then
+say "6. what will really run (fleet facts asks train_grpo.py on the host), and the multi-node barrier"
+fleet facts -i "$WORK/inv" --hosts gpu0 -c "$WORK/smoke_single.yaml"
+attention() { fleet facts -i "$WORK/inv" --hosts gpu0 -c "$WORK/$1.yaml" --json | "$PY" -c "import json,sys; print(json.loads(sys.stdin.readline())['attention'])"; }
+seen=$(attention smoke_single); echo "gpt-oss smoke: $seen"
+CHECK="facts: gpt-oss trains with eager attention here" check [ "${seen#eager (gpt_oss attention sinks}" != "$seen" ]
+mkdir -p "$WORK/tiny-llama"  # a model without attention sinks: its config only, nothing downloaded
+echo '{"model_type": "llama", "architectures": ["LlamaForCausalLM"], "hidden_size": 64, "intermediate_size": 64, "num_hidden_layers": 1, "num_attention_heads": 4, "vocab_size": 64}' >"$WORK/tiny-llama/config.json"
+"$PY" - "$WORK" <<'EOF'
+import sys, yaml
+work = sys.argv[1]
+body = yaml.safe_load(open(f"{work}/smoke_single.yaml"))
+body["job"]["args"] = []
+body["train"] = {"model": f"{work}/tiny-llama"}
+yaml.safe_dump(body, open(f"{work}/llama.yaml", "w"), sort_keys=False)
+EOF
+seen=$(attention llama); echo "a sink-free model: $seen"
+known() { [ -n "$seen" ] && [ "${seen#unknown}" = "$seen" ]; }
+CHECK="facts: a sink-free model walks the chain on this GPU (the first implementation that can load)" check known
+if [ "$("$PY" -c 'import torch; print(torch.cuda.device_count())')" = 1 ]; then
+  # the pair's rank1 asks for GPU 1, which a one-GPU box lacks: its preflight fails, so nothing starts
+  fleet train -i "$WORK/inv" -c "$WORK/smoke_pair.yaml" --hosts pair | tee "$WORK/barrier.out"
+  CHECK="barrier: rank1 fails its preflight, rank0 is not started, the recap says so" check \
+    grep -q "rank0: train smoke_pair: launch: not started on any node: rank1: preflight: GPU 1" "$WORK/barrier.out"
+  untouched() { [ ! -e "$WORK/rank0/runs" ] && [ ! -e "$WORK/rank1/runs" ]; }
+  CHECK="barrier: no run directory on either node" check untouched
+fi
 fi
 
 say "result"

@@ -128,16 +128,20 @@ class TrainPreflight(TrainLaunch):
         return plan if plan.fail else Plan(summary=preflight_summary(dict(plan.data)), data=plan.data)
 
 
+class _RunAction(Action):
+    """Looks at the run's job on the host (state_probe)."""
+
+    def probe(self) -> Probe[JobState]:
+        return Probe(state_probe(self.args.order.paths[self.args.host]), lambda result: parse_state(result.stdout))
+
+
 @action
-class TrainStatus(Action):
+class TrainStatus(_RunAction):
     """The run's state on the host, and what turned sick on its GPUs since the launch."""
 
     name = "train_status"
     Args: ClassVar = RunArgs
     read_only = True
-
-    def probe(self) -> Probe[JobState]:
-        return Probe(state_probe(self.args.order.paths[self.args.host]), lambda result: parse_state(result.stdout))
 
     def plan(self, state: JobState, ctx: Context) -> Plan:
         sick = tuple(turned_sick(state.meta.get("health") or {}, _facts(ctx).health))
@@ -145,14 +149,11 @@ class TrainStatus(Action):
 
 
 @action
-class TrainStop(Action):
+class TrainStop(_RunAction):
     """End every process of the run's job on the host (TERM, then KILL) and confirm none is left."""
 
     name = "train_stop"
     Args: ClassVar = StopArgs
-
-    def probe(self) -> Probe[JobState]:
-        return Probe(state_probe(self.args.order.paths[self.args.host]), lambda result: parse_state(result.stdout))
 
     def plan(self, state: JobState, ctx: Context) -> Plan:
         if not state.procs:
@@ -184,19 +185,21 @@ class SlurmArgs(_ObjectArgs):
     order: InstanceOf[SlurmOrder]
 
 
-def _slurm_probe(order: SlurmOrder) -> Probe[SlurmSeen]:
-    return Probe(slurm_state_probe(order.target.paths(order.config)), lambda result: observe(result.stdout))
+class _SlurmAction(Action):
+    """Looks at the run on the login host: Slurm's view of its job, its files, its checkpoints."""
 
-
-@action
-class SlurmSubmit(Action):
-    """sbatch the run's batch script from the login host unless the run is pending or running."""
-
-    name = "train_slurm_submit"
     Args: ClassVar = SlurmArgs
 
     def probe(self) -> Probe[SlurmSeen]:
-        return _slurm_probe(self.args.order)
+        order = self.args.order
+        return Probe(slurm_state_probe(order.target.paths(order.config)), lambda result: observe(result.stdout))
+
+
+@action
+class SlurmSubmit(_SlurmAction):
+    """sbatch the run's batch script from the login host unless the run is pending or running."""
+
+    name = "train_slurm_submit"
 
     def plan(self, seen: SlurmSeen, ctx: Context) -> Plan:
         o = self.args.order
@@ -210,29 +213,21 @@ class SlurmSubmit(Action):
 
 
 @action
-class SlurmStatus(Action):
+class SlurmStatus(_SlurmAction):
     """The run's state as Slurm and its exit file tell it."""
 
     name = "train_slurm_status"
-    Args: ClassVar = SlurmArgs
     read_only = True
-
-    def probe(self) -> Probe[SlurmSeen]:
-        return _slurm_probe(self.args.order)
 
     def plan(self, seen: SlurmSeen, ctx: Context) -> Plan:
         return Plan(summary=seen.state.state, data={"job": seen.state})
 
 
 @action
-class SlurmCancel(Action):
+class SlurmCancel(_SlurmAction):
     """scancel the run's job (recording why first) and confirm Slurm no longer lists it."""
 
     name = "train_slurm_cancel"
-    Args: ClassVar = SlurmArgs
-
-    def probe(self) -> Probe[SlurmSeen]:
-        return _slurm_probe(self.args.order)
 
     def plan(self, seen: SlurmSeen, ctx: Context) -> Plan:
         if seen.state.state not in ("pending", "running"):

@@ -127,6 +127,18 @@ def attention_check(workdir: str, python: str, script: bytes, config: bytes, env
     )
 
 
+def outcome_lines(paths: RunPaths) -> str:
+    """`exit <code> <mtime>`, `stopped <mtime> <why>`, `meta <job.json>`: the files a job leaves
+    on either backend (the wrapper or the batch script writes job.exit; a stop writes job.stopped)."""
+    q = paths.q
+    return (
+        f'[ -f {q("job.exit")} ] && echo "exit $(cat {q("job.exit")}) $(stat -c %Y {q("job.exit")})"\n'
+        f'[ -f {q("job.stopped")} ] && echo "stopped $(stat -c %Y {q("job.stopped")}) '
+        f"$(head -c 300 {q('job.stopped')} | tr '\\n' ' ')\"\n"
+        f"[ -f {q('job.json')} ] && echo \"meta $(tr -d '\\n' < {q('job.json')})\"\n"
+    )
+
+
 def _procs_fn(paths: RunPaths) -> str:
     # Every live process whose environment carries this job's tag (zombies have none).
     return (
@@ -144,11 +156,10 @@ def state_probe(paths: RunPaths) -> str:
         'echo "now $(date +%s)"\n'
         f'[ -f {q("job.pid")} ] && echo "pid $(cat {q("job.pid")})"\n'
         f'[ -f {q("job.started")} ] && echo "started $(cat {q("job.started")})"\n'
-        f'[ -f {q("job.exit")} ] && echo "exit $(cat {q("job.exit")}) $(stat -c %Y {q("job.exit")})"\n'
-        f'[ -f {q("job.stopped")} ] && echo "stopped $(stat -c %Y {q("job.stopped")}) '
-        f"$(head -c 300 {q('job.stopped')} | tr '\\n' ' ')\"\n"
-        f"[ -f {q('job.json')} ] && echo \"meta $(tr -d '\\n' < {q('job.json')})\"\n"
-        'echo "procs $(procs)"\n' + log_sections(paths, 5) + "s train_gpus\n"
+        + outcome_lines(paths)
+        + 'echo "procs $(procs)"\n'
+        + log_sections(paths, 5)
+        + "s train_gpus\n"
         "command -v nvidia-smi >/dev/null 2>&1 && "
         "nvidia-smi --query-gpu=index,uuid,memory.used,memory.total --format=csv,noheader,nounits 2>/dev/null\n"
         "s train_apps\n"

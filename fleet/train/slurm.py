@@ -28,6 +28,7 @@ from .jobs import (
     exports,
     job_env,
     log_sections,
+    outcome_lines,
     parse_checkpoints,
     parse_progress,
     python_word,
@@ -126,10 +127,8 @@ def state_probe(paths: RunPaths) -> str:
         'echo "now $(date +%s)"\n'
         'echo "jobid $id"\n'
         'echo "slurm $(jobstate)"\n'
-        f'[ -f {q("job.exit")} ] && echo "exit $(cat {q("job.exit")}) $(stat -c %Y {q("job.exit")})"\n'
-        f'[ -f {q("job.stopped")} ] && echo "stopped $(head -c 300 {q("job.stopped")} | tr "\\n" " ")"\n'
-        f'[ -f {q("slurm.jobid")} ] && echo "started $(stat -c %Y {q("slurm.jobid")})"\n'
-        f"[ -f {q('job.json')} ] && echo \"meta $(tr -d '\\n' < {q('job.json')})\"\n"
+        + outcome_lines(paths)
+        + f'[ -f {q("slurm.jobid")} ] && echo "started $(stat -c %Y {q("slurm.jobid")})"\n'
         + log_sections(paths, 12)
         + checkpoint_section(paths, "slurm_checkpoints")
         + "s slurm_tools\n"
@@ -154,7 +153,7 @@ def parse_state(text: str) -> tuple[JobState, tuple[str, ...], bool]:
     elif slurm_exit[:1].isdigit():  # scontrol/sacct ExitCode=<code>:<signal>
         code, _, signal = slurm_exit.partition(":")
         exit_code = int(code) or (128 + int(signal) if signal.strip().isdigit() and int(signal) else 0)
-    stopped = values.get("stopped") or None
+    stopped = values.get("stopped", "").partition(" ")[2].strip() or None  # `<mtime> <why>`
     state = _STATES.get(slurm.split()[0].rstrip("+") if slurm else "", "")
     if state == "cancelled":
         state = "stopped" if stopped else "failed"
