@@ -164,8 +164,8 @@ def build_parser() -> argparse.ArgumentParser:
     facts = sub.add_parser("facts", help="arch, OS, driver, CUDA, GPUs and training stack per host")
     _common(facts)
     facts.add_argument(
-        "-c", "--config", default=None, help="training config whose model the `attention` column is for "
-        "(default: playbooks/files/train_config.yaml)"
+        "-c", "--config", default=None, help="a training config: add an `attention` column, what training its "
+        "model on each host will really use (asked of train_grpo.py there)"
     )  # fmt: skip
     facts.set_defaults(handler=cmd_facts)
 

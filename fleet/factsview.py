@@ -69,12 +69,15 @@ def gpu_memory_text(facts: Facts) -> str:
 def collect(
     inventory: Inventory, hosts: list[str], options: RunOptions, train_config: str | None = None
 ) -> tuple[dict[str, Facts | Unreachable], dict[str, str]]:
-    """Every host's facts, then (a second command, on the hosts that answered) the attention
-    implementation training the config's model would really use there."""
-    from .train.control import attention_on
-
+    """Every host's facts; with a training config, then (a second command, on the hosts that
+    answered) the attention implementation training its model would really use there. Only then
+    is fleet.train loaded (pydantic): a plain `fleet facts` stays light."""
     with Session(inventory, options) as session:
         found = each_host(session, hosts, lambda host, conn: gather_facts(conn), options.forks)
+        if train_config is None:
+            return found, {}
+        from .train.control import attention_on
+
         reachable = {h: f for h, f in found.items() if isinstance(f, Facts)}
         return found, attention_on(session, reachable, train_config)
 
@@ -96,21 +99,22 @@ def show_facts(
                 events.emit("facts", host=h, unreachable=str(f))
                 continue
             health = {"healthy": not errors(problems[h]), "health_problems": [problem_dict(p) for p in problems[h]]}
-            events.emit(
-                "facts", **{**f.as_dict(), "host": h, "stack_differs": h in odd, **health, "attention": attention[h]}
-            )
+            seen = {"attention": attention[h]} if h in attention else {}
+            events.emit("facts", **{**f.as_dict(), "host": h, "stack_differs": h in odd, **health, **seen})
     else:
         rows = []
         for host, f in found.items():
             if isinstance(f, Unreachable):
-                rows.append((host, "unreachable", "(below)", "", "", "", "", "", "", "", ""))
+                rows.append((host, "unreachable", "(below)", "", "", "", "", "", "", *([""] * bool(attention)), ""))
                 continue
             rows.append((
                 host, f.arch, f"{f.os_id} {f.os_version}".strip(), f"{f.cpus}/{_gib(f.memory_bytes)}",
                 f.driver or "-", f.cuda or "-", gpu_text(f), gpu_memory_text(f),
-                ("≠ " if host in odd else "") + stack_text(f), attention[host], summary(problems[host]),
+                ("≠ " if host in odd else "") + stack_text(f), *([attention[host]] if attention else []),
+                summary(problems[host]),
             ))  # fmt: skip
-        columns = ("host", "arch", "os", "cpu/mem", "driver", "cuda", "gpus", "gpu mem", "stack", "attention", "health")
+        columns = ("host", "arch", "os", "cpu/mem", "driver", "cuda", "gpus", "gpu mem", "stack",
+                   *(["attention"] if attention else []), "health")  # fmt: skip
         print_table(rows, columns, title=f"facts of {len(hosts)} host(s)")
         for host, f in found.items():  # whole, under the table: a column would cut the reason short
             if isinstance(f, Unreachable):
