@@ -46,7 +46,9 @@ def test_lifecycle_on_several_hosts(ssh_fleet, ssh_inventory, tmp_path, stop_aft
     launched = fleet_train(ssh_inventory, config, "--hosts", THREE, "--json")
     assert launched.returncode == 0, launched.stdout + launched.stderr
     for name, host in recap(launched.stdout).items():
-        assert host["changed"] == 1 and host["commands"] == 2, (name, host)  # preflight + launch
+        # facts + preflight in one look, the look again under the host lock (the engine's rule for a
+        # change planned from an unlocked look), the launch
+        assert host["changed"] == 1 and host["commands"] == 3, (name, host)
     assert "synced steps_job.py, steps.yaml" in tasks(launched.stdout)["node-01"]["message"]
 
     # the launching CLI and its SSH sessions are gone; the jobs run on, each in its own session
