@@ -4,6 +4,7 @@ otherwise, JSON lines for machines (fleet/events.py), and a recap. The only modu
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import sys
 import threading
@@ -101,13 +102,83 @@ def escape(text: str) -> str:
     return rich_escape(text)
 
 
+PLAIN_WIDTH = 240  # off a terminal: the width tables are laid out for; lines never wrap
+
+
 def _console(stream: IO[str] | None = None) -> Any:
     from rich.console import Console
 
     stream = stream or sys.stdout
-    # Off a terminal, lines are for logs and greps: never wrap them.
-    width = None if stream.isatty() else 240
-    return Console(file=stream, highlight=False, soft_wrap=not stream.isatty(), width=width)
+    # Off a terminal, lines are for logs and greps: never wrap them. No emoji codes: `:x:` in a
+    # diff or a host's message is text, not a picture.
+    width = None if stream.isatty() else PLAIN_WIDTH
+    return Console(file=stream, highlight=False, soft_wrap=not stream.isatty(), width=width, emoji=False)
+
+
+def _surely_plain(stream: IO[str]) -> bool:
+    """No terminal, whatever rich would decide: not a tty, and no FORCE_COLOR or TTY_COMPATIBLE
+    saying otherwise. Output there is plain text, which fleet writes itself without loading rich."""
+    if os.environ.get("FORCE_COLOR") is not None or os.environ.get("TTY_COMPATIBLE"):
+        return False
+    isatty = getattr(stream, "isatty", None)
+    try:
+        return isatty is None or not isatty()
+    except ValueError:
+        return True
+
+
+def _as_is(text: str) -> bool:
+    """Text that rich prints unchanged off a terminal: ASCII, and no tab or control character
+    (rich expands tabs and drops some control characters)."""
+    return all(line.isascii() and line.isprintable() for line in text.split("\n"))
+
+
+def _as_is_cell(text: str) -> bool:
+    """A table cell rich lays out as it is: one line of _as_is text, no space at either end."""
+    return "\n" not in text and _as_is(text) and text == text.strip()
+
+
+def plain_table(
+    rows: Sequence[Sequence[str]], columns: Sequence[str], *, right: Iterable[int] = (), title: str | None = None
+) -> str | None:
+    """The text rich prints for a `Table(box=None)` off a terminal, laid out without rich: one
+    space of padding each side of a cell, columns as wide as their widest cell. None where rich
+    would lay it out differently (a cell or title it would change, wrap or fold): rich does it then."""
+    table = [list(columns), *(list(row) for row in rows)]
+    widths = [max(len(row[i]) for row in table) for i in range(len(columns))]
+    total = sum(widths) + 2 * len(widths)
+    cells = [cell for row in table for cell in row]
+    if total > PLAIN_WIDTH or not all(map(_as_is_cell, [*cells, title or ""])) or len(title or "") > total:
+        return None
+    right = set(right)
+    lines = [title] if title else []
+    for row in table:
+        cells = (c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+        lines.append("".join(f" {c} " for c in cells))
+    return "\n".join(lines) + "\n"
+
+
+class _PlainConsole:
+    """Where the reporters print off a terminal: text as rich would print it there, written
+    directly; what rich would change (see _as_is), and tables, go through rich after all."""
+
+    is_terminal = False
+
+    def __init__(self, stream: IO[str]) -> None:
+        self.file = stream
+        self._rich: Any = None
+
+    def rich(self) -> Any:
+        if self._rich is None:
+            self._rich = _console(self.file)
+        return self._rich
+
+    def print(self, text: Any, **kwargs: Any) -> None:
+        if isinstance(text, str) and _as_is(text):
+            self.file.write(text + "\n")
+            self.file.flush()
+        else:
+            self.rich().print(text, **kwargs)
 
 
 def pipe_closed() -> None:
@@ -154,7 +225,8 @@ class PlainReporter(Reporter):
 
     def __init__(self, stream: IO[str] | None = None, *, show_ok: bool = True, verbosity: int = 0) -> None:
         super().__init__()
-        self.console = _console(stream)
+        self.stream = stream or sys.stdout
+        self.terminal = not _surely_plain(self.stream) and self.console.is_terminal  # asked once, not per line
         self.show_ok = show_ok
         self.verbosity = verbosity
         self.closed = False
@@ -163,6 +235,11 @@ class PlainReporter(Reporter):
         self.diffs: dict[str, dict[str, list[str]]] = defaultdict(lambda: defaultdict(list))
         self.scripts: dict[str, list[str]] = {}  # -vv: the commands of each host's task in progress
 
+    @functools.cached_property
+    def console(self) -> Any:
+        """rich's console: only on a terminal (off one, fleet writes the plain text itself)."""
+        return _console(self.stream)
+
     # ---- output ------------------------------------------------------------------------------
     def _out(self, text: str, style: str | None = None) -> None:
         """Write under the lock; plain text off a terminal (rendering under the lock made every
@@ -170,9 +247,9 @@ class PlainReporter(Reporter):
         if self.closed:
             return
         try:
-            if not self.console.is_terminal:
-                self.console.file.write(text + "\n")
-                self.console.file.flush()
+            if not self.terminal:
+                self.stream.write(text + "\n")
+                self.stream.flush()
             else:
                 self.console.print(text, style=style, markup=False, highlight=False)
         except BrokenPipeError:
@@ -180,7 +257,7 @@ class PlainReporter(Reporter):
             pipe_closed()
 
     def _status_line(self, status: str, style: str, rest: str) -> None:
-        if self.console.is_terminal and not self.closed:
+        if self.terminal and not self.closed:
             try:
                 self.console.print(f"[{style}]{status:<8}[/] {escape(rest)}", markup=True, highlight=False)
             except BrokenPipeError:
@@ -198,14 +275,14 @@ class PlainReporter(Reporter):
 
     def play_started(self, title: str, hosts: Sequence[str]) -> None:
         with self.lock:
-            if self.console.is_terminal and not self.closed:
+            if self.terminal and not self.closed:
                 with contextlib.suppress(BrokenPipeError):
                     self.console.print(f"[bold]PLAY {escape(title)}[/] on {len(hosts)} host(s)")
                 return
             self._out(f"PLAY {title} on {len(hosts)} host(s)")
 
     def task_started(self, host: str, task: str) -> None:
-        if self.console.is_terminal:
+        if self.terminal:
             return  # the live view shows it
         with self.lock:
             self._out(f"{'start':<8} {self._host(host)} {task}")
@@ -274,8 +351,9 @@ class PlainReporter(Reporter):
     def run_done(self, report: RunReport) -> None:
         with self.lock:
             try:
-                print_diffs(self.diffs, self.console)
-                print_recap(report, self.console)
+                out = self.console if self.terminal else _PlainConsole(self.stream)
+                print_diffs(self.diffs, out)
+                print_recap(report, out)
             except BrokenPipeError:
                 self.closed = True
                 pipe_closed()
@@ -479,25 +557,42 @@ def print_diffs(diffs: Mapping[str, Mapping[str, list[str]]], console: Any) -> N
             console.print(text, markup=False, highlight=False)
 
 
-def print_recap(report: RunReport, console: Any) -> None:
-    from rich.table import Table
+RECAP_COLUMNS = ("host", "ok", "changed", "failed", "skipped", "unreachable", "commands", "time")
 
-    table = Table(title="recap", title_justify="left", box=None, header_style="bold")
-    for column in ("host", "ok", "changed", "failed", "skipped", "unreachable", "commands", "time"):
-        table.add_column(column, justify="left" if column == "host" else "right", overflow="fold")
-    for host in sorted(report.hosts.values(), key=lambda h: h.host):
-        d = host.as_dict()
-        table.add_row(
-            escape(d["host"]),
-            f"[green]{d['ok']}[/]",
-            f"[yellow]{d['changed']}[/]" if d["changed"] else "0",
-            f"[red]{d['failed']}[/]" if d["failed"] else "0",
-            str(d["skipped"]),
-            "[magenta]yes[/]" if d["unreachable"] else ("stopped" if d["interrupted"] else "no"),
-            str(d["commands"]),
-            f"{d['duration']:.2f}s",
-        )
-    console.print(table)
+
+def print_recap(report: RunReport, console: Any) -> None:
+    hosts = [host.as_dict() for host in sorted(report.hosts.values(), key=lambda h: h.host)]
+    text = None
+    if not console.is_terminal:  # a few ms a host through rich; the same text written directly
+        rows = [
+            [
+                d["host"], str(d["ok"]), str(d["changed"]), str(d["failed"]), str(d["skipped"]),
+                "yes" if d["unreachable"] else ("stopped" if d["interrupted"] else "no"),
+                str(d["commands"]), f"{d['duration']:.2f}s",
+            ]
+            for d in hosts
+        ]  # fmt: skip
+        text = plain_table(rows, RECAP_COLUMNS, right=range(1, len(RECAP_COLUMNS)), title="recap")
+    if text is not None:
+        console.file.write(text)
+    else:
+        from rich.table import Table
+
+        table = Table(title="recap", title_justify="left", box=None, header_style="bold")
+        for column in RECAP_COLUMNS:
+            table.add_column(column, justify="left" if column == "host" else "right", overflow="fold")
+        for d in hosts:
+            table.add_row(
+                escape(d["host"]),
+                f"[green]{d['ok']}[/]",
+                f"[yellow]{d['changed']}[/]" if d["changed"] else "0",
+                f"[red]{d['failed']}[/]" if d["failed"] else "0",
+                str(d["skipped"]),
+                "[magenta]yes[/]" if d["unreachable"] else ("stopped" if d["interrupted"] else "no"),
+                str(d["commands"]),
+                f"{d['duration']:.2f}s",
+            )
+        console.print(table)
     for host in sorted(report.hosts.values(), key=lambda h: h.host):
         for note in host.notes:
             console.print(f"note {host.host}: {visible(note)}", markup=False, highlight=False)
@@ -539,16 +634,25 @@ def print_table(
     rows: Iterable[Sequence[Any]], columns: Sequence[str], *, title: str | None = None, stream: IO[str] | None = None
 ) -> None:
     """A plain table for commands such as `fleet facts` and `fleet train status`."""
+    stream = stream or sys.stdout
+    cells = [["" if v is None else visible(str(v)) for v in row] for row in rows]
+    if _surely_plain(stream) and (text := plain_table(cells, columns, title=title)) is not None:
+        stream.write(text)
+        stream.flush()
+        return
     from rich.table import Table
     from rich.text import Text
 
     table = Table(title=title, title_justify="left", box=None, header_style="bold")
     for column in columns:
         table.add_column(column)
-    for row in rows:
-        table.add_row(*(Text("" if v is None else visible(str(v))) for v in row))  # plain text, never markup
+    for row in cells:
+        table.add_row(*(Text(v) for v in row))  # plain text, never markup
     _console(stream).print(table)
 
 
 def print_line(text: str, *, style: str | None = None, stream: IO[str] | None = None) -> None:
-    _console(stream).print(visible(text), style=style, markup=False, highlight=False)
+    stream = stream or sys.stdout
+    (_PlainConsole(stream) if _surely_plain(stream) else _console(stream)).print(
+        visible(text), style=style, markup=False, highlight=False
+    )
