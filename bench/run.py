@@ -34,7 +34,7 @@ sys.path.insert(0, str(HERE))
 
 from measure import Measured, run_measured  # noqa: E402
 from report import write_results  # noqa: E402
-from tools import TOOLS, BenchError, Fleet, Host, HostOutcome, Tool  # noqa: E402
+from tools import TOOLS, BaselineFleetTool, BenchError, Fleet, FleetTool, Host, HostOutcome, Tool  # noqa: E402
 
 MEASURES = ("converge", "rerun", "facts")
 SESSION_LINE = b"Starting session:"  # sshd, LogLevel VERBOSE: one line per SSH session (channel)
@@ -267,32 +267,42 @@ def start_wan(
 
 
 def startup(tools: list[Tool]) -> str:
-    """How long the interpreter alone and fleet's `run` imports take here (median of 5)."""
-    fleet = next((t for t in tools if t.name == "fleet"), None)
-    if fleet is None:
+    """How long the interpreter alone and fleet's `run` imports take here (median of 5), for this
+    checkout's fleet and, with --baseline, the baseline's, measured in turn."""
+    fleets = [t for t in tools if isinstance(t, FleetTool)]
+    if not fleets:
         return "start-up not measured (fleet not among the tools)"
     imports = "import fleet.cli, fleet.playbook, fleet.runner, fleet.executor, fleet.report, fleet.connection"
 
-    def median_of(code: str) -> float:
-        times = []
-        for _ in range(5):
-            started = time.perf_counter()
-            subprocess.run([sys.executable, "-c", code], check=True, env=fleet.env())
-            times.append(time.perf_counter() - started)
-        return sorted(times)[2]
+    def seconds(code: str, tool: Tool) -> float:
+        started = time.perf_counter()
+        subprocess.run([sys.executable, "-c", code], check=True, env=tool.env())
+        return time.perf_counter() - started
 
-    bare, loaded = median_of("pass"), median_of(imports)
-    return (
-        f"start-up: `python -c pass` {bare:.3f} s; with the modules `fleet run` imports before it connects "
-        f"{loaded:.3f} s (fleet's own start: {loaded - bare:.3f} s), medians of 5."
-    )
+    bare: list[float] = []
+    loaded: dict[str, list[float]] = {t.name: [] for t in fleets}
+    for _ in range(5):
+        bare.append(seconds("pass", fleets[0]))
+        for tool in fleets:
+            loaded[tool.name].append(seconds(imports, tool))
+    base = sorted(bare)[2]
+    own = {name: sorted(times)[2] for name, times in loaded.items()}
+    text = f"start-up: `python -c pass` {base:.3f} s"
+    for name, value in own.items():
+        who = "fleet's own start" if name == "fleet" else f"{name}'s own start"
+        text += (
+            f"; with the modules `fleet run` imports before it connects ({name}) {value:.3f} s "
+            f"({who}: {value - base:.3f} s)"
+        )
+    return text + ", medians of 5."
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--hosts", default="1,10,50", help="fleet sizes, comma separated (default 1,10,50)")
     p.add_argument("--repeat", type=int, default=5, help="runs per tool, size and measure (default 5)")
-    p.add_argument("--tools", default=",".join(TOOLS), help=f"comma list of {', '.join(TOOLS)}")
+    usual = ",".join(t for t in TOOLS if t != "fleet-base")  # fleet-base comes with --baseline
+    p.add_argument("--tools", default=usual, help=f"comma list of {', '.join(TOOLS)}")
     p.add_argument(
         "--budget",
         type=float,
@@ -312,6 +322,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         default=0.0,
         help="reach every host through a user-space proxy that adds this round-trip time (WAN mode)",
     )
+    p.add_argument(
+        "--baseline",
+        metavar="DIR",
+        help="another fleet checkout (e.g. main before a change), benched as tool fleet-base in turn with this one",
+    )
     p.add_argument("--out", default=str(HERE / "RESULTS.md"), help="markdown table to write")
     p.add_argument("--json-dir", default=str(HERE / "results"), help="folder for the raw JSON samples")
     return p.parse_args(argv)
@@ -328,6 +343,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("bench: error: the simulated hosts need root (they are login users with their own sshd)", file=sys.stderr)
         return 1
+    if args.baseline:
+        BaselineFleetTool.repo = Path(args.baseline).resolve()
+        if "fleet-base" not in names:
+            names.insert(1, "fleet-base")
     bins = [Path(b) for b in args.bin] + [HERE / ".venv" / "bin"]
     tools = [TOOLS[name](bins) for name in names]
     for tool in tools:

@@ -126,12 +126,14 @@ class FleetTool(Tool):
         "host keys against the fleet's known_hosts; `-f` = fleet size."
     )
 
+    repo: ClassVar[Path] = REPO  # whose fleet runs
+
     def _argv0(self) -> list[str]:
         return [sys.executable, "-m", "fleet.cli"]
 
     def env(self) -> dict[str, str]:
         # This checkout's fleet (as the tests use it), not whatever copy is installed.
-        path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH", "")) if p)
+        path = os.pathsep.join(p for p in (str(self.repo), os.environ.get("PYTHONPATH", "")) if p)
         return {**os.environ, "PYTHONPATH": path}
 
     def version(self) -> str:
@@ -429,5 +431,21 @@ class Floor12(FloorTool):
     how = "bench/floor.py as above, 12 commands per host one after another, each its own session (one per task)."
 
 
-TOOLS: dict[str, type[Tool]] = {t.name: t for t in (FleetTool, AnsibleTool, PyinfraTool, Floor1, Floor12)}
+class BaselineFleetTool(FleetTool):
+    """fleet from another checkout (`--baseline DIR`, e.g. main before a change), run in turn with
+    this checkout's on the same hosts: a before/after in one run."""
+
+    name = "fleet-base"
+    repo: ClassVar[Path] = Path("-")  # set from --baseline
+    how = "the same as fleet, from the checkout given by `--baseline` (the state before a change)."
+
+    def missing(self) -> str | None:
+        if not (self.repo / "fleet" / "cli.py").is_file():
+            return f"--baseline {self.repo} is not a fleet checkout"
+        return None
+
+
+TOOLS: dict[str, type[Tool]] = {
+    t.name: t for t in (FleetTool, BaselineFleetTool, AnsibleTool, PyinfraTool, Floor1, Floor12)
+}
 FLOORS = ("paramiko-1", "paramiko-12")
