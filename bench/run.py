@@ -276,7 +276,8 @@ def startup(tools: list[Tool]) -> str:
 
     def seconds(code: str, tool: Tool) -> float:
         started = time.perf_counter()
-        subprocess.run([sys.executable, "-c", code], check=True, env=tool.env())
+        # cwd: `python -c` puts the current folder first on sys.path, before PYTHONPATH
+        subprocess.run([sys.executable, "-c", code], check=True, env=tool.env(), cwd=getattr(tool, "repo", None))
         return time.perf_counter() - started
 
     bare: list[float] = []
