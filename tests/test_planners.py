@@ -15,7 +15,7 @@ import pytest
 from fleet.model import CommandResult, FleetError, Plan
 from fleet.task import Context, build
 from fleet.tasks.apt import installed
-from fleet.tasks.files import DIFF_LIMIT
+from fleet.tasks.files import DIFF_LIMIT, FileState
 
 CTX = Context("node-01", vars={"inventory_hostname": "node-01", "who": "fleet"})
 
@@ -35,8 +35,8 @@ def plan(action: str, args: dict, stdout: str | None, ctx: Context = CTX) -> Pla
 
 
 def file_state(content: bytes, mode: str = "644") -> str:
-    """What file_probe prints for a small regular file."""
-    return f"file\n{mode}\n{hashlib.sha256(content).hexdigest()}\n{base64.b64encode(content).decode()}\n"
+    """What file_probe prints for a small regular file (its checksum is computed from the content)."""
+    return f"file\n{mode}\n\n{base64.b64encode(content).decode()}\n"
 
 
 def sh(script: str) -> str:
@@ -52,6 +52,14 @@ def test_file_probe_prints_the_golden_format(tmp_path):
     (tmp_path / "d").mkdir(mode=0o750)
     assert sh(build("directory", {"path": str(tmp_path / "d")}).probe().script) == "directory\n750\n"
     assert sh(build("line", {"path": str(tmp_path / "none"), "line": "x"}).probe().script) == "absent\n"
+    big = tmp_path / "big.bin"
+    big.write_bytes(b"x" * (DIFF_LIMIT + 1))  # too large to fetch: hashed on the host, no content
+    seen = sh(build("copy", {"dest": str(big), "content": ""}).probe().script)
+    assert seen == f"file\n644\n{hashlib.sha256(big.read_bytes()).hexdigest()}\n\n"
+    state = FileState.parse(seen)
+    assert (state.sha256, state.content) == (hashlib.sha256(big.read_bytes()).hexdigest(), None)
+    small = FileState.parse(sh(build("copy", {"dest": str(f), "content": ""}).probe().script))
+    assert (small.sha256, small.content) == (hashlib.sha256(b"a\nb\n").hexdigest(), b"a\nb\n")
 
 
 def test_apt_probe_prints_the_golden_format():  # CI and the hosts are Debian/Ubuntu: dpkg-query is there

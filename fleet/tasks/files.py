@@ -25,11 +25,14 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 def file_script(target: str) -> str:
     p = shell.path(target)
-    # Lines: kind, mode, sha256, base64 content. Three programs for a file (one stat gives mode
-    # and size): each fork+exec costs the host ~1.5 ms, and most tasks probe a file.
+    # Lines: kind, mode, sha256, base64 content. Two programs for a file (one stat gives mode and
+    # size): each fork+exec costs the host ~1 ms, and most tasks probe a file. A small file's
+    # content comes whole and tells its checksum (computed here, FileState.parse); only a file too
+    # large to fetch is hashed on the host.
     return (
-        f"if [ -f {p} ]; then set -- $(stat -c '%a %s' {p}) $(sha256sum <{p}); "
-        f'echo file; echo "$1"; echo "$3"; if [ "$2" -le {DIFF_LIMIT} ]; then base64 -w0 <{p}; fi; echo; '
+        f"if [ -f {p} ]; then set -- $(stat -c '%a %s' {p}); echo file; echo \"$1\"; "
+        f'if [ "$2" -le {DIFF_LIMIT} ]; then echo; base64 -w0 <{p}; '
+        f'else set -- $(sha256sum <{p}); echo "$1"; fi; echo; '
         f"elif [ -d {p} ]; then echo directory; stat -c %a {p}; "
         f"elif [ -e {p} ]; then echo other; else echo absent; fi"
     )
@@ -54,8 +57,11 @@ class FileState:
         if kind != "file":
             return cls(kind, mode)
         body = lines[3].strip() if len(lines) > 3 else ""
-        sha = lines[2].strip() if len(lines) > 2 else None
-        # An empty body is an empty file, or one too large to fetch: the checksum tells which.
+        sha = lines[2].strip() if len(lines) > 2 else ""
+        if not sha:  # a small file: its whole content came, and it tells the checksum
+            content = base64.b64decode(body)
+            return cls(kind, mode, hashlib.sha256(content).hexdigest(), content)
+        # The host hashed it: too large to fetch (an empty body), or an older probe's output.
         content = base64.b64decode(body) if body else (b"" if sha == EMPTY_SHA256 else None)
         return cls(kind, mode, sha, content)
 
