@@ -189,7 +189,7 @@ class HostExecutor:
         flags["become"] = self.flag(become, variables, "become")
         if "become_user" in variables:
             flags["become_user"] = variables["become_user"]
-        return replace(task, **flags)
+        return task.decided(**flags)
 
     def _loop_items(self, task: Task, variables: Mapping[str, Any]) -> list[Any]:
         if task.loop is None:

@@ -3,6 +3,7 @@ saw; a Task is an Action in a playbook, with its keywords (when, loop, register,
 
 from __future__ import annotations
 
+import copy
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -179,3 +180,11 @@ class Task:
     @property
     def title(self) -> str:
         return self.name or self.action
+
+    def decided(self, **keywords: Any) -> Task:
+        """This task with keywords decided for one host (plain values by now). Not dataclasses'
+        replace(): that checks the whole task again, for every task on every host."""
+        task = copy.copy(self)
+        for name, value in keywords.items():
+            object.__setattr__(task, name, value)
+        return task
