@@ -307,6 +307,7 @@ def test_remote_scripts_are_valid_sh(tmp_path):
         jobs.state_probe(spec.paths),
         jobs.preflight_probe(spec.paths, ".venv/bin/python", ["job.py"], ["torch", "trl"]),
         jobs.launch_script(spec, {"job.py": b"x"}),
+        jobs.launch_script(spec, {}, wait=5, attention=jobs.attention_check("~/w d", "py", b"x'$", b"y", spec.env)),
         jobs.wrapper_script(spec),
         jobs.stop_script(spec.paths, "why's", 5),
         jobs.follow_script(spec.paths, 10),

@@ -26,7 +26,10 @@ PY=$(command -v "${PYTHON:-python3}")
 SITE=${TRAIN_SMOKE_SITE:-/tmp/site}
 WORK=${TRAIN_SMOKE_WORK:-/tmp/fleet-train-smoke}
 CPU=${TRAIN_SMOKE_CPU:-}
-PARTS=${TRAIN_SMOKE_PARTS:-12345}  # e.g. 3: only the killed-rank part
+PARTS=${TRAIN_SMOKE_PARTS:-123456}  # e.g. 3: only the killed-rank part
+# Part 1 must still run when `status` first looks: on an H200 the smoke does 60 steps in ~6 s
+# (2026-12-02: it had finished before the first look), so a GPU run takes 600.
+SINGLE_STEPS=${TRAIN_SMOKE_SINGLE_STEPS:-$([ -n "$CPU" ] && echo 60 || echo 600)}
 FAILED=0
 say() { printf '\n=== %s\n' "$*"; }
 check() { if "$@"; then echo "PASS: $CHECK"; else echo "FAIL: $CHECK"; FAILED=1; fi; }
@@ -53,9 +56,9 @@ export HF_HUB_OFFLINE=1
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=index,name,memory.used,memory.total --format=csv
 
 rm -rf "$WORK" && mkdir -p "$WORK/inv"
-"$PY" - "$REPO" "$WORK" "$PY" "$CPU" <<'EOF'
+"$PY" - "$REPO" "$WORK" "$PY" "$CPU" "$SINGLE_STEPS" <<'EOF'
 import sys, yaml
-repo, work, python, cpu = sys.argv[1:5]
+repo, work, python, cpu, single_steps = sys.argv[1:6]
 def host(name, device):
     vars = {"train_workdir": f"{work}/{name}", "master_addr": "127.0.0.1"}
     if not cpu:
@@ -81,7 +84,7 @@ def config(run, steps, script="playbooks/files/train_grpo.py", grpo=None, **job)
         "train": {"smoke": True, "grpo": {"max_steps": steps, "ddp_timeout": 120, **(grpo or {})}},
     }
     yaml.safe_dump(body, open(f"{work}/{run}.yaml", "w"), sort_keys=False)
-config("smoke_single", 60)
+config("smoke_single", int(single_steps))
 config("smoke_pair", 8, multi_node=True, master_port=29533)
 config("smoke_pair_kill", 5000, multi_node=True, master_port=29534)
 config("smoke_resume", 80, grpo={"save_strategy": "steps", "save_steps": 10, "save_total_limit": 2})
@@ -116,7 +119,7 @@ fleet train status -i "$WORK/inv" -c "$WORK/smoke_single.yaml" --hosts gpu0
 CHECK="a second launch changes nothing" check fleet train -i "$WORK/inv" -c "$WORK/smoke_single.yaml" --hosts gpu0
 CHECK="single run finishes" check wait_until smoke_single gpu0 600 "s['gpu0']['state'] != 'running'"
 fleet train status -i "$WORK/inv" -c "$WORK/smoke_single.yaml" --hosts gpu0
-CHECK="single run finished all 60 steps" check json_check smoke_single gpu0 "s['gpu0']['state'] == 'finished' and s['gpu0']['step'] == 60"
+CHECK="single run finished all $SINGLE_STEPS steps" check json_check smoke_single gpu0 "s['gpu0']['state'] == 'finished' and s['gpu0']['step'] == $SINGLE_STEPS"
 grep -E "model smoke|attention:|vLLM|device|peak GPU|done:" "$WORK/gpu0/runs/smoke_single/training.log"
 CHECK="the real gpt-oss loading path: MXFP4 checkpoint dequantized to bf16, no KV cache, eager attention" check \
   grep -q "model smoke (gpt_oss): dtype bfloat16, quantization Mxfp4Config(dequantize=True), use_cache False" \

@@ -231,7 +231,7 @@ def launch_script(
     already carries --resume), `force` (the old run directory, checkpoints included, is removed).
     Then it watches the job for up to `wait` seconds: until its first step record, its exit, or
     the time is up, and says which (`parse_launch`), with the log's last lines when it exited.
-    `attention` (an `attention_check` command) runs once the job started, its line in the output."""
+    `attention` (an `attention_check` command) runs beside the watch, its line in the output."""
     p = spec.paths
     parts = []
     if mode == "force":
@@ -253,8 +253,9 @@ def launch_script(
         f'else echo "the job did not start within 10s; see {p.file(LOG)}" >&2; exit 1; fi\n'
         # only this launch's lines count: a resumed run's log already holds step records
         f"new() {{ tail -c +$((off + 1)) {p.q(LOG)} 2>/dev/null; }}\n"
-        f"{attention}"
-        "i=0\n"
+        # the attention question imports torch: asked while the job starts, not before
+        + (f"{attention.rstrip()} >{p.q('attention.txt')} 2>/dev/null &\napid=$!\n" if attention else "")
+        + "i=0\n"
         f"while [ $i -lt {int(wait) * 10} ]; do\n"
         f"  if [ -f {p.q('job.exit')} ] || new | grep -q -a -E '{STEP_RECORD}'; then break; fi\n"
         "  sleep 0.1; i=$((i+1))\n"
@@ -262,7 +263,8 @@ def launch_script(
         'echo "waited $((i / 10))"\n'
         f'if [ -f {p.q("job.exit")} ]; then echo "exit $(cat {p.q("job.exit")})"; '
         f"elif new | grep -q -a -E '{STEP_RECORD}'; then echo ready; fi\n"
-        "echo @@tail\n"
+        + (f"wait $apid; cat {p.q('attention.txt')}; rm -f {p.q('attention.txt')}\n" if attention else "")
+        + "echo @@tail\n"
         "new | tail -n 60 | cut -c1-300\n"
     )
     return "".join(parts)
