@@ -138,6 +138,8 @@ def collect_status(
     report = run_playbook(
         Playbook(str(config.path), plays), inventory, quiet, Reporter(), command="train status", keep_log=False
     )
+    if report.interrupted:
+        raise KeyboardInterrupt  # Ctrl-C: the CLI's exit 130, no half table
     states = {h: r.data["job"] for h, r in _results(report, STATUS).items() if "job" in r.data}
     stops = _results(report, "stop peers")
     to_stop = peers_to_stop(states)

@@ -168,9 +168,6 @@ def health_failure(facts: Facts, hostvars: Mapping[str, Any], host: str) -> str 
     )
 
 
-MODES = ("new", "resume", "force")
-
-
 def plan_launch(
     spec: NodeSpec,
     pre: Preflight,

@@ -76,6 +76,8 @@ def collect_status(inventory: Inventory, target: Target, config: TrainConfig, op
     book = _play("train_slurm_status", f"status {config.job.run_name} (slurm)", order, PROBE_TIMEOUT)
     quiet = replace(options, no_lock=True)
     report = run_playbook(book, inventory, quiet, Reporter(), command="train status", keep_log=False)
+    if report.interrupted:
+        raise KeyboardInterrupt  # Ctrl-C: the CLI's exit 130, no half table
     host = report.hosts.get(target.login)
     found = [r.data["job"] for r in (host.results if host else []) if "job" in r.data]
     if not found:
