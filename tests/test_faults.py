@@ -5,7 +5,8 @@ partial or temp files left (both must be 0).
 
 Faults: sshd killed mid-task, a silent host (TCP accepts, never speaks), a banner then silence, a
 hung command under `timeout:`, the controller SIGKILLed mid-copy / mid-template / mid-download, two
-runs at once on the same hosts, SIGINT and SIGTERM to a run."""
+runs at once on the same hosts, SIGINT and SIGTERM to a run, and a probe hung in a play's first
+look (a plain exec channel, no agent) ended by SIGINT and by its `timeout:`."""
 
 from __future__ import annotations
 
@@ -505,4 +506,43 @@ def test_signal_stops_the_run_and_its_remote_commands(fleet, inv, tmp_path, tall
     assert not still, "the remote commands outlived the run"
     assert not any((h.home / "after-signal.txt").exists() for h in fleet.hosts)  # nothing ran after the stop
     assert leftovers(homes(fleet)) == []
+    tally.survived += 1
+
+
+@pytest.mark.parametrize("how", ["SIGINT", "timeout"])
+def test_a_probe_hung_in_the_first_look_is_ended(fleet, inv, tmp_path, tally, how):
+    """The first look goes over a plain exec channel, not the agent: Ctrl-C (an SSH signal to its
+    process group) and the task's time limit (`timeout -k` on the host) must still end it."""
+    marker = f"time.sleep(6{len(how)}1)"
+    hung = {"name": "hung look", "python": {"venv": "/usr", "code": f"import time; {marker}"}}
+    if how == "timeout":
+        hung["timeout"] = 2
+    book = write_playbook(tmp_path / "book.yaml", [{"hosts": "faults", "gather_facts": False, "tasks": [
+        hung, {"name": "after", "copy": {"dest": "~/after-look.txt", "content": "x\n"}},
+    ]}])  # fmt: skip
+    for h in fleet.hosts:
+        (h.home / "after-look.txt").unlink(missing_ok=True)
+    run = start_fleet("run", book, "-i", inv, "--json")
+    tally.fault()
+    try:
+        assert wait_for(lambda: all(user_processes(h, marker) for h in fleet.hosts), 30), "the looks never started"
+        if how == "SIGINT":
+            os.kill(run.pid, signal.SIGINT)
+        out, err = run.communicate(timeout=90)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(10)
+    still = wait_for(lambda: not any(user_processes(h, marker) for h in fleet.hosts), 15) is None
+    tally.record(lost=0, left=len(leftovers(homes(fleet))) + int(still))
+    assert "Traceback" not in out + err
+    assert not still, "the hung probe outlived the run"
+    assert not any((h.home / "after-look.txt").exists() for h in fleet.hosts)
+    if how == "SIGINT":
+        assert run.returncode == 130, (run.returncode, out, err)
+    else:
+        assert run.returncode == 2, (out, err)
+        results = [e for e in events(out) if e["event"] == "task_result"]
+        assert {(e["task"], e["status"]) for e in results} == {("hung look", "failed")}
+        assert all("timed out after 2s" in e["message"] for e in results)
     tally.survived += 1
