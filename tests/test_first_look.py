@@ -137,9 +137,13 @@ def test_a_converged_play_and_facts_cost_one_session_and_no_agent(counted, tmp_p
     assert run([*tasks, as_root]) == {h: (3, sorted(["root", user])) for h, user in login.items()}
 
 
-def test_a_change_planned_from_the_unlocked_look_is_planned_again_under_the_lock(ssh_fleet, ssh_inventory, tmp_path):
+@pytest.mark.parametrize("python", ["python3", "none"], ids=["agent", "no-python3"])
+def test_a_change_planned_from_the_unlocked_look_is_planned_again_under_the_lock(
+    ssh_fleet, ssh_inventory, tmp_path, python
+):
     """Run A looks (no lock) and would add its line to a missing file; run B, holding the host
-    lock, adds its own line after A's look; A must plan from B's file, not from its look."""
+    lock, adds its own line after A's look; A must plan from B's file, not from its look. Also
+    on a host without python3, where a session running flock holds the lock."""
     host = ssh_fleet.host("node-03")
     shared, gate = host.home / "relock.txt", host.home / "gate"
     shared.unlink(missing_ok=True)
@@ -156,7 +160,8 @@ def test_a_change_planned_from_the_unlocked_look_is_planned_again_under_the_lock
     ]}]))  # fmt: skip
     inv = load_inventory(ssh_inventory)
     other_run = connect(host.name, inv.host(host.name).vars, lock=HostLock("run-b", lock_holder(), wait=5))
-    run_a = start_fleet("run", book, "-i", ssh_inventory, "--json", "--lock-wait", "60")
+    interpreter = f"python_interpreter={python}"
+    run_a = start_fleet("run", book, "-i", ssh_inventory, "--json", "--lock-wait", 60, "-e", interpreter)
     try:
         assert other_run.run("true").ok  # run B holds the host lock
         writer = None
