@@ -479,6 +479,27 @@ def test_live_view_with_many_hosts_at_once_never_deadlocks():
     reporter.live.stop()
 
 
+def stopped_run(
+    fleet: SSHFleet, tally: Tally, marker: str, sig: signal.Signals | None, *args: object
+) -> tuple[subprocess.Popen, str, str, bool]:
+    """Start `fleet *args`, wait until `marker` runs on every host, send `sig` (None: the run ends
+    by itself); the run, its output, and whether a remote process still runs afterwards."""
+    run = start_fleet(*args)
+    tally.fault()
+    try:
+        assert wait_for(lambda: all(user_processes(h, marker) for h in fleet.hosts), 30), "never started everywhere"
+        if sig is not None:
+            os.kill(run.pid, sig)
+        out, err = run.communicate(timeout=90)
+    finally:
+        if run.poll() is None:
+            os.killpg(run.pid, signal.SIGKILL)
+            run.wait(10)
+    still = wait_for(lambda: not any(user_processes(h, marker) for h in fleet.hosts), 15) is None
+    tally.record(lost=0, left=len(leftovers(homes(fleet))) + int(still))
+    return run, out, err, still
+
+
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_signal_stops_the_run_and_its_remote_commands(fleet, inv, tmp_path, tally, sig):
     marker = f"sleep 4{sig.value}.5"
@@ -488,18 +509,7 @@ def test_signal_stops_the_run_and_its_remote_commands(fleet, inv, tmp_path, tall
     ]}])  # fmt: skip
     for h in fleet.hosts:
         (h.home / "after-signal.txt").unlink(missing_ok=True)
-    run = start_fleet("run", book, "-i", inv)
-    tally.fault()
-    try:
-        assert wait_for(lambda: all(user_processes(h, marker) for h in fleet.hosts), 30), "tasks never started"
-        os.kill(run.pid, sig)
-        out, err = run.communicate(timeout=60)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait(10)
-    still = wait_for(lambda: not any(user_processes(h, marker) for h in fleet.hosts), 15) is None
-    tally.record(lost=0, left=len(leftovers(homes(fleet))) + int(still))
+    run, out, err, still = stopped_run(fleet, tally, marker, sig, "run", book, "-i", inv)
     assert run.returncode in (130, 128 + sig.value), (run.returncode, out, err)  # 130: "interrupted"
     assert "Traceback" not in out + err
     assert "interrupted" in (out + err).lower() or "stopped" in (out + err).lower()
@@ -522,19 +532,8 @@ def test_a_probe_hung_in_the_first_look_is_ended(fleet, inv, tmp_path, tally, ho
     ]}])  # fmt: skip
     for h in fleet.hosts:
         (h.home / "after-look.txt").unlink(missing_ok=True)
-    run = start_fleet("run", book, "-i", inv, "--json")
-    tally.fault()
-    try:
-        assert wait_for(lambda: all(user_processes(h, marker) for h in fleet.hosts), 30), "the looks never started"
-        if how == "SIGINT":
-            os.kill(run.pid, signal.SIGINT)
-        out, err = run.communicate(timeout=90)
-    finally:
-        if run.poll() is None:
-            os.killpg(run.pid, signal.SIGKILL)
-            run.wait(10)
-    still = wait_for(lambda: not any(user_processes(h, marker) for h in fleet.hosts), 15) is None
-    tally.record(lost=0, left=len(leftovers(homes(fleet))) + int(still))
+    sig = signal.SIGINT if how == "SIGINT" else None
+    run, out, err, still = stopped_run(fleet, tally, marker, sig, "run", book, "-i", inv, "--json")
     assert "Traceback" not in out + err
     assert not still, "the hung probe outlived the run"
     assert not any((h.home / "after-look.txt").exists() for h in fleet.hosts)
