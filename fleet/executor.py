@@ -22,11 +22,11 @@ under its own limit, as unbatched.
 The first look and the host lock: a play's first request (the facts and the first batch) only
 observes, so it goes over one plain exec channel (fleet.connection), starts no python3 agent on
 the host and takes no host lock; a converged play ends there. Every later request goes through
-the agent, which takes the host lock with it. A task that must change the host from what was
-observed without the lock looks again first: its probe and those of the tasks after it, one
-batched request through the agent under the lock, and the task is planned anew from that, so a
-change another run made in between is seen before anything is applied. (Facts are not gathered
-again: they stay cached for the run.)"""
+the agent. Probes take no host lock; what changes the host does (the agent takes it with the
+request). A task that must change the host from what was observed without the lock looks again
+first: its probe and those of the tasks after it, one batched request through the agent that takes
+the lock, and the task is planned anew from that, so a change another run made in between is seen
+before anything is applied. (Facts are not gathered again: they stay cached for the run.)"""
 
 from __future__ import annotations
 
