@@ -26,13 +26,16 @@ the agent. Probes take no host lock; what changes the host does (the agent takes
 request). A task that must change the host from what was observed without the lock looks again
 first: its probe and those of the tasks after it, one batched request through the agent that takes
 the lock, and the task is planned anew from that, so a change another run made in between is seen
-before anything is applied. (Facts are not gathered again: they stay cached for the run.)"""
+before anything is applied. A result registered from a look without the lock is looked at again
+under it before the first change (another task may act on it): when it no longer gives what was
+registered, that change fails and says so, nothing applied. (Facts are not gathered again: they
+stay cached for the run, so a `when:` on a fact another run changes meanwhile is not caught.)"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Mapping
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 
 from .batch import MAX_PROBES, Batch, ProbeCall
@@ -74,6 +77,9 @@ class HostExecutor:
         self._kept: list[tuple[ProbeCall, CommandResult, bool]] = []
         self._first_look = True  # the play's first request: it only observes (no agent, no lock)
         self._seen_unlocked = False  # whether the observation _probe returned last was taken unlocked
+        # Registered observations taken without the host lock, not yet confirmed under it: a later
+        # task may act on them, so the first change looks at them again (_stale_registered).
+        self._registered_unlocked: list[_Unconfirmed] = []
         self._alone: set[ProbeCall] = set()  # calls a batch could not answer: they run on their own
         self._play: Play | None = None
         self._cursor = (0, 0)  # (task index, item index) of the task running now
@@ -276,11 +282,15 @@ class HostExecutor:
             observed, unlocked = None, False
             try:
                 if probe is not None:
-                    result = self._probe(ProbeCall.of(probe.script, run_kwargs), locked=look != "first")
+                    call = ProbeCall.of(probe.script, run_kwargs)
+                    result = self._probe(call, locked=look != "first")
                     if result.timed_out:
                         return self._timed_out(task, started, item, run_kwargs["timeout"])
                     observed, unlocked = observe(probe, result), self._seen_unlocked
                 plan = action.plan(observed, ctx)
+                if unlocked and task.register:
+                    noted = _Unconfirmed(task.register, call, probe, action, ctx, plan)
+                    self._registered_unlocked.append(noted)
             except FleetError as exc:  # also a probe that failed (ProbeFailed)
                 return self._finish(task, Status.FAILED, str(exc), started, item=item)
             if plan.fail:
@@ -296,7 +306,25 @@ class HostExecutor:
             # Seen without the host lock: another run may have changed the host since. Look again
             # under the lock (this task's probe and those after it, one request) and plan anew.
             self._kept = []
+            if task.register:
+                self._registered_unlocked.remove(noted)
+        if (stale := self._stale_registered()) is not None:
+            message = (
+                f"not applied: `{stale}` was registered from a look without the host lock and the host "
+                "no longer gives the same (another run changed it meanwhile?); run again"
+            )
+            return self._finish(task, Status.FAILED, message, started, item=item)
         return self._apply(task, scope, action, plan, ctx, run_kwargs, started, item)
+
+    def _stale_registered(self) -> str | None:
+        """Before a change: the registered observations taken without the host lock, looked at
+        again under it (it is held from then on); the name of the first that no longer holds."""
+        pending, self._registered_unlocked = self._registered_unlocked, []
+        for seen in pending:
+            now = self._request(seen.call.script, seen.call.run_kwargs(), locked=True)
+            if not seen.holds(now):
+                return seen.name
+        return None
 
     def _apply(
         self,
@@ -500,3 +528,27 @@ def _registered(result: TaskResult, data: Mapping[str, Any]) -> dict[str, Any]:
         "msg": result.message,
         **({"item": result.item} if result.item is not None else {}),
     }
+
+
+@dataclass(frozen=True)
+class _Unconfirmed:
+    """A task's result registered as `name` from a look without the host lock: its probe call and
+    how it was planned, to tell whether a look under the lock still gives what was registered."""
+
+    name: str
+    call: ProbeCall
+    probe: Any
+    action: Action
+    ctx: Context
+    plan: Plan
+
+    def holds(self, result: CommandResult) -> bool:
+        """Whether `result`, seen now, gives the same registered data and outcome (not the same
+        bytes: a probe may print what changes by itself, such as a time)."""
+        if result.timed_out:
+            return False
+        try:
+            now = self.action.plan(observe(self.probe, result), self.ctx)
+        except FleetError:
+            return False
+        return (now.fail, bool(now.changes), now.data) == (self.plan.fail, bool(self.plan.changes), self.plan.data)

@@ -256,3 +256,66 @@ def test_a_plain_look_caps_and_spills_its_output_and_the_next_request_starts_the
     agent = conn.run("echo $PPID").stdout  # anything that is not a plain look goes to the agent
     assert conn.run("echo $PPID", observe_only=True, plain=True).stdout == agent  # it runs now: no new channel
     assert conn.sessions == 2
+
+
+@pytest.mark.parametrize("python", ["python3", "none"], ids=["agent", "no-python3"])
+def test_a_change_decided_from_a_result_registered_without_the_lock_is_not_applied_once_it_is_stale(
+    ssh_fleet, ssh_inventory, tmp_path, python
+):
+    """Run A registers what it saw without the host lock (`state`: old) and a later task acts on it
+    (a command: no probe of its own to look again). Run B, holding the lock, changes the state
+    after A's look. A must not act on the stale value: the task fails and says why, nothing runs."""
+    host = ssh_fleet.host("node-02")
+    state, acted, gate = host.home / "state.txt", host.home / "acted.txt", host.home / "gate-reg"
+    for path in (acted, gate):
+        path.unlink(missing_ok=True)
+    state.write_text("old\n")
+    shutil.chown(state, host.user, host.user)
+    os.mkfifo(gate, 0o600)
+    shutil.chown(gate, host.user, host.user)
+    read_state = "import os; print(open(os.path.expanduser('~/state.txt')).read().strip())"
+    wait_on_gate = "import os; p = os.path.expanduser('~/gate-reg'); os.path.exists(p) and open(p).read()"
+    book = tmp_path / "book.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": host.name, "gather_facts": False, "tasks": [
+        {"name": "state", "python": {"venv": "/usr", "code": read_state}, "register": "state"},
+        {"name": "gate", "python": {"venv": "/usr", "code": wait_on_gate}},
+        {"name": "act", "command": "sh -c 'echo acted-on-{{ state.stdout | trim }} >> ~/acted.txt'"},
+    ]}]))  # fmt: skip
+    inv = load_inventory(ssh_inventory)
+    other_run = connect(host.name, inv.host(host.name).vars, lock=HostLock("run-b", lock_holder(), wait=5))
+    interpreter = f"python_interpreter={python}"
+    run_a = start_fleet("run", book, "-i", ssh_inventory, "--json", "--lock-wait", 60, "-e", interpreter)
+    try:
+        assert other_run.run("true").ok  # run B holds the host lock
+        writer = None
+
+        def open_gate() -> bool:
+            nonlocal writer
+            try:
+                writer = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)  # only once a reader has it open
+            except OSError:
+                return False
+            return True
+
+        assert wait_until(open_gate, 60), run_a.stderr.read() if run_a.poll() is not None else "A never looked"
+        gate.unlink()
+        assert other_run.run("echo new > ~/state.txt").ok  # B's change, after A's look, under the lock
+        other_run.release_lock()
+        os.write(writer, b"go\n")
+        os.close(writer)
+        out, err = run_a.communicate(timeout=120)
+    finally:
+        other_run.close()
+        if run_a.poll() is None:
+            run_a.kill()
+    results = {e["task"]: e for e in map(json.loads, out.splitlines()) if e["event"] == "task_result"}
+    assert not acted.exists(), f"A acted on what it saw before B's change: {acted.read_text()!r}"
+    assert run_a.returncode == 2, out + err
+    assert results["state"]["status"] == "ok" and results["act"]["status"] == "failed"
+    assert "`state`" in results["act"]["message"] and "run again" in results["act"]["message"]
+    # Unchallenged, the same play acts on what it registered (the check costs no failure).
+    state.write_text("new\n")
+    book.write_text(book.read_text().replace("gate-reg", "no-gate"))
+    done = run_fleet("run", book, "-i", ssh_inventory, "-e", interpreter)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert acted.read_text() == "acted-on-new\n"
