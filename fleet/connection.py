@@ -219,6 +219,13 @@ class _Capture:
     def dropped(self) -> int:
         return self.total - len(self.head) - len(self.tail)
 
+    def discard(self) -> None:
+        """The command gave no result (its connection or agent was lost): no run log will mask
+        the raw spilled output, so it goes."""
+        if self._spill:
+            self._spill.close()
+            spill_part(self.spill_path).unlink(missing_ok=True)
+
     def text(self, name: str) -> str:
         if self._spill:
             self._spill.close()
@@ -228,6 +235,15 @@ class _Capture:
         where = f"; full output in {self.spill_path}" if self._spill else ""
         note = f"{OUTPUT_GAP}{name}: output too large: {self.dropped} bytes not kept in memory{where}]\n"
         return self.head.decode("utf-8", "replace") + note + self.tail.decode("utf-8", "replace")
+
+
+def _captures(keep: int, spill: Path | None) -> tuple[_Capture, _Capture]:
+    """A command's stdout and stderr, spilled beside `spill` when too large."""
+
+    def one(stream: str) -> _Capture:
+        return _Capture(keep, spill.with_name(f"{spill.name}.{stream}") if spill else None)
+
+    return one("stdout"), one("stderr")
 
 
 def spill_part(path: Path) -> Path:
@@ -313,8 +329,24 @@ class AgentClient:
         started = time.monotonic()
         # The agent enforces the limit; this only guards against a host that stopped answering.
         deadline = started + timeout + 2 * _KILL_GRACE + 10 if timeout else None
-        out = _Capture(keep, spill.with_name(spill.name + ".stdout") if spill else None)
-        err = _Capture(keep, spill.with_name(spill.name + ".stderr") if spill else None)
+        out, err = _captures(keep, spill)
+        try:
+            return self._run(rid, script, timeout, deadline, out, err, lock)
+        except BaseException:
+            out.discard()
+            err.discard()
+            raise
+
+    def _run(
+        self,
+        rid: int,
+        script: bytes,
+        timeout: float | None,
+        deadline: float | None,
+        out: _Capture,
+        err: _Capture,
+        lock: HostLock | None,
+    ) -> CommandResult:
         begun = False
         with self._request:
             request: dict[str, Any] = {"op": "run", "id": rid, "timeout": timeout}
@@ -986,7 +1018,24 @@ class SSHConnection(_AgentHost):
     def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult:
         self.open()
         started = time.monotonic()
-        spill = self._spill()
+        out, err = _captures(self.output_keep, self._spill())
+        try:
+            return self._oneshot(script, timeout, become, user, started, out, err)
+        except BaseException:
+            out.discard()
+            err.discard()
+            raise
+
+    def _oneshot(
+        self,
+        script: bytes,
+        timeout: float | None,
+        become: bool,
+        user: str,
+        started: float,
+        out: _Capture,
+        err: _Capture,
+    ) -> CommandResult:
         try:
             chan = self._conn.transport.open_session(timeout=self.options.connect_timeout)
             self.sessions += 1
@@ -998,7 +1047,7 @@ class SSHConnection(_AgentHost):
             except OSError:  # it ended before reading its whole script (e.g. sudo refused): its output says why
                 if not self._conn.transport.is_active():
                     raise
-            out, err = self._drain(chan, started + timeout + 2 * _KILL_GRACE if timeout else None, spill)
+            self._drain(chan, started + timeout + 2 * _KILL_GRACE if timeout else None, out, err)
             code = chan.recv_exit_status()
             chan.close()
         except (OSError, EOFError) as exc:
@@ -1074,12 +1123,10 @@ class SSHConnection(_AgentHost):
             raise TransferFailed(f"{exc.strerror or exc}: {path}") from None
         return buf.getvalue()
 
-    def _drain(self, chan: Any, deadline: float | None, spill: Path | None) -> tuple[_Capture, _Capture]:
+    def _drain(self, chan: Any, deadline: float | None, out: _Capture, err: _Capture) -> None:
         """stdout and stderr until EOF; or until the deadline; or shortly after the command
         exited, since a background process it left behind may hold its output open for good.
         Capped in memory and spilled whole as on the agent path."""
-        out = _Capture(self.output_keep, spill.with_name(spill.name + ".stdout") if spill else None)
-        err = _Capture(self.output_keep, spill.with_name(spill.name + ".stderr") if spill else None)
         exited = False
         while True:
             done = chan.eof_received or chan.closed  # read before draining: data sent before is buffered
@@ -1099,7 +1146,6 @@ class SSHConnection(_AgentHost):
                 break
             # An exit status wakes no file descriptor, so look for it now and then.
             select.select([chan], [], [], _POLL if left is None else min(left, _POLL))
-        return out, err
 
     def interrupt(self) -> None:
         """As the agents do, and for a one-shot command: SIGTERM through SSH (sshd signals the

@@ -319,3 +319,38 @@ def test_a_change_decided_from_a_result_registered_without_the_lock_is_not_appli
     done = run_fleet("run", book, "-i", ssh_inventory, "-e", interpreter)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert acted.read_text() == "acted-on-new\n"
+
+
+@pytest.mark.parametrize("plain", [True, False], ids=["plain", "agent"])
+def test_a_connection_lost_mid_spill_leaves_no_raw_output_on_disk(plain_conn, tmp_path, plain):
+    """Output too large for memory is written raw to `<spill>.part` until the run log masks it;
+    when the connection dies mid-command no result ever reaches the run log, so the raw file (a
+    secret the command printed, unmasked) must not stay behind."""
+    conn = plain_conn("node-01")
+    conn.output_keep = 16 * 1024
+    conn.output_dir = tmp_path / "out"
+    pidfile = Path(f"/tmp/fleet-spill-{os.getpid()}-{plain}")  # writable by the host's user
+    script = f"echo raw-secret-value; seq 1 200000; echo $$ > {pidfile}; sleep 600"
+    errors = []
+
+    def look() -> None:
+        try:
+            conn.run(script, observe_only=plain, plain=plain)
+        except Exception as exc:  # the loss is what this test causes
+            errors.append(exc)
+
+    worker = threading.Thread(target=look, daemon=True)
+    worker.start()
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip())
+    shell_pid = int(pidfile.read_text())
+    session = shell_pid
+    while Path(f"/proc/{session}/comm").read_text().strip() != "sshd":  # up to the host's sshd session
+        session = int(Path(f"/proc/{session}/stat").read_text().rsplit(")", 1)[1].split()[1])
+    os.kill(session, 9)  # the connection dies mid-command
+    worker.join(30)
+    pidfile.unlink()
+    if not gone(shell_pid, 5):
+        os.kill(shell_pid, 9)
+    assert errors and type(errors[0]).__name__ == "Unreachable", errors
+    left = {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
+    assert not [name for name, data in left.items() if b"raw-secret-value" in data], sorted(left)
