@@ -165,6 +165,8 @@ class HostExecutor:
         except TemplateError as exc:
             return [self._finish(task, Status.FAILED, self._explain(task, exc), 0.0)]
         results = []
+        if task.register:  # what this task registers replaces what an earlier one did
+            self._registered_unlocked = [u for u in self._registered_unlocked if u.name != task.register]
         for number, item in enumerate(items):
             self._cursor = (self._cursor[0], number)
             scope = variables if item is _NO_ITEM else variables.child(item=item)
@@ -288,8 +290,10 @@ class HostExecutor:
                         return self._timed_out(task, started, item, run_kwargs["timeout"])
                     observed, unlocked = observe(probe, result), self._seen_unlocked
                 plan = action.plan(observed, ctx)
-                if unlocked and task.register:
+                if unlocked and task.register:  # a retry's attempt replaces the one before
                     noted = _Unconfirmed(task.register, call, probe, action, ctx, plan)
+                    unconfirmed = self._registered_unlocked
+                    self._registered_unlocked = [u for u in unconfirmed if (u.name, u.call) != (noted.name, call)]
                     self._registered_unlocked.append(noted)
             except FleetError as exc:  # also a probe that failed (ProbeFailed)
                 return self._finish(task, Status.FAILED, str(exc), started, item=item)

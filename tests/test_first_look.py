@@ -354,3 +354,22 @@ def test_a_connection_lost_mid_spill_leaves_no_raw_output_on_disk(plain_conn, tm
     assert errors and type(errors[0]).__name__ == "Unreachable", errors
     left = {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert not [name for name, data in left.items() if b"raw-secret-value" in data], sorted(left)
+
+
+def test_a_retried_registered_look_is_confirmed_by_its_last_attempt_only(ssh_fleet, ssh_inventory, tmp_path):
+    """`retries`/`until` registers its last attempt; an earlier attempt saw something else by design,
+    so the first change after it must not take that for another run's change."""
+    host = ssh_fleet.host("node-04")
+    flag, out = host.home / "retry-flag", host.home / "retry-out.txt"
+    flag.unlink(missing_ok=True)
+    out.unlink(missing_ok=True)
+    seen_then_set = "import os; p = os.path.expanduser('~/retry-flag'); e = os.path.exists(p); open(p, 'a'); print(e)"
+    book = tmp_path / "book.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": host.name, "gather_facts": False, "tasks": [
+        {"name": "wait", "python": {"venv": "/usr", "code": seen_then_set}, "register": "flag",
+         "until": "'True' in flag.stdout", "retries": 3, "delay": 0},
+        {"name": "act", "command": "sh -c 'echo {{ flag.attempts }} >> ~/retry-out.txt'"},
+    ]}]))  # fmt: skip
+    result = run_fleet("run", book, "-i", ssh_inventory, "--json")
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr
+    assert out.read_text() == "2\n"
