@@ -134,14 +134,14 @@ def test_multi_node_launch_starts_nowhere_when_one_node_fails_its_preflight(ssh_
     assert launched.returncode == 2, launched.stdout + launched.stderr
     why = "python '/nonexistent/bin/python' not found"
     recap = launched.stdout[launched.stdout.index("2 host(s) failed or unreachable:") :]
-    assert f"node-02: preflight: {why}" in recap, launched.stdout
-    assert f"node-01: train all-or-none: launch: not started on any node: node-02: preflight: {why}" in recap
+    assert f"node-02: imports: {why}" in recap, launched.stdout
+    assert f"node-01: train all-or-none: launch: not started on any node: node-02: imports: {why}" in recap
     for name in ("node-01", "node-02"):  # nothing was started, nothing was written
         assert not (ssh_fleet.host(name).home / "fleet-train-barrier" / "runs").exists()
     assert job_processes("all-or-none") == {}
     as_json = fleet_train(inv, config, "--hosts", "node-01,node-02", "--json")
     results = [e for e in map(json.loads, as_json.stdout.splitlines()) if e["event"] == "task_result"]
     assert [(e["host"], e["task"], e["status"]) for e in results if e["status"] != "ok"] == [
-        ("node-02", "preflight", "failed"), ("node-01", "train all-or-none: launch", "failed"),
+        ("node-02", "imports", "failed"), ("node-01", "train all-or-none: launch", "failed"),
     ]  # fmt: skip
     assert not any(e["task"] == "launch" for e in results)

@@ -22,15 +22,17 @@ from fleet.train.jobs import (
     PEER_PREFIX,
     STOPPED_BY_USER,
     GpuUse,
+    Imports,
     JobState,
     Preflight,
     gpu_use,
+    parse_imports,
     parse_progress,
     parse_state,
     parse_stop,
     wrapper_script,
 )
-from fleet.train.plan import launch_barrier, node_specs, plan_launch, preflight_failure
+from fleet.train.plan import imports_failure, launch_barrier, node_specs, plan_launch, preflight_failure
 from fleet.train.rendezvous import LEFTOVERS, peers_to_stop, plan_rendezvous
 
 FILES = REPO / "playbooks" / "files"
@@ -136,8 +138,8 @@ def _recorded_gpus(used_mib: int | None = None):
     return parse_gpu_csv(line)[0]
 
 
-def _preflight(*, state="absent", python=True, missing=(), shas=None) -> Preflight:
-    return Preflight(JobState(state, pid=12 if state == "running" else None), shas or {}, python, missing)
+def _preflight(*, state="absent", shas=None) -> Preflight:
+    return Preflight(JobState(state, pid=12 if state == "running" else None), shas or {})
 
 
 def _facts(gpus=(), stack=None) -> Facts:
@@ -148,15 +150,18 @@ def test_preflight_refuses_unfit_hosts(tmp_path):
     config = load_config(write_config(tmp_path, {"min_free_gpu_mib": 100000, "require_stack": True}))
     spec = node_specs(config, ["h"], {"h": {}}, "L")["h"]
     stack = {"torch": "2.8.0", "attn_impl": "flash_attention_3"}
-    assert "not found" in preflight_failure(spec, _preflight(python=False), _facts(), config)
-    assert "cannot import trl" in preflight_failure(spec, _preflight(missing=("trl",)), _facts(), config)
-    assert "setup playbook" in preflight_failure(spec, _preflight(), _facts(_recorded_gpus()), config)
-    assert "no GPU" in preflight_failure(spec, _preflight(), _facts(stack=stack), config)
-    busy = preflight_failure(spec, _preflight(), _facts(_recorded_gpus(used_mib=60000), stack), config)
+    assert "not found" in imports_failure(spec, Imports(False, ()))
+    broken = parse_imports("ok\ncannot-import trl ImportError: x\n")
+    assert "cannot import trl (ImportError: x)" in imports_failure(spec, broken)
+    assert "the import check itself crashed" in imports_failure(spec, parse_imports("ok\n"))
+    assert imports_failure(spec, parse_imports("ok\nimports-done\n")) is None
+    assert "setup playbook" in preflight_failure(spec, _facts(_recorded_gpus()), config)
+    assert "no GPU" in preflight_failure(spec, _facts(stack=stack), config)
+    busy = preflight_failure(spec, _facts(_recorded_gpus(used_mib=60000), stack), config)
     assert "83771 MiB free" in busy  # 143771 total - 60000 used
-    assert preflight_failure(spec, _preflight(), _facts(_recorded_gpus(), stack), config) is None
+    assert preflight_failure(spec, _facts(_recorded_gpus(), stack), config) is None
     pinned = node_specs(config, ["h"], {"h": {"cuda_visible_devices": "3"}}, "L")["h"]
-    assert "GPU 3" in preflight_failure(pinned, _preflight(), _facts(_recorded_gpus(), stack), config)
+    assert "GPU 3" in preflight_failure(pinned, _facts(_recorded_gpus(), stack), config)
 
 
 def test_launch_plan_syncs_only_changed_files_and_skips_running_jobs(tmp_path):
@@ -305,7 +310,8 @@ def test_remote_scripts_are_valid_sh(tmp_path):
     spec = node_specs(config, ["h"], {"h": {"train_workdir": "~/work dir"}}, "L")["h"]
     scripts = [
         jobs.state_probe(spec.paths),
-        jobs.preflight_probe(spec.paths, ".venv/bin/python", ["job.py"], ["torch", "trl"]),
+        jobs.preflight_probe(spec.paths, ["job.py"]),
+        jobs.imports_probe(spec.paths, ".venv/bin/python", ["torch", "trl"]),
         jobs.launch_script(spec, {"job.py": b"x"}),
         jobs.launch_script(spec, {}, wait=5, attention=jobs.attention_check("~/w d", "py", b"x'$", b"y", spec.env)),
         jobs.wrapper_script(spec),

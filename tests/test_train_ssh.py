@@ -46,8 +46,8 @@ def test_lifecycle_on_several_hosts(ssh_fleet, ssh_inventory, tmp_path, stop_aft
     launched = fleet_train(ssh_inventory, config, "--hosts", THREE, "--json")
     assert launched.returncode == 0, launched.stdout + launched.stderr
     for name, host in recap(launched.stdout).items():
-        # facts + preflight in one look, the look again under the host lock (the engine's rule for a
-        # change planned from an unlocked look), the launch
+        # facts, imports and preflight in one look, the preflight again under the host lock (the
+        # engine's rule for a change planned from an unlocked look), the launch
         assert host["changed"] == 1 and host["commands"] == 3, (name, host)
     assert "synced steps_job.py, steps.yaml" in tasks(launched.stdout)["node-01"]["message"]
 
@@ -86,7 +86,7 @@ def test_lifecycle_on_several_hosts(ssh_fleet, ssh_inventory, tmp_path, stop_aft
     again = fleet_train(ssh_inventory, config, "--hosts", THREE, "--json")
     assert again.returncode == 0, again.stdout
     for name, host in recap(again.stdout).items():
-        assert host["changed"] == 0 and host["ok"] == 1 and host["commands"] == 1, (name, host)
+        assert host["changed"] == 0 and host["ok"] == 2 and host["commands"] == 1, (name, host)  # imports, launch
         assert "already running" in tasks(again.stdout)[name]["message"]
         assert (ssh_fleet.host(name).home / "fleet-train-test/runs/life/job.pid").read_text() == pids[name]
 

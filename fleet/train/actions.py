@@ -20,10 +20,13 @@ from ..task import Action, Args, Context, action
 from .config import TrainConfig
 from .jobs import (
     STOPPED_BY_USER,
+    Imports,
     JobState,
     NodeSpec,
     Preflight,
     RunPaths,
+    imports_probe,
+    parse_imports,
     parse_launch,
     parse_preflight,
     parse_state,
@@ -32,10 +35,17 @@ from .jobs import (
     state_probe,
     stop_script,
 )
-from .plan import job_files, plan_launch
+from .plan import imports_failure, job_files, plan_launch
 from .slurm import SlurmSeen, Target, cancel_script, observe, parse_submit, plan_submit
 from .slurm import state_probe as slurm_state_probe
-from .view import cancel_verdict, launch_verdict, preflight_summary, stop_verdict, submit_verdict
+from .view import (
+    cancel_verdict,
+    imports_summary,
+    launch_verdict,
+    preflight_summary,
+    stop_verdict,
+    submit_verdict,
+)
 
 HOST = "{{ inventory_hostname }}"  # the `host` argument: each host picks its own spec
 
@@ -81,6 +91,26 @@ def _facts(ctx: Context) -> Facts:
 
 
 @action
+class TrainImports(Action):
+    """The job's python on the host imports every module the job needs (a launch's first task)."""
+
+    name = "train_imports"
+    Args: ClassVar = LaunchArgs
+    read_only = True
+
+    def probe(self) -> Probe[Imports]:
+        spec = self.args.order.specs[self.args.host]
+        script = imports_probe(spec.paths, spec.argv[0], self.args.order.config.job.require_modules)
+        return Probe(script, lambda result: parse_imports(result.stdout))
+
+    def plan(self, imports: Imports, ctx: Context) -> Plan:
+        spec = self.args.order.specs[self.args.host]
+        failure = imports_failure(spec, imports)
+        modules = self.args.order.config.job.require_modules
+        return Plan(fail=failure) if failure else Plan(summary=imports_summary(spec.argv[0], modules))
+
+
+@action
 class TrainLaunch(Action):
     """Start the run's job on the host unless it runs there; never over a finished or failed run
     unless the order says resume or force."""
@@ -93,10 +123,8 @@ class TrainLaunch(Action):
         return self.args.order.specs[self.args.host]
 
     def probe(self) -> Probe[Preflight]:
-        config = self.args.order.config
-        names = list(job_files(config))
-        script = preflight_probe(self.spec.paths, self.spec.argv[0], names, config.job.require_modules)
-        return Probe(script, lambda result: parse_preflight(result.stdout, names))
+        names = list(job_files(self.args.order.config))
+        return Probe(preflight_probe(self.spec.paths, names), lambda result: parse_preflight(result.stdout, names))
 
     def plan(self, pre: Preflight, ctx: Context) -> Plan:
         order = self.args.order

@@ -32,6 +32,7 @@ from .view import HostStatus, LogPrinter, attention_text
 PROBE_TIMEOUT = 60
 ATTENTION_TIMEOUT = 120  # the launch script asks train_grpo.py what attention it will use (imports torch)
 PREFLIGHT = "preflight"
+IMPORTS = "imports"
 LAUNCH = "launch"
 STATUS = "status"
 STOP_REASON = "train_stop_reason"  # the play variable a gate gives each node it stops
@@ -55,8 +56,8 @@ def _stop_task(order: RunOrder, *, peer: bool, reason: str | None = None) -> Tas
     return Task("train_stop", args, name="stop peers" if peer else "stop", timeout=order.config.job.stop_timeout + 30)
 
 
-def _play(name: str, hosts: Sequence[str], task: Task, **kw: Any) -> Play:
-    return Play(hosts=",".join(hosts), tasks=(task,), name=name, **kw)
+def _play(name: str, hosts: Sequence[str], *tasks: Task, **kw: Any) -> Play:
+    return Play(hosts=",".join(hosts), tasks=tasks, name=name, **kw)
 
 
 # ---- launch ------------------------------------------------------------------------------------
@@ -76,13 +77,14 @@ def launch(
     order = LaunchOrder(config, specs, mode, ignore_health)
     timeout = PROBE_TIMEOUT + config.job.launch_wait + (ATTENTION_TIMEOUT if config.runs_train_grpo else 0)
     start = Task("train_launch", {"order": order, "host": HOST}, name=LAUNCH, timeout=timeout)
+    imports = Task("train_imports", {"order": order, "host": HOST}, name=IMPORTS, timeout=PROBE_TIMEOUT)
     if not config.job.multi_node:
-        plays: tuple[Play, ...] = (_play(f"train {run}", hosts, start),)
+        plays: tuple[Play, ...] = (_play(f"train {run}", hosts, imports, start),)
     else:
         paths = {h: spec.paths for h, spec in specs.items()}
         check = Task("train_preflight", {"order": order, "host": HOST}, name=PREFLIGHT, timeout=PROBE_TIMEOUT)
         plays = (
-            _play(f"train {run}: preflight of every node", hosts, check),
+            _play(f"train {run}: preflight of every node", hosts, imports, check),
             _play(f"train {run}: launch", hosts, start, gate=_barrier(hosts)),
             _play(f"train {run}: stop the peers of a node that died", hosts,
                   _stop_task(RunOrder(config, paths), peer=True), gate=_launch_peers, gather_facts=False),

@@ -169,10 +169,22 @@ def state_probe(paths: RunPaths) -> str:
     )
 
 
-def preflight_probe(paths: RunPaths, python: str, files: Sequence[str], modules: Sequence[str]) -> str:
-    """What a launch looks at first (the engine sends it with the host's facts): the job's state,
-    the synced files' sha256, the run's checkpoints, and which of the modules the job needs its
-    python cannot import."""
+def preflight_probe(paths: RunPaths, files: Sequence[str]) -> str:
+    """What a launch looks at (the engine sends it with the host's facts): the job's state, the
+    synced files' sha256 and the run's checkpoints."""
+    lines = [state_probe(paths), "s train_files"]
+    for name in files:
+        target = shell.path(f"{paths.workdir.rstrip('/')}/{name}")
+        lines.append(f"( sha256sum {target} 2>/dev/null || echo 'absent  x' ) | cut -d' ' -f1")
+    lines.append(checkpoint_section(paths).rstrip("\n"))
+    lines.append("s train_end")
+    return "\n".join(lines) + "\n"
+
+
+def imports_probe(paths: RunPaths, python: str, modules: Sequence[str]) -> str:
+    """Whether the job's python is there and which of the modules it cannot import. A probe of its
+    own: it costs seconds (torch), and a launch that must look again under the host lock looks
+    again at the job, not at the python, which no run changes."""
     # A real import, not find_spec: a module that is there but breaks on import (an ABI mismatch,
     # a missing shared library) must stop the launch here, not 15 s into the job.
     code = (
@@ -186,20 +198,12 @@ def preflight_probe(paths: RunPaths, python: str, files: Sequence[str], modules:
         "print('imports-done')\n"
     )  # the module names are repr()'d into Python source, then the whole program shell-quoted
     py = python_word(python)
-    lines = [state_probe(paths), "s train_files"]
-    for name in files:
-        target = shell.path(f"{paths.workdir.rstrip('/')}/{name}")
-        lines.append(f"( sha256sum {target} 2>/dev/null || echo 'absent  x' ) | cut -d' ' -f1")
-    lines.append(checkpoint_section(paths).rstrip("\n"))
-    lines.append("s train_python")
-    lines.append(
+    return (
         f"cd {shell.path(paths.workdir)} 2>/dev/null || cd; "
         f"if command -v {py} >/dev/null 2>&1 || [ -x {py} ]; then "
         f"echo ok; {py} -c {shell.quote(code)} 2>&1 | grep -a -E '^(cannot-import|imports-done)' | cut -c1-300; "
-        "else echo missing; fi"
+        "else echo missing; fi\n"
     )
-    lines.append("s train_end")
-    return "\n".join(lines) + "\n"
 
 
 def wrapper_script(spec: NodeSpec) -> str:
@@ -515,8 +519,6 @@ def parse_state(text: str) -> JobState:
 class Preflight:
     state: JobState
     file_sha: Mapping[str, str | None]  # None: absent on the host
-    python_found: bool
-    missing_modules: tuple[str, ...]  # "name (why)" for each module the job's python cannot import
     checkpoints: tuple[str, ...] = ()  # checkpoint-N directories of the run, oldest first
 
     @property
@@ -531,17 +533,26 @@ def parse_preflight(text: str, files: Sequence[str]) -> Preflight:
         name: (shas[i].strip() if i < len(shas) and re.fullmatch(r"[0-9a-f]{64}", shas[i].strip()) else None)
         for i, name in enumerate(files)
     }
-    python = sec.get("train_python", "").splitlines()
-    found = bool(python) and python[0].strip() == "ok"
+    return Preflight(parse_state(text), file_sha, parse_checkpoints(sec.get("train_checkpoints", "")))
+
+
+@dataclass(frozen=True)
+class Imports:
+    python_found: bool
+    missing: tuple[str, ...]  # "name (why)" for each module the job's python cannot import
+
+
+def parse_imports(text: str) -> Imports:
+    lines = text.splitlines()
+    found = bool(lines) and lines[0].strip() == "ok"
     missing = []
-    for line in python[1:]:
+    for line in lines[1:]:
         words = line.strip().split(" ", 2)
         if words[0] == "cannot-import" and len(words) > 1:
             missing.append(f"{words[1]} ({words[2]})" if len(words) > 2 else words[1])
-    if found and not missing and "imports-done" not in python[1:]:
+    if found and not missing and "imports-done" not in lines[1:]:
         missing.append("(the import check itself crashed)")
-    checkpoints = parse_checkpoints(sec.get("train_checkpoints", ""))
-    return Preflight(parse_state(text), file_sha, found, tuple(missing), checkpoints)
+    return Imports(found, tuple(missing))
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from ..facts import Facts
 from ..health import baseline, errors, expected_gpus, judge
 from ..model import FleetError, Plan
 from .config import TrainConfig, host_setting
-from .jobs import NodeSpec, Preflight, RunPaths, attention_check, job_env, launch_script
+from .jobs import Imports, NodeSpec, Preflight, RunPaths, attention_check, job_env, launch_script
 from .rendezvous import Rendezvous, plan_rendezvous
 
 
@@ -119,16 +119,20 @@ def requested_attention(
     return None, "auto"
 
 
-def preflight_failure(spec: NodeSpec, pre: Preflight, facts: Facts, config: TrainConfig) -> str | None:
-    job = config.job
-    if not pre.python_found:
-        python = spec.argv[0]
+def imports_failure(spec: NodeSpec, imports: Imports) -> str | None:
+    """Why the job's python cannot run it: not there, or a module it needs does not import."""
+    if not imports.python_found:
         return (
-            f"python {python!r} not found in {spec.paths.workdir} (run the setup playbook, or set the "
+            f"python {spec.argv[0]!r} not found in {spec.paths.workdir} (run the setup playbook, or set the "
             "`train_python` host var)"
         )
-    if pre.missing_modules:
-        return f"{spec.argv[0]} cannot import {', '.join(pre.missing_modules)} (run the setup playbook)"
+    if imports.missing:
+        return f"{spec.argv[0]} cannot import {', '.join(imports.missing)} (run the setup playbook)"
+    return None
+
+
+def preflight_failure(spec: NodeSpec, facts: Facts, config: TrainConfig) -> str | None:
+    job = config.job
     if job.require_stack and not facts.stack:
         return "no training stack recorded in ~/.fleet/facts.d/stack.json (run the setup playbook first)"
     if not job.require_gpu:
@@ -203,7 +207,7 @@ def plan_launch(
             fail=f"nothing to resume: no checkpoint-* in {where} (the config's grpo: save_strategy/save_steps "
             "make checkpoints)"
         )
-    failure = preflight_failure(spec, pre, facts, config)
+    failure = preflight_failure(spec, facts, config)
     if not failure and not ignore_health:
         failure = health_failure(facts, hostvars, spec.host)
     if failure:

@@ -61,6 +61,11 @@ def attention_text(line: str) -> str:
     return line.removeprefix("attention: ").strip() or "unknown (no answer from train_grpo.py)"
 
 
+def imports_summary(python: str, modules: Iterable[str]) -> str:
+    modules = list(modules)
+    return f"{python} imports {', '.join(modules)}" if modules else f"{python} is there"
+
+
 def preflight_summary(data: dict[str, Any]) -> str:
     """A node that passed the multi-node preflight: what its launch will do."""
     if data.get("running"):
