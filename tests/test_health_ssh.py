@@ -154,7 +154,8 @@ def test_train_refuses_sick_gpus_and_status_tells_a_gpu_that_turned_sick(gpus, t
     try:
         refused = fleet_train(gpus.inventory, config, "--hosts", "gpu-02", "--json")
         assert refused.returncode != 0
-        (task,) = [e for e in map(json.loads, refused.stdout.splitlines()) if e["event"] == "task_result"]
+        events = [e for e in map(json.loads, refused.stdout.splitlines()) if e["event"] == "task_result"]
+        (task,) = [e for e in events if e["task"] == "launch"]  # after the `imports` task
         assert task["status"] == "failed" and task["message"].startswith(
             "GPU health: GPU0: 2 uncorrectable ECC (volatile) (fleet doctor"
         )
