@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,28 @@ def test_become_runs_as_root(ssh_fleet, ssh_inventory, tmp_path):
     }]))  # fmt: skip
     result = run_fleet("run", book, "-i", ssh_inventory)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_a_file_the_login_user_cannot_read_is_never_taken_for_an_empty_one(ssh_fleet, ssh_inventory, tmp_path):
+    """The file probe sends a small file's content and its checksum is computed from it; when the
+    host cannot read the file (write-only mode), no content came: `line` must fail and say so,
+    not plan from an empty file and replace what is there; `copy` must not call it converged."""
+    host = ssh_fleet.host("node-02")
+    target = host.home / "write-only.txt"
+    target.unlink(missing_ok=True)
+    target.write_text("keep me\n")
+    shutil.chown(target, host.user, host.user)
+    target.chmod(0o200)
+    book = tmp_path / "book.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": host.name, "gather_facts": False, "tasks": [
+        {"name": "line", "line": {"path": "~/write-only.txt", "line": "added"}, "ignore_errors": True},
+        {"name": "empty copy", "copy": {"dest": "~/write-only.txt", "content": ""}, "ignore_errors": True},
+    ]}]))  # fmt: skip
+    result = run_fleet("run", book, "-i", ssh_inventory, "--json")
+    events = [json.loads(line) for line in result.stdout.splitlines()]
+    statuses = {e["task"]: e["status"] for e in events if e["event"] == "task_result"}
+    target.chmod(0o600)
+    assert target.read_text() == "keep me\n"
+    assert statuses == {"line": "failed", "empty copy": "failed"}, result.stdout[-3000:]
+    messages = [e["message"] for e in events if e["event"] == "task_result"]
+    assert all("Permission denied" in m for m in messages), messages

@@ -28,11 +28,12 @@ def file_script(target: str) -> str:
     # Lines: kind, mode, sha256, base64 content. Two programs for a file (one stat gives mode and
     # size): each fork+exec costs the host ~1 ms, and most tasks probe a file. A small file's
     # content comes whole and tells its checksum (computed here, FileState.parse); only a file too
-    # large to fetch is hashed on the host.
+    # large to fetch is hashed on the host. A file that cannot be read fails the probe: no content
+    # must never read as an empty file.
     return (
         f"if [ -f {p} ]; then set -- $(stat -c '%a %s' {p}); echo file; echo \"$1\"; "
-        f'if [ "$2" -le {DIFF_LIMIT} ]; then echo; base64 -w0 <{p}; '
-        f'else set -- $(sha256sum <{p}); echo "$1"; fi; echo; '
+        f'if [ "$2" -le {DIFF_LIMIT} ]; then echo; base64 -w0 <{p} || exit; '
+        f'else h=$(sha256sum <{p}) || exit; echo "${{h%% *}}"; fi; echo; '
         f"elif [ -d {p} ]; then echo directory; stat -c %a {p}; "
         f"elif [ -e {p} ]; then echo other; else echo absent; fi"
     )
