@@ -1243,7 +1243,8 @@ def _route(
     keys = [*connect_kwargs.get("key_filename", []), *entry.get("identityfile", [])]
     own = {**connect_kwargs, **({"key_filename": keys} if keys else {})}
     host = entry.get("hostname", name)
-    target = _Hop(host, port or int(entry.get("port", 22)), user or entry.get("user"), own, timeout, None)
+    target_port = port or _number(entry.get("port", 22), "Port", name)
+    target = _Hop(host, target_port, user or entry.get("user"), own, timeout, None)
     target.gateway = _gateway(name, host, entry, config, connect_kwargs, timeout, 0)
     return target
 
@@ -1266,13 +1267,21 @@ def _gateway(
         jump_host = jump_entry.get("hostname", jump)
         keys = [*jump_entry.get("identityfile", []), *connect_kwargs.get("key_filename", [])]
         kwargs = {k: v for k, v in connect_kwargs.items() if k != "password"} | {"key_filename": keys}
-        hop_timeout = float(jump_entry.get("connecttimeout", timeout))
-        hop_port = int(port) if port else int(jump_entry.get("port", 22))
+        hop_timeout = float(_number(jump_entry.get("connecttimeout", timeout), "ConnectTimeout", jump))
+        hop_port = _number(port or jump_entry.get("port", 22), "Port", jump)
         hop = _Hop(jump_host, hop_port, user or jump_entry.get("user"), kwargs, hop_timeout, gateway)
         if i == 0:  # the first jump host is reached as its own entry says
             hop.gateway = _gateway(jump, jump_host, jump_entry, config, connect_kwargs, timeout, depth + 1)
         gateway = hop
     return gateway
+
+
+def _number(value: Any, keyword: str, name: str) -> int:
+    """A whole number that ssh_config (or `ProxyJump host:port`) gives for `name`."""
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise Unreachable(f"ssh_config: {keyword} {value!r} for {name} is not a number") from None
 
 
 def _hops(conn: Any) -> list[_Hop]:
@@ -1332,7 +1341,10 @@ def _ssh_config(setting: str | None) -> Any:
                 config = paramiko.SSHConfig()
                 for path in paths:
                     text = Path(path).read_text()
-                    config.parse(io.StringIO(text))
+                    try:
+                        config.parse(io.StringIO(text))
+                    except paramiko.ssh_exception.ConfigParseError as exc:
+                        raise Unreachable(f"ssh_config {path}: {exc}; fix that line") from None
                     if re.search(r"(?im)^\s*match\s.*\bexec\b", text):
                         _allow_match_exec(paramiko)
                 _parsed_ssh_configs[key] = config

@@ -176,6 +176,34 @@ def test_ssh_config_jump_chain_in_openssh_order_match_exec_and_a_missing_file(ss
     assert message == f"cannot read ssh_config {tmp_path / 'no-such-config'}: No such file or directory"
 
 
+@pytest.mark.parametrize(
+    ("config", "said"),
+    [
+        ("Host bad\n  Port notaport\n{entry}", "ssh_config: Port 'notaport' for bad is not a number"),
+        ("Host bad\n  ProxyJump alias-01:22x\n{entry}", "ssh_config: Port '22x' for alias-01 is not a number"),
+        (
+            "Host bad\n  ProxyJump alias-01\n{entry}\nHost alias-01\n  ConnectTimeout soon\n{entry}",
+            "ssh_config: ConnectTimeout 'soon' for alias-01 is not a number",
+        ),
+        ("Host bad\n{entry}  Port\n", "ssh_config {path}: Unparsable line Port; fix that line"),
+    ],
+    ids=["port", "jump-port", "jump-timeout", "unparsable"],
+)
+def test_a_bad_ssh_config_value_is_one_line_naming_the_host(ssh_fleet, tmp_path, config, said):
+    one = ssh_fleet.host("node-01")
+    entry = f"  HostName {one.address}\n  Port {one.port}\n  User {one.user}\n  IdentityFile {ssh_fleet.client_key}\n"
+    (tmp_path / "ssh_config").write_text(config.format(entry=entry))
+    inv = tmp_path / "inv"
+    inv.mkdir()
+    variables = {"ssh_config": str(tmp_path / "ssh_config"), "known_hosts": str(ssh_fleet.known_hosts)}
+    (inv / "hosts.yaml").write_text(yaml.safe_dump({"all": {"vars": variables, "hosts": {"bad": None}}}))
+    result = run_fleet("facts", "-i", inv, "--json")
+    assert result.returncode == 4, result.stdout + result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    message = by_host(result.stdout)["bad"]["unreachable"]
+    assert message.startswith(said.format(path=tmp_path / "ssh_config")) and "\n" not in message, message
+
+
 # ---- timeouts ------------------------------------------------------------------------------------
 def test_hung_task_times_out_and_its_process_is_gone(ssh_fleet, ssh_inventory, tmp_path):
     plain, root = ssh_fleet.host("node-01"), ssh_fleet.host("node-02")
