@@ -322,12 +322,16 @@ class HostExecutor:
 
     def _stale_registered(self) -> str | None:
         """Before a change: the registered observations taken without the host lock, looked at
-        again under it (it is held from then on); the name of the first that no longer holds."""
-        pending, self._registered_unlocked = self._registered_unlocked, []
-        for seen in pending:
+        again under it (it is held from then on); the name of the first that no longer holds. That
+        one stays unconfirmed, so every later change fails too (the failure may be ignored), until
+        a task registers the name anew."""
+        pending = self._registered_unlocked
+        for index, seen in enumerate(pending):
             now = self._request(seen.call.script, seen.call.run_kwargs(), locked=True)
             if not seen.holds(now):
+                self._registered_unlocked = pending[index:]
                 return seen.name
+        self._registered_unlocked = []
         return None
 
     def _apply(

@@ -279,7 +279,9 @@ def test_a_change_decided_from_a_result_registered_without_the_lock_is_not_appli
     book.write_text(yaml.safe_dump([{"hosts": host.name, "gather_facts": False, "tasks": [
         {"name": "state", "python": {"venv": "/usr", "code": read_state}, "register": "state"},
         {"name": "gate", "python": {"venv": "/usr", "code": wait_on_gate}},
-        {"name": "act", "command": "sh -c 'echo acted-on-{{ state.stdout | trim }} >> ~/acted.txt'"},
+        {"name": "act", "command": "sh -c 'echo acted-on-{{ state.stdout | trim }} >> ~/acted.txt'",
+         "ignore_errors": True},
+        {"name": "act again", "command": "sh -c 'echo again-on-{{ state.stdout | trim }} >> ~/acted.txt'"},
     ]}]))  # fmt: skip
     inv = load_inventory(ssh_inventory)
     other_run = connect(host.name, inv.host(host.name).vars, lock=HostLock("run-b", lock_holder(), wait=5))
@@ -312,13 +314,14 @@ def test_a_change_decided_from_a_result_registered_without_the_lock_is_not_appli
     assert not acted.exists(), f"A acted on what it saw before B's change: {acted.read_text()!r}"
     assert run_a.returncode == 2, out + err
     assert results["state"]["status"] == "ok" and results["act"]["status"] == "failed"
+    assert results["act again"]["status"] == "failed"  # an ignored failure does not make it fresh
     assert "`state`" in results["act"]["message"] and "run again" in results["act"]["message"]
     # Unchallenged, the same play acts on what it registered (the check costs no failure).
     state.write_text("new\n")
     book.write_text(book.read_text().replace("gate-reg", "no-gate"))
     done = run_fleet("run", book, "-i", ssh_inventory, "-e", interpreter)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
-    assert acted.read_text() == "acted-on-new\n"
+    assert acted.read_text() == "acted-on-new\nagain-on-new\n"
 
 
 @pytest.mark.parametrize("plain", [True, False], ids=["plain", "agent"])
