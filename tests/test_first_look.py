@@ -149,31 +149,23 @@ def test_a_converged_play_and_facts_cost_one_session_and_no_agent(counted, tmp_p
     assert run([*tasks, as_root]) == {h: (3, sorted(["root", user])) for h, user in login.items()}
 
 
-@pytest.mark.parametrize("python", ["python3", "none"], ids=["agent", "no-python3"])
-def test_a_change_planned_from_the_unlocked_look_is_planned_again_under_the_lock(
-    ssh_fleet, ssh_inventory, tmp_path, python
-):
-    """Run A looks (no lock) and would add its line to a missing file; run B, holding the host
-    lock, adds its own line after A's look; A must plan from B's file, not from its look. Also
-    on a host without python3, where a session running flock holds the lock."""
-    host = ssh_fleet.host("node-03")
-    shared, gate = host.home / "relock.txt", host.home / "gate"
-    shared.unlink(missing_ok=True)
+def race(host, inventory: Path, tasks: list[dict], python: str, change: str) -> tuple[int, dict[str, dict]]:
+    """Run A (the CLI) plays `tasks` plus a gate, a python check in A's first batch that blocks on
+    a FIFO; run B holds the host lock, and once A's look is taken (the gate opens) makes `change`
+    and lets A go on. A's exit status and task results."""
+    gate = host.home / "gate"
     gate.unlink(missing_ok=True)
     os.mkfifo(gate, 0o600)
     shutil.chown(gate, host.user, host.user)
-    # The second task's probe (a python check, in the same first batch, after the line's probe)
-    # blocks on the FIFO: once the test can open it, A's look at relock.txt has been taken.
     wait_on_gate = "import os; p = os.path.expanduser('~/gate'); os.path.exists(p) and open(p).read()"
-    book = tmp_path / "book.yaml"
-    book.write_text(yaml.safe_dump([{"hosts": host.name, "gather_facts": False, "tasks": [
-        {"name": "a line", "line": {"path": "~/relock.txt", "line": "a-line"}},
-        {"name": "gate", "python": {"venv": "/usr", "code": wait_on_gate}},
-    ]}]))  # fmt: skip
-    inv = load_inventory(ssh_inventory)
-    other_run = connect(host.name, inv.host(host.name).vars, lock=HostLock("run-b", lock_holder(), wait=5))
+    # The gate goes right after the first task: in A's first batch, unless a later task ends it sooner.
+    gated = [tasks[0], {"name": "gate", "python": {"venv": "/usr", "code": wait_on_gate}}, *tasks[1:]]
+    book = host.home.parent / f"race-{host.name}.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": host.name, "gather_facts": False, "tasks": gated}]))
+    other_run = connect(host.name, load_inventory(inventory).host(host.name).vars,
+                        lock=HostLock("run-b", lock_holder(), wait=5))  # fmt: skip
     interpreter = f"python_interpreter={python}"
-    run_a = start_fleet("run", book, "-i", ssh_inventory, "--json", "--lock-wait", 60, "-e", interpreter)
+    run_a = start_fleet("run", book, "-i", inventory, "--json", "--lock-wait", 60, "-e", interpreter)
     try:
         assert other_run.run("true").ok  # run B holds the host lock
         writer = None
@@ -188,7 +180,7 @@ def test_a_change_planned_from_the_unlocked_look_is_planned_again_under_the_lock
 
         assert wait_until(open_gate, 60), run_a.stderr.read() if run_a.poll() is not None else "A never looked"
         gate.unlink()  # later looks pass straight through
-        assert other_run.run("echo b-line >> ~/relock.txt").ok  # B's change, after A's look, under the lock
+        assert other_run.run(change).ok  # B's change, after A's look, under the lock
         other_run.release_lock()
         os.write(writer, b"go\n")
         os.close(writer)
@@ -197,8 +189,22 @@ def test_a_change_planned_from_the_unlocked_look_is_planned_again_under_the_lock
         other_run.close()
         if run_a.poll() is None:
             run_a.kill()
-    assert run_a.returncode == 0, out + err
+        book.unlink(missing_ok=True)
     results = {e["task"]: e for e in map(json.loads, out.splitlines()) if e["event"] == "task_result"}
+    return run_a.returncode, results | {"": {"output": out + err}}
+
+
+@pytest.mark.parametrize("python", ["python3", "none"], ids=["agent", "no-python3"])
+def test_a_change_planned_from_the_unlocked_look_is_planned_again_under_the_lock(ssh_fleet, ssh_inventory, python):
+    """Run A looks (no lock) and would add its line to a missing file; run B, holding the host
+    lock, adds its own line after A's look; A must plan from B's file, not from its look. Also
+    on a host without python3, where a session running flock holds the lock."""
+    host = ssh_fleet.host("node-03")
+    shared = host.home / "relock.txt"
+    shared.unlink(missing_ok=True)
+    tasks = [{"name": "a line", "line": {"path": "~/relock.txt", "line": "a-line"}}]
+    code, results = race(host, ssh_inventory, tasks, python, "echo b-line >> ~/relock.txt")
+    assert code == 0, results[""]["output"]
     assert results["a line"]["status"] == "changed"
     assert shared.read_text() == "b-line\na-line\n"  # B's line survived: A planned from the file B left
 
@@ -264,62 +270,30 @@ def test_a_change_decided_from_a_result_registered_without_the_lock_is_not_appli
 ):
     """Run A registers what it saw without the host lock (`state`: old) and a later task acts on it
     (a command: no probe of its own to look again). Run B, holding the lock, changes the state
-    after A's look. A must not act on the stale value: the task fails and says why, nothing runs."""
+    after A's look. A must not act on the stale value: the task fails and says why, nothing runs,
+    and an ignored failure does not make the value fresh for the next change."""
     host = ssh_fleet.host("node-02")
-    state, acted, gate = host.home / "state.txt", host.home / "acted.txt", host.home / "gate-reg"
-    for path in (acted, gate):
-        path.unlink(missing_ok=True)
+    state, acted = host.home / "state.txt", host.home / "acted.txt"
+    acted.unlink(missing_ok=True)
     state.write_text("old\n")
     shutil.chown(state, host.user, host.user)
-    os.mkfifo(gate, 0o600)
-    shutil.chown(gate, host.user, host.user)
     read_state = "import os; print(open(os.path.expanduser('~/state.txt')).read().strip())"
-    wait_on_gate = "import os; p = os.path.expanduser('~/gate-reg'); os.path.exists(p) and open(p).read()"
-    book = tmp_path / "book.yaml"
-    book.write_text(yaml.safe_dump([{"hosts": host.name, "gather_facts": False, "tasks": [
+    tasks = [
         {"name": "state", "python": {"venv": "/usr", "code": read_state}, "register": "state"},
-        {"name": "gate", "python": {"venv": "/usr", "code": wait_on_gate}},
         {"name": "act", "command": "sh -c 'echo acted-on-{{ state.stdout | trim }} >> ~/acted.txt'",
          "ignore_errors": True},
         {"name": "act again", "command": "sh -c 'echo again-on-{{ state.stdout | trim }} >> ~/acted.txt'"},
-    ]}]))  # fmt: skip
-    inv = load_inventory(ssh_inventory)
-    other_run = connect(host.name, inv.host(host.name).vars, lock=HostLock("run-b", lock_holder(), wait=5))
-    interpreter = f"python_interpreter={python}"
-    run_a = start_fleet("run", book, "-i", ssh_inventory, "--json", "--lock-wait", 60, "-e", interpreter)
-    try:
-        assert other_run.run("true").ok  # run B holds the host lock
-        writer = None
-
-        def open_gate() -> bool:
-            nonlocal writer
-            try:
-                writer = os.open(gate, os.O_WRONLY | os.O_NONBLOCK)  # only once a reader has it open
-            except OSError:
-                return False
-            return True
-
-        assert wait_until(open_gate, 60), run_a.stderr.read() if run_a.poll() is not None else "A never looked"
-        gate.unlink()
-        assert other_run.run("echo new > ~/state.txt").ok  # B's change, after A's look, under the lock
-        other_run.release_lock()
-        os.write(writer, b"go\n")
-        os.close(writer)
-        out, err = run_a.communicate(timeout=120)
-    finally:
-        other_run.close()
-        if run_a.poll() is None:
-            run_a.kill()
-    results = {e["task"]: e for e in map(json.loads, out.splitlines()) if e["event"] == "task_result"}
+    ]  # fmt: skip
+    code, results = race(host, ssh_inventory, tasks, python, "echo new > ~/state.txt")
     assert not acted.exists(), f"A acted on what it saw before B's change: {acted.read_text()!r}"
-    assert run_a.returncode == 2, out + err
+    assert code == 2, results[""]["output"]
     assert results["state"]["status"] == "ok" and results["act"]["status"] == "failed"
     assert results["act again"]["status"] == "failed"  # an ignored failure does not make it fresh
     assert "`state`" in results["act"]["message"] and "run again" in results["act"]["message"]
     # Unchallenged, the same play acts on what it registered (the check costs no failure).
-    state.write_text("new\n")
-    book.write_text(book.read_text().replace("gate-reg", "no-gate"))
-    done = run_fleet("run", book, "-i", ssh_inventory, "-e", interpreter)
+    book = tmp_path / "unchallenged.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": host.name, "gather_facts": False, "tasks": tasks}]))
+    done = run_fleet("run", book, "-i", ssh_inventory, "-e", f"python_interpreter={python}")
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr
     assert acted.read_text() == "acted-on-new\nagain-on-new\n"
 
