@@ -92,9 +92,13 @@ config("dies", 1, script="tests/train_jobs/dies_on_import.py", require_modules=[
 EOF
 
 fleet() { "$PY" -m fleet.cli "$@"; }
-# status_json RUN HOSTS -> the JSON of `fleet train status` on stdout
+# status_json RUN HOSTS -> host -> status, from `fleet train status --json`, on stdout
 # (its exit code says whether some job failed: not wanted here, hence `|| true` under pipefail)
-status_json() { fleet train status -i "$WORK/inv" -c "$WORK/$1.yaml" --hosts "$2" --json 2>/dev/null || true; }
+# (--json is JSON Lines, one train_status event per host: folded here into host -> event)
+status_json() {
+  { fleet train status -i "$WORK/inv" -c "$WORK/$1.yaml" --hosts "$2" --json 2>/dev/null || true; } |
+    "$PY" -c 'import json, sys; events = [json.loads(line) for line in sys.stdin if line.strip()]; print(json.dumps({e["host"]: e for e in events if e.get("event") == "train_status"}))'
+}
 # wait_until RUN HOSTS SECONDS PYTHON-EXPRESSION-OVER-s (s: host -> status dict)
 wait_until() {
   local deadline=$((SECONDS + $3))
