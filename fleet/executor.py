@@ -14,7 +14,11 @@ What ends a batch: a task whose `when:`, `loop:`, args or environment need somet
 yet (an earlier task's registered result, or the facts while they are being gathered); a task
 that will run something without a probe (a command with no `creates`/`removes`, also with
 `changed_when: false`: it may write, so it runs at its turn like any change and the probes after
-it are sent again); a task that runs as another user (`become`); MAX_PROBES probes. Probes with
+it are sent again); a task that runs as another user (`become`); after the play's first change,
+the next task that the observations taken before that change say will change too (its probe is
+the batch's last, and when it is the task asking, the batch is its probe alone: on a first run,
+where every task changes, the probes after it would only see the host before its change);
+MAX_PROBES probes. Probes with
 different environments share a batch (each exports its own in its subshell); a batch runs under
 the shortest time limit of its probes, and a probe it could not answer in time runs again alone
 under its own limit, as unbatched.
@@ -24,8 +28,8 @@ observes, so it goes over one plain exec channel (fleet.connection), starts no p
 the host and takes no host lock; a converged play ends there. Every later request goes through
 the agent. Probes take no host lock; what changes the host does (the agent takes it with the
 request). A task that must change the host from what was observed without the lock looks again
-first: its probe and those of the tasks after it, one batched request through the agent that takes
-the lock, and the task is planned anew from that, so a change another run made in between is seen
+first: its probe alone (the probes after it are sent again after its change anyway), one request
+through the agent that takes the lock, and the task is planned anew from that, so a change another run made in between is seen
 before anything is applied. A result registered from a look without the lock is looked at again
 under it before the first change (another task may act on it): when it no longer gives what was
 registered, that change fails and says so, nothing applied. (Facts are not gathered again: they
@@ -81,6 +85,10 @@ class HostExecutor:
         # task may act on them, so the first change looks at them again (_stale_registered).
         self._registered_unlocked: list[_Unconfirmed] = []
         self._alone: set[ProbeCall] = set()  # calls a batch could not answer: they run on their own
+        # What each probe call answered before the play's first change: after a change, a batch
+        # ends at the next task that this says will change too (see _expects_change).
+        self._before: dict[ProbeCall, CommandResult] = {}
+        self._changed = False  # whether this play changed the host yet
         self._play: Play | None = None
         self._cursor = (0, 0)  # (task index, item index) of the task running now
         self._facts_pending = False  # gathering them now: looking ahead must not use them
@@ -125,6 +133,7 @@ class HostExecutor:
     def run_play(self, play: Play) -> None:
         """Run a play's tasks; stop this host at its first failure (unless ignored)."""
         self._play, self._cursor, self._kept, self._first_look = play, (0, 0), [], True
+        self._before, self._changed = {}, False
         try:
             gather = self.flag(play.gather_facts, self.variables(play), "gather_facts")
         except TemplateError as exc:
@@ -285,7 +294,10 @@ class HostExecutor:
             try:
                 if probe is not None:
                     call = ProbeCall.of(probe.script, run_kwargs)
-                    result = self._probe(call, locked=look != "first")
+                    # Under the lock the look is again to change the host, which sends the
+                    # probes after it again anyway; after a change, one expected to change too.
+                    alone = look != "first" or (self._changed and self._expects_change(action, probe, call, scope))
+                    result = self._probe(call, locked=look != "first", alone=alone)
                     if result.timed_out:
                         return self._timed_out(task, started, item, run_kwargs["timeout"])
                     observed, unlocked = observe(probe, result), self._seen_unlocked
@@ -346,6 +358,7 @@ class HostExecutor:
         item: Any,
     ) -> TaskResult:
         self._kept.clear()  # the host changes: what was observed before may no longer hold
+        self._changed = True
         self._first_look = False  # what comes after a change goes through the agent, under the lock
         as_user = {"become": run_kwargs["become"], "become_user": run_kwargs["become_user"]}
         for upload in plan.uploads:  # streamed by the connection, each written atomically
@@ -368,18 +381,21 @@ class HostExecutor:
         return self._judge(task, scope, Status.CHANGED, plan.summary, plan, started, item, data)
 
     # ---- probes, batched -------------------------------------------------------------------------
-    def _probe(self, call: ProbeCall, *, locked: bool = False) -> CommandResult:
+    def _probe(self, call: ProbeCall, *, locked: bool = False, alone: bool = False) -> CommandResult:
         """The result of a probe call: kept from a batch sent since the host last changed, else
         from a new batch that also carries the probes of the tasks after this one (`locked`: a new
-        batch, taken under the host lock)."""
+        batch, taken under the host lock; `alone`: this task is expected to change the host, so
+        the probes after it would only see the host before that change, and wait)."""
         if self.options.batch_probes and call not in self._alone:
             if (kept := self._take(call)) is not None:
                 return kept
-            batch = Batch.of([call, *self._lookahead(call)])
+            batch = Batch.of([call, *([] if alone else self._lookahead(call))])
             if len(batch.calls) > 1:
                 result = self._request(batch.script(), batch.run_kwargs(), locked)
                 answered = zip(batch.calls, batch.split(result), strict=False)
                 self._kept = [(c, r, self._seen_unlocked) for c, r in answered]
+                if not self._changed:
+                    self._before.update((c, r) for c, r, _ in self._kept)
                 if (kept := self._take(call)) is not None:
                     return kept
                 self._alone.add(call)  # unanswered (timed out, sudo refused): it runs alone, as unbatched
@@ -438,12 +454,28 @@ class HostExecutor:
                     if call.user != first.user or len(calls) + 2 > MAX_PROBES:
                         return calls
                     calls.append(call)
+                    if self._changed and self._expects_change(action, probe, call, scope):
+                        return calls  # the probes after it would see the host before its change
                 skip_items = 0
                 if task.register:
                     unknown[task.register] = _unknown(task.register)
         except Exception:  # not renderable yet: the batch ends here, the task decides at its turn
             return calls
         return calls
+
+    def _expects_change(self, action: Action, probe: Any, call: ProbeCall, scope: Mapping[str, Any]) -> bool:
+        """Whether what `call` answered before the play's first change plans a change: on a first
+        run every task changes, and each batch sent after a change would otherwise observe every
+        later task again for nothing (on 50 hosts sharing two cores, that host work was most of a
+        first run). Only a guess: the task still plans from a fresh observation at its turn."""
+        seen = self._before.get(call)
+        if seen is None or action.read_only:
+            return False
+        try:
+            ctx = Context(self.host, self.facts, scope, self.options.check)
+            return bool(action.plan(observe(probe, seen), ctx).changes)
+        except Exception:  # a probe that failed, a plan that cannot be made yet: no guess
+            return False
 
     def _timed_out(self, task: Task, started: float, item: Any, timeout: Any) -> TaskResult:
         message = f"timed out after {timeout:g}s and was stopped; raise the task's `timeout:` if it needs longer"

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -202,3 +203,26 @@ def test_a_probe_that_runs_out_of_time_in_a_batch_runs_alone_under_its_own_limit
     assert [(r["task"], r["status"]) for r in results(runs[0].stdout)] == [("quick", "ok"), ("slow check", "failed")]
     assert "timed out after 1s" in results(runs[0].stdout)[1]["message"]
     assert (commands(runs[0].stdout), commands(runs[1].stdout)) == (2, 2)  # the batch, then the check alone
+
+
+def test_a_first_run_observes_each_task_once_not_again_after_every_change(ssh_fleet, ssh_inventory, tmp_path):
+    """On clean hosts every task changes: after each change, the probes of the tasks after it
+    would only see the host before their own change, so they are not sent with it. Counted from
+    the run log (every request's script): each task's probe is in the first look once, and then
+    asked alone at its turn (before: 8 + 8 + 7 + ... + 1 probes in batches)."""
+    count = 8
+    tasks = [{"name": "folder", "directory": {"path": "~/fr", "mode": "0755"}}]
+    tasks += [{"name": f"file {i}", "copy": {"dest": f"~/fr/f{i}", "content": f"{i}\n"}} for i in range(count - 1)]
+    book = tmp_path / "first.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": BATCHED, "gather_facts": False, "tasks": tasks}], sort_keys=False))
+
+    def run() -> tuple[int, int]:
+        done = run_fleet("run", book, "-i", ssh_inventory, "--json")
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+        (start,) = [e for e in events(done.stdout) if e["event"] == "run_start"]
+        log = (Path(start["log_dir"]) / f"{BATCHED}.log").read_text()
+        in_batches = len(re.findall(r"^printf '\\n@@fleet-probe-[0-9a-f]+ %s", log, re.M))
+        return in_batches, sum(e["status"] == "changed" for e in events(done.stdout) if e["event"] == "task_result")
+
+    assert run() == (count, count)  # the first look only; later probes went alone
+    assert run() == (count, 0)  # converged: the first look, and nothing else
