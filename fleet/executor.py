@@ -24,16 +24,17 @@ the shortest time limit of its probes, and a probe it could not answer in time r
 under its own limit, as unbatched.
 
 The first look and the host lock: a play's first request (the facts and the first batch) only
-observes, so it goes over one plain exec channel (fleet.connection), starts no python3 agent on
-the host and takes no host lock; a converged play ends there. Every later request goes through
-the agent. Probes take no host lock; what changes the host does (the agent takes it with the
-request). A task that must change the host from what was observed without the lock looks again
-first: its probe alone (the probes after it are sent again after its change anyway), one request
-through the agent that takes the lock, and the task is planned anew from that, so a change another run made in between is seen
-before anything is applied. A result registered from a look without the lock is looked at again
-under it before the first change (another task may act on it): when it no longer gives what was
-registered, that change fails and says so, nothing applied. (Facts are not gathered again: they
-stay cached for the run, so a `when:` on a fact another run changes meanwhile is not caught.)"""
+observes, so it goes over one plain exec channel (fleet.connection), starts no python3 agent on the
+host and takes no host lock; a converged play ends there. Every later request goes through the
+agent. Probes take no host lock; what changes the host does (the agent takes it with the request).
+A task that must change the host from what was observed without the lock looks again first: its
+probe alone (the probes after it are sent again after its change anyway), one request through the
+agent that takes the lock, and the task is planned anew from that, so a change another run made in
+between is seen before anything is applied. A result registered from a look without the lock is
+looked at again under it before the first change (another task may act on it): when it no longer
+gives what was registered, that change fails and says so, nothing applied. (Facts are not gathered
+again: they stay cached for the run, so a `when:` on a fact another run changes meanwhile is not
+caught.)"""
 
 from __future__ import annotations
 

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -66,6 +67,16 @@ def ssh_inventory(ssh_fleet, tmp_path):
 def by_host(stdout: str) -> dict[str, dict]:
     """`--json` output of a command that emits one record per host (facts, inventory, train status)."""
     return {e["host"]: e for e in map(json.loads, stdout.splitlines()) if "host" in e}
+
+
+def wait_until(check, wait: float = 8.0) -> bool:
+    """Poll `check` until it is true or `wait` seconds pass (bounded); its last answer."""
+    deadline = time.monotonic() + wait
+    while time.monotonic() < deadline:
+        if check():
+            return True
+        time.sleep(0.05)
+    return bool(check())
 
 
 def run_fleet(*args: str, cwd: Path | None = None, env: dict | None = None, timeout: float = 300):

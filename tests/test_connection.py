@@ -20,7 +20,7 @@ from pathlib import Path
 import paramiko
 import pytest
 import yaml
-from conftest import REPO
+from conftest import REPO, wait_until
 
 from fleet.connection import (
     OUTPUT_KEEP,
@@ -51,15 +51,6 @@ def gone(pid: int, wait: float = 8.0) -> bool:
             return True
         time.sleep(0.05)
     return False
-
-
-def wait_until(check, wait: float = 8.0) -> bool:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
 
 
 @pytest.fixture

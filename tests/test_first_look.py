@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import run_fleet
+from conftest import run_fleet, wait_until
 from faultkit import start_fleet
 
 from fleet.connection import HostLock, connect, lock_holder
@@ -34,15 +34,6 @@ COUNTED_PYTHON = """#!/bin/sh
 printf '%s %s\\n' "${{SUDO_USER:-$(id -un)}}" "$(id -un)" >> {log}
 exec python3 "$@"
 """
-
-
-def wait_until(check, wait: float = 30.0) -> bool:
-    deadline = time.monotonic() + wait
-    while time.monotonic() < deadline:
-        if check():
-            return True
-        time.sleep(0.05)
-    return bool(check())
 
 
 def gone(pid: int, wait: float = 10.0) -> bool:
@@ -234,7 +225,7 @@ def test_interrupt_and_time_limit_end_a_plain_look_with_its_process_tree(plain_c
         target=lambda: done.append(conn.run(look, become=become, observe_only=True, plain=True)), daemon=True
     )
     worker.start()
-    assert wait_until(lambda: Path(pidfile).exists() and Path(pidfile).read_text().strip())
+    assert wait_until(lambda: Path(pidfile).exists() and Path(pidfile).read_text().strip(), 30)
     pid = int(Path(pidfile).read_text())
     conn.interrupt()
     worker.join(15)
@@ -318,7 +309,7 @@ def test_a_connection_lost_mid_spill_leaves_no_raw_output_on_disk(plain_conn, tm
 
     worker = threading.Thread(target=look, daemon=True)
     worker.start()
-    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip())
+    assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 30)
     shell_pid = int(pidfile.read_text())
     session = shell_pid
     while Path(f"/proc/{session}/comm").read_text().strip() != "sshd":  # up to the host's sshd session
