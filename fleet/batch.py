@@ -8,7 +8,11 @@ for byte as if it had run alone.
 
 A probe whose end marker never came (the batch timed out, or sudo refused before anything ran)
 has no result here: the caller runs it again on its own, so what it reports is exactly what an
-unbatched run reports."""
+unbatched run reports.
+
+File probes (a call with a `path`) are not run one by one: the batch looks at all their paths
+with one look (fleet/filelook.py), which gives each the output its own script would have given.
+A path the look cannot answer has no result here either."""
 
 from __future__ import annotations
 
@@ -19,6 +23,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .filelook import look_outputs, look_script, lookable
 from .model import OUTPUT_GAP, CommandResult
 
 # A batch holds at most this many probes (a loop over hundreds of items is split over requests).
@@ -34,9 +39,10 @@ class ProbeCall:
     timeout: float | None = None
     become: bool = False
     become_user: str = "root"
+    path: str | None = None  # a file probe's path (its script is filelook.file_script of it)
 
     @classmethod
-    def of(cls, script: str, run_kwargs: Mapping[str, Any]) -> ProbeCall:
+    def of(cls, script: str, run_kwargs: Mapping[str, Any], path: str | None = None) -> ProbeCall:
         env = run_kwargs.get("env") or {}
         return cls(
             script,
@@ -44,6 +50,7 @@ class ProbeCall:
             run_kwargs.get("timeout"),
             bool(run_kwargs.get("become")),
             str(run_kwargs.get("become_user") or "root"),
+            path,
         )
 
     @property
@@ -69,14 +76,27 @@ def _exports(env: tuple[tuple[str, str], ...]) -> str:
     return "".join(out)
 
 
+def _sections(calls: Sequence[ProbeCall]) -> tuple[tuple[int, ...], ...]:
+    """The batch's parts, in the order they run: one look per environment that two or more file
+    probes share (first), then every other call on its own, in order."""
+    by_env: dict[tuple[tuple[str, str], ...], list[int]] = {}
+    for index, call in enumerate(calls):
+        if call.path is not None and lookable(call.path):
+            by_env.setdefault(call.env, []).append(index)
+    looks = [tuple(group) for group in by_env.values() if len(group) > 1]
+    in_looks = {i for group in looks for i in group}
+    return (*looks, *((i,) for i in range(len(calls)) if i not in in_looks))
+
+
 @dataclass(frozen=True)
 class Batch:
     calls: tuple[ProbeCall, ...]
     nonce: str
+    sections: tuple[tuple[int, ...], ...]
 
     @classmethod
     def of(cls, calls: Sequence[ProbeCall]) -> Batch:
-        return cls(tuple(calls), secrets.token_hex(8))
+        return cls(tuple(calls), secrets.token_hex(8), _sections(calls))
 
     @property
     def marker(self) -> str:
@@ -84,9 +104,11 @@ class Batch:
 
     def script(self) -> str:
         parts = []
-        for call in self.calls:
+        for section in self.sections:
+            first = self.calls[section[0]]
+            body = first.script if len(section) == 1 else look_script([self.calls[i].path or "" for i in section])
             parts.append(
-                f"(\n{_exports(call.env)}{call.script}\n) </dev/null\n"
+                f"(\n{_exports(first.env)}{body}\n) </dev/null\n"
                 f"printf '\\n{self.marker} %s\\n' \"$?\"\n"
                 f"printf '\\n{self.marker}\\n' >&2\n"
             )
@@ -99,15 +121,23 @@ class Batch:
         first = self.calls[0]
         return {"timeout": min(limits) if limits else None, "become": first.become, "become_user": first.become_user}
 
-    def split(self, result: CommandResult) -> list[CommandResult]:
-        """The results of the probes that finished, in order (fewer than the calls when the batch
-        stopped early)."""
+    def split(self, result: CommandResult) -> list[CommandResult | None]:
+        """Each call's result, in the calls' order; None for a call the batch did not answer (it
+        stopped early, or a look could not answer that path): that call runs alone."""
         stdout, stderr = result.stdout, result.stderr
         if result.dropped:  # the middle of a huge output was not kept: only what came before it is whole
             stdout, stderr = stdout.split(OUTPUT_GAP, 1)[0], stderr.split(OUTPUT_GAP, 1)[0]
         pieces = re.split(rf"\n{re.escape(self.marker)} (\d+)\n", stdout)
         errors = stderr.split(f"\n{self.marker}\n")
-        done = []
-        for index in range(min(len(pieces) // 2, len(errors) - 1, len(self.calls))):
-            done.append(CommandResult(pieces[2 * index], errors[index], int(pieces[2 * index + 1])))
+        done: list[CommandResult | None] = [None] * len(self.calls)
+        for number in range(min(len(pieces) // 2, len(errors) - 1, len(self.sections))):
+            section = self.sections[number]
+            out, err, code = pieces[2 * number], errors[number], int(pieces[2 * number + 1])
+            if len(section) == 1:
+                done[section[0]] = CommandResult(out, err, code)
+                continue
+            # A look that failed answers nothing: each of its paths says why on its own.
+            outputs = look_outputs(out, len(section)) if code == 0 else [None] * len(section)
+            for index, output in zip(section, outputs, strict=True):
+                done[index] = None if output is None else CommandResult(output, "", 0)
         return done

@@ -294,7 +294,7 @@ class HostExecutor:
             observed, unlocked = None, False
             try:
                 if probe is not None:
-                    call = ProbeCall.of(probe.script, run_kwargs)
+                    call = ProbeCall.of(probe.script, run_kwargs, probe.path)
                     # Under the lock the look is again to change the host, which sends the
                     # probes after it again anyway; after a change, one expected to change too.
                     alone = look != "first" or (self._changed and self._expects_change(action, probe, call, scope))
@@ -393,13 +393,13 @@ class HostExecutor:
             batch = Batch.of([call, *([] if alone else self._lookahead(call))])
             if len(batch.calls) > 1:
                 result = self._request(batch.script(), batch.run_kwargs(), locked)
-                answered = zip(batch.calls, batch.split(result), strict=False)
-                self._kept = [(c, r, self._seen_unlocked) for c, r in answered]
+                answered = list(zip(batch.calls, batch.split(result), strict=True))
+                self._kept = [(c, r, self._seen_unlocked) for c, r in answered if r is not None]
+                self._alone.update(c for c, r in answered if r is None)  # each runs alone, as unbatched
                 if not self._changed:
                     self._before.update((c, r) for c, r, _ in self._kept)
                 if (kept := self._take(call)) is not None:
                     return kept
-                self._alone.add(call)  # unanswered (timed out, sudo refused): it runs alone, as unbatched
         return self._request(call.script, call.run_kwargs(), locked)
 
     def _request(self, script: str, run_kwargs: Mapping[str, Any], locked: bool) -> CommandResult:
@@ -450,7 +450,7 @@ class HostExecutor:
                         if action.read_only:
                             continue
                         return calls  # it will run something: the probes after it must wait
-                    call = ProbeCall.of(probe.script, run_kwargs)
+                    call = ProbeCall.of(probe.script, run_kwargs, probe.path)
                     Batch.of([call]).script()  # a bad environment name fails its own task, not this one
                     if call.user != first.user or len(calls) + 2 > MAX_PROBES:
                         return calls

@@ -26,12 +26,12 @@ SYSTEM_PROBE = r"""
 s() { printf '\n@@%s\n' "$1"; }
 l() { while IFS= read -r _l || [ -n "$_l" ]; do printf "$2" "$_l"; done <"$1"; }
 s hostname; l /proc/sys/kernel/hostname '%s\n' 2>/dev/null || hostname 2>/dev/null
-s arch; uname -m
+s arch; l /proc/sys/kernel/arch '%s\n' 2>/dev/null || uname -m
 s kernel; l /proc/sys/kernel/osrelease '%s\n' 2>/dev/null || uname -r
 s os; l /etc/os-release '%s\n' 2>/dev/null
 s cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
 s mem; while IFS= read -r m; do case $m in MemTotal:*) echo "$m"; break; esac; done </proc/meminfo
-s disk; df -Pk "$HOME" 2>/dev/null | tail -n 1
+s disk; df -Pk "$HOME" 2>/dev/null
 s python; python3 --version 2>&1
 s uv; PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH" uv --version 2>/dev/null
 q=index,name,driver_version,memory.total,memory.used,compute_cap
@@ -163,7 +163,8 @@ def parse_facts(text: str) -> Facts:
     smi = sec.get("smi", "")
     if smi and not gpus:
         gpu_error = smi.splitlines()[0].strip()[:200]
-    disk_fields = sec.get("disk", "").split()
+    disk_lines = sec.get("disk", "").strip().splitlines()
+    disk_fields = disk_lines[-1].split() if disk_lines else []  # df's header, then the filesystem
     mem = re.search(r"(\d+)", sec.get("mem", ""))
     python = sec.get("python", "")
     uv = sec.get("uv", "")

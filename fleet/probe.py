@@ -27,6 +27,7 @@ class Probe(Generic[T]):
 
     script: str
     parse: Callable[[CommandResult], T]
+    path: str | None = None  # set for a file probe (filelook.file_script): a batch may look at many at once
 
 
 def _unparsed(result: CommandResult) -> CommandResult:

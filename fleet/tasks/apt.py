@@ -1,7 +1,8 @@
-"""`apt`: Debian/Ubuntu packages, probed with dpkg-query; only the missing ones are installed."""
+"""`apt`: Debian/Ubuntu packages, probed from dpkg's database; only the missing ones are installed."""
 
 from __future__ import annotations
 
+import re
 from typing import ClassVar, Literal
 
 from ..model import CommandResult, Plan
@@ -30,14 +31,42 @@ def _installed(result: CommandResult) -> set[str]:
     return installed(result.stdout)
 
 
+_PLAIN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")  # Debian policy's package names: no arch, version or glob
+# The installed ones among plain names, read from dpkg's status file by awk, as dpkg-query prints them.
+_AWK = (
+    "BEGIN { for (i = 2; i < ARGC; i++) want[ARGV[i]] = 1; ARGC = 2 } "
+    '/^$/ { p = "" } /^Package: / { p = substr($0, 10) } '
+    '/^Status: / && (p in want) { print p "\\t" substr($0, 9) }'
+)
+
+
+def packages_script(packages: list[str], admindir: str = "/var/lib/dpkg") -> str:
+    """What dpkg-query -W says of the packages (name<TAB>status lines). dpkg-query costs the host
+    ~6 ms of CPU to load its database; one awk over the status file ~1 ms. awk is used only where
+    it reads what dpkg-query would: plain names, awk present, DPKG_ADMINDIR unset and no pending
+    journal in updates/ (an interrupted dpkg run, which dpkg-query would apply first)."""
+    words = " ".join(quote(p) for p in packages)
+    admin = quote(admindir)
+    option = "" if admindir == "/var/lib/dpkg" else f" --admindir={admin}"
+    query = f"dpkg-query{option} -W -f='${{Package}}\\t${{Status}}\\n' {words} 2>/dev/null; true"
+    if not all(_PLAIN_NAME.fullmatch(p) for p in packages):
+        return query
+    return (
+        f'if [ -z "${{DPKG_ADMINDIR-}}" ] && [ -r {admin}/status ] && command -v awk >/dev/null; then\n'
+        f'  for f in {admin}/updates/[0-9]*; do [ -e "$f" ] && {{ {query}; exit; }}; done\n'
+        f"  exec awk {quote(_AWK)} {admin}/status {words}\n"
+        "fi\n"
+        f"{query}"
+    )
+
+
 @action
 class Apt(Action):
     name = "apt"
     Args: ClassVar = AptArgs
 
     def probe(self) -> Probe[set[str]]:
-        words = " ".join(quote(p) for p in self.args.packages)
-        return Probe(f"dpkg-query -W -f='${{Package}}\\t${{Status}}\\n' {words} 2>/dev/null; true", _installed)
+        return Probe(packages_script(self.args.packages), _installed)
 
     def plan(self, have: set[str], ctx: Context) -> Plan:
         wanted = [p.split("=")[0] for p in self.args.packages]

@@ -1,7 +1,7 @@
 """Files on the host: `directory`, `copy`, `template` and `line` (one line in a file).
 
-Each probes the path once (kind, mode, sha256 and, for small files, the content for diffs) and
-uploads the whole new content atomically when it differs."""
+Each probes the path once (kind, mode, sha256 and, for small files, the content for diffs; the
+script is in fleet/filelook.py) and uploads the whole new content atomically when it differs."""
 
 from __future__ import annotations
 
@@ -14,33 +14,17 @@ from pathlib import Path
 from typing import ClassVar, Literal
 
 from .. import shell
+from ..filelook import DIFF_LIMIT, file_script
 from ..model import CommandResult, FleetError, Plan, Upload
 from ..probe import Probe
 from ..task import Action, Args, Context, action
 from ..templating import TemplateError, render
 
-DIFF_LIMIT = 256 * 1024
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
 
-def file_script(target: str) -> str:
-    p = shell.path(target)
-    # Lines: kind, mode, sha256, base64 content. Two programs for a file (one stat gives mode and
-    # size): each fork+exec costs the host ~1 ms, and most tasks probe a file. A small file's
-    # content comes whole and tells its checksum (computed here, FileState.parse); only a file too
-    # large to fetch is hashed on the host. A file that cannot be read fails the probe: no content
-    # must never read as an empty file.
-    return (
-        f"if [ -f {p} ]; then set -- $(stat -c '%a %s' {p}); echo file; echo \"$1\"; "
-        f'if [ "$2" -le {DIFF_LIMIT} ]; then echo; base64 -w0 <{p} || exit; '
-        f'else h=$(sha256sum <{p}) || exit; echo "${{h%% *}}"; fi; echo; '
-        f"elif [ -d {p} ]; then echo directory; stat -c %a {p}; "
-        f"elif [ -e {p} ]; then echo other; else echo absent; fi"
-    )
-
-
 def file_probe(target: str) -> Probe[FileState]:
-    return Probe(file_script(target), FileState.of)
+    return Probe(file_script(target), FileState.of, path=target)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,145 @@
+"""One look at many files gives every path exactly what its own probe gives.
+
+Real files on a real sshd host, looked at as its (non-root) login user: each path's own
+`file_script`, run alone, against the batch's one look at all of them (fleet/filelook.py). A path
+the look cannot answer (a file this user cannot read) must come back unanswered, never guessed; a
+look whose output does not add up (a file that changed between `stat` and `head`) answers nothing."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+
+import pytest
+import yaml
+from conftest import run_fleet
+
+from fleet.batch import Batch, ProbeCall
+from fleet.connection import connect
+from fleet.filelook import DIFF_LIMIT, file_script, look_outputs
+from fleet.inventory import load_inventory
+from fleet.model import CommandResult
+from fleet.tasks.files import FileState
+
+pytestmark = pytest.mark.ssh
+
+# Made on the host as its user; the names are relative to its home.
+SETUP = r"""
+set -e
+rm -rf look && mkdir -p look/dir look/closed-dir && cd look
+chmod 700 closed-dir
+printf 'hello\n' > small
+: > empty
+printf 'no newline at the end' > 'with space'
+printf 'quote' > "it's"
+printf 'dash' > ./-n
+printf 'unicode\n' > 'ünï'
+printf '\000bin\377ary\n==> small <==\n' > binary
+head -c %(limit)d /dev/zero | tr '\0' a > at-limit
+head -c %(over)d /dev/zero | tr '\0' b > over-limit
+printf 'secret' > unreadable && chmod 000 unreadable
+printf 'x' > setuid && chmod 4755 setuid
+ln -s small link-to-file
+ln -s dir link-to-dir
+ln -s nowhere dangling
+mkfifo fifo
+"""
+
+PATHS = [
+    "~/look/small", "~/look/empty", "~/look/with space", "~/look/it's", "~/look/-n", "~/look/ünï",
+    "~/look/binary", "~/look/at-limit", "~/look/over-limit", "~/look/setuid", "~/look/link-to-file",
+    "~/look/link-to-dir", "~/look/dangling", "~/look/fifo", "~/look/dir", "~/look/closed-dir",
+    "~/look/absent", "~/look/small", "~/look/unreadable",
+]  # fmt: skip
+
+
+@pytest.fixture
+def node(ssh_inventory):
+    inv = load_inventory(ssh_inventory)
+    conn = connect("node-03", inv.host("node-03").vars)
+    try:
+        setup = conn.run(SETUP % {"limit": DIFF_LIMIT, "over": DIFF_LIMIT + 1})
+        assert setup.ok, setup.stderr
+        yield conn
+    finally:
+        conn.close()
+
+
+def _alone(conn, path: str) -> CommandResult:
+    return conn.run(file_script(path))
+
+
+def test_one_look_gives_each_path_what_its_own_probe_gives(node):
+    calls = [ProbeCall.of(file_script(p), {}, p) for p in PATHS]
+    batch = Batch.of(calls)
+    assert batch.sections[0] == tuple(range(len(PATHS)))  # every path in one look
+    done = batch.split(node.run(batch.script(), **batch.run_kwargs()))
+    for path, got in zip(PATHS, done, strict=True):
+        alone = _alone(node, path)
+        if path.endswith("unreadable"):
+            assert got is None  # unanswered: it runs alone and says why
+            assert alone.exited != 0 and "Permission denied" in alone.stderr
+            continue
+        assert got is not None, path
+        assert (got.stdout, got.stderr, got.exited) == (alone.stdout, alone.stderr, alone.exited), path
+    states = {p: FileState.parse(r.stdout) for p, r in zip(PATHS, done, strict=True) if r is not None}
+    assert states["~/look/small"] == FileState("file", 0o644, states["~/look/small"].sha256, b"hello\n")
+    assert states["~/look/binary"].content == b"\0bin\377ary\n==> small <==\n"
+    assert states["~/look/at-limit"].content == b"a" * DIFF_LIMIT
+    assert states["~/look/over-limit"].content is None and len(states["~/look/over-limit"].sha256 or "") == 64
+    assert states["~/look/setuid"].mode == 0o4755
+    assert states["~/look/link-to-file"].mode == 0o644  # the file's mode, not the link's 777
+    assert (states["~/look/link-to-dir"].kind, states["~/look/closed-dir"].mode) == ("directory", 0o700)
+    kinds = [states[p].kind for p in ("~/look/dangling", "~/look/fifo", "~/look/absent")]
+    assert kinds == ["absent", "other", "absent"]
+
+
+def test_a_look_that_does_not_add_up_answers_nothing(node):
+    """Each way the look's output can stop adding up (as when a file grows, shrinks or changes
+    kind between the builtin tests, stat and head) makes it answer no path at all."""
+    paths = ["~/look/small", "~/look/dir", "~/look/with space", "~/look/absent"]
+    batch = Batch.of([ProbeCall.of(file_script(p), {}, p) for p in paths])
+    result = node.run(batch.script(), **batch.run_kwargs())
+    out = result.stdout.split(f"\n{batch.marker} ", 1)[0]
+    assert all(r is not None for r in look_outputs(out, len(paths)))
+    lines = out.split("\n")
+    kinds, small_stat, content = lines[0], lines[4], lines[-2]
+    assert (kinds, small_stat.split()[0]) == ("fdfa", "6")
+    data = base64.b64decode(content)
+    tampered = {
+        "a file grew": out.replace(small_stat, "7" + small_stat[1:], 1),
+        "a file shrank": out.replace(small_stat, "5" + small_stat[1:], 1),
+        "a file became a directory": out.replace(small_stat, "6 644 directory", 1),
+        "bytes shifted past a header": out.replace(content, base64.b64encode(data[:5] + b"X" + data[5:]).decode()),
+        "content cut short": out.replace(content, base64.b64encode(data[:-1]).decode()),
+        "a stat line missing": out.replace(small_stat + "\n", "", 1),
+        "kinds of another count": out.replace(kinds, kinds + "a", 1),
+        "not base64": out.replace(content, content[:-4] + "!!!!"),
+    }
+    for why, text in tampered.items():
+        assert look_outputs(text, len(paths)) == [None] * len(paths), why
+
+
+def test_a_file_behind_a_symbolic_link_converges(ssh_fleet, ssh_inventory, tmp_path):
+    """The mode a file probe reports is the file's, not the link's (always 777): a copy whose
+    content already matches only sets the mode once, batched and alone (chmod follows the link)."""
+    host = ssh_fleet.host("node-04")
+    home = host.home
+    (home / "real.conf").write_text("same\n")
+    (home / "real.conf").chmod(0o600)
+    shutil.chown(home / "real.conf", host.user, host.user)
+    (home / "linked.conf").unlink(missing_ok=True)
+    (home / "linked.conf").symlink_to("real.conf")
+    task = {"copy": {"dest": "~/linked.conf", "content": "same\n", "mode": "0644"}}
+    other = {"copy": {"dest": "~/other.conf", "content": "x\n"}}  # two file probes: one look
+    book = tmp_path / "link.yaml"
+    book.write_text(yaml.safe_dump([{"hosts": "node-04", "gather_facts": False, "tasks": [task, other]}]))
+    changed = []
+    for flags in ((), (), ("--no-batch",)):
+        done = run_fleet("run", book, "-i", ssh_inventory, "--json", *flags)
+        assert done.returncode == 0, done.stdout[-2000:] + done.stderr
+        results = [json.loads(line) for line in done.stdout.splitlines() if '"task_result"' in line]
+        changed.append([r["status"] for r in results])
+    assert changed == [["changed", "changed"], ["ok", "ok"], ["ok", "ok"]]
+    assert (home / "linked.conf").is_symlink() and (home / "real.conf").stat().st_mode & 0o777 == 0o644
