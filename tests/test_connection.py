@@ -92,6 +92,24 @@ def test_the_script_never_shows_in_argv(conn_to, ssh_fleet):
     assert [line for line in result.stdout.splitlines() if secret in line] == []
 
 
+def test_the_script_reaches_no_child_and_a_large_one_still_runs(conn_to):
+    """A script up to 96 KiB reaches the agent's shell in its environment (no `cat` to start), which
+    the shell drops before anything runs; a larger one (or one with a NUL byte) comes on stdin."""
+    conn = conn_to("node-02")
+    secret = "s3cret-" + os.urandom(4).hex()
+    seen = conn.run(f": {secret}; env; sh -c env; stat -c %a /proc/$$/environ")
+    assert seen.ok and "PATH=" in seen.stdout
+    assert "FLEET_SCRIPT" not in seen.stdout and secret not in seen.stdout
+    assert seen.stdout.endswith("\n400\n")  # the shell's own first environment: its user (and root) only
+    how = "tr '\\0' ' ' </proc/$$/cmdline; echo"
+    assert "FLEET_SCRIPT" in conn.run(how).stdout
+    big = "".join(f": {'x' * 90} {i}\n" for i in range(2000)) + how + "\necho done $((6 * 7))\n"
+    assert len(big) > 150_000
+    ran = conn.run(big).stdout
+    assert "$(cat)" in ran and ran.endswith("\ndone 42\n")
+    assert conn.run("printf 'a\\0b' | od -c | head -n1 # \0").stdout.split()[1:4] == ["a", "\\0", "b"]
+
+
 # ---- process trees: timeout and interrupt ----------------------------------------------------------
 def test_timeout_ends_the_whole_tree_even_children_that_left_the_group(conn_to):
     conn = conn_to("node-03")
