@@ -1,12 +1,17 @@
 """The raw paramiko floor: what any Python tool over SSH must at least spend on the same hosts.
 
     python bench/floor.py HOSTS.json --commands 12 [--facts]
+    python bench/floor.py HOSTS.json --requests REQUESTS.json
 
 Connects to every host in parallel (one thread each, strict host keys, TCP_NODELAY as fleet
 sets it), runs `--commands` commands one after another on each (each a new session: channel
 open, exec, EOF, exit status), or the facts script once with `--facts`, and prints one line per
 host: `host <name> ok commands <n> arch <arch>`. The harness times the whole process, interpreter
-start included, exactly as it times the tools."""
+start included, exactly as it times the tools.
+
+`--requests` sends each host one given command line with its given stdin (the harness captures
+fleet's own first request of a converged run: the facts and every probe, framed as fleet frames
+it): the same host work as fleet's, without fleet's engine around it."""
 
 from __future__ import annotations
 
@@ -22,7 +27,7 @@ import paramiko
 FACTS = "uname -m; hostname; uname -r; cat /etc/os-release; nproc; grep MemTotal /proc/meminfo; df -Pk ~ | tail -n1"
 
 
-def run_host(host: dict, key: str, known_hosts: str, commands: int, facts: bool) -> str:
+def run_host(host: dict, key: str, known_hosts: str, commands: int, facts: bool, request: dict | None) -> str:
     client = paramiko.SSHClient()
     client.load_host_keys(known_hosts)
     client.set_missing_host_key_policy(paramiko.RejectPolicy())
@@ -34,6 +39,17 @@ def run_host(host: dict, key: str, known_hosts: str, commands: int, facts: bool)
     assert transport is not None
     transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     arch = ""
+    if request is not None:
+        chan = transport.open_session()
+        chan.exec_command(request["command"])
+        chan.sendall(request["stdin"].encode())
+        chan.shutdown_write()
+        out = chan.makefile("rb").read().decode()
+        chan.makefile_stderr("rb").read()
+        if chan.recv_exit_status() != 0 or "\n@@arch\n" not in out:
+            raise SystemExit(f"floor: the request failed on {host['name']}")
+        client.close()
+        return f"host {host['name']} ok commands 1 arch {out.split(chr(10) + '@@arch' + chr(10), 1)[1].split()[0]}"
     for _ in range(1 if facts else commands):
         _, out, _ = client.exec_command(FACTS if facts else "true")
         text = out.read().decode()
@@ -49,11 +65,18 @@ def main() -> int:
     p.add_argument("hosts", help="JSON: {key, known_hosts, hosts: [{name, address, port, user}]}")
     p.add_argument("--commands", type=int, default=1)
     p.add_argument("--facts", action="store_true", help="run one facts script per host instead")
+    p.add_argument("--requests", help="JSON: {host name: {command, stdin}}, one request per host instead")
     args = p.parse_args()
     spec = json.loads(Path(args.hosts).read_text())
     hosts = spec["hosts"]
+    requests = json.loads(Path(args.requests).read_text()) if args.requests else {}
     with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-        lines = pool.map(lambda h: run_host(h, spec["key"], spec["known_hosts"], args.commands, args.facts), hosts)
+
+        def one(host: dict) -> str:
+            request = requests.get(host["name"]) if requests else None
+            return run_host(host, spec["key"], spec["known_hosts"], args.commands, args.facts, request)
+
+        lines = pool.map(one, hosts)
         for line in lines:
             print(line)
     return 0

@@ -206,6 +206,7 @@ def run_size(bench: Bench, tools: list[Tool], hosts: Sequence[Host], fleet: Flee
             workdir = bench.workroot / "work" / str(n) / tool.name
             clean(hosts)
             for measure in (m for m in MEASURES if m in tool.measures):
+                tool.before(measure)
                 sample = bench.measure(tool, hosts, measure, repeat, workdir)
                 results.samples.append(sample)
                 spent[tool.name] += sample.seconds

@@ -115,6 +115,9 @@ class Tool:
     def after_run(self) -> None:
         """Tidy what a run left behind (outside the timed part)."""
 
+    def before(self, measure: str) -> None:
+        """Untimed work right before a timed run of `measure`."""
+
 
 # ---- fleet -------------------------------------------------------------------------------------
 class FleetTool(Tool):
@@ -431,6 +434,50 @@ class Floor12(FloorTool):
     how = "bench/floor.py as above, 12 commands per host one after another, each its own session (one per task)."
 
 
+class FloorLook(FloorTool):
+    name = "paramiko-look"
+    commands = 1
+    rerun_commands = 1
+    measures = ("rerun",)
+    how = (
+        "bench/floor.py --requests: raw paramiko sends each host fleet's own first request of a converged "
+        "run (facts and the 12 probes, framed as fleet frames them; captured from an untimed `fleet run -vv` "
+        "right before): the host work of fleet's re-run without fleet's engine."
+    )
+
+    def prepare(self, workdir: Path, fleet: Fleet, forks: int) -> None:
+        super().prepare(workdir, fleet, forks)
+        self.fleet = FleetTool(self.bins)
+        self.fleet.prepare(workdir, fleet, forks)
+        self.host_names = [h.name for h in fleet.hosts]
+
+    def before(self, measure: str) -> None:
+        """Converge the hosts with fleet, then capture each host's first request of a re-run."""
+        if str(REPO) not in sys.path:
+            sys.path.insert(0, str(REPO))  # this checkout's fleet, as FleetTool runs it
+        from fleet.connection import framed_script, remote_command
+        from fleet.facts import FACTS_TIMEOUT
+
+        run = [*self.fleet.run_argv(), "-vv"]
+        for _ in range(2):
+            done = subprocess.run(run, cwd=self.workdir, env=self.fleet.env(), capture_output=True, text=True)
+            if done.returncode != 0:
+                raise BenchError(f"{self.name}: fleet failed to converge the hosts: {done.stderr[-500:]}")
+        requests = {}
+        for host in self.host_names:
+            lines = re.findall(rf"^  {re.escape(host)} (\$ ?.*|-> .*)$", done.stdout, re.M)
+            end = next(i for i, line in enumerate(lines) if line.startswith("->"))
+            script = "\n".join(line[2:] for line in lines[:end])
+            if "<file content" in script or "more characters)" in script:
+                raise BenchError(f"{self.name}: -vv did not show {host}'s request whole")
+            command = remote_command(timeout=FACTS_TIMEOUT)
+            requests[host] = {"command": command, "stdin": framed_script(script.encode()).decode()}
+        (self.workdir / "requests.json").write_text(json.dumps(requests))
+
+    def run_argv(self) -> list[str]:
+        return [*super().run_argv()[:3], "--requests", "requests.json"]
+
+
 class BaselineFleetTool(FleetTool):
     """fleet from another checkout (`--baseline DIR`, e.g. main before a change), run in turn with
     this checkout's on the same hosts: a before/after in one run."""
@@ -446,6 +493,6 @@ class BaselineFleetTool(FleetTool):
 
 
 TOOLS: dict[str, type[Tool]] = {
-    t.name: t for t in (FleetTool, BaselineFleetTool, AnsibleTool, PyinfraTool, Floor1, Floor12)
+    t.name: t for t in (FleetTool, BaselineFleetTool, AnsibleTool, PyinfraTool, Floor1, Floor12, FloorLook)
 }
-FLOORS = ("paramiko-1", "paramiko-12")
+FLOORS = ("paramiko-1", "paramiko-12", "paramiko-look")

@@ -18,8 +18,8 @@ REPO = Path(__file__).resolve().parent.parent
 def test_bench_harness_writes_a_results_table(tmp_path):
     out, raw_dir = tmp_path / "RESULTS.md", tmp_path / "results"
     result = subprocess.run(
-        [sys.executable, str(REPO / "bench" / "run.py"), "--tools", "fleet,paramiko-1", "--hosts", "2", "--repeat", "1",
-         "--out", str(out), "--json-dir", str(raw_dir)],
+        [sys.executable, str(REPO / "bench" / "run.py"), "--tools", "fleet,paramiko-1,paramiko-look", "--hosts", "2",
+         "--repeat", "1", "--out", str(out), "--json-dir", str(raw_dir)],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout + result.stderr
@@ -35,12 +35,14 @@ def test_bench_harness_writes_a_results_table(tmp_path):
     samples = json.loads(raw_file.read_text())["samples"]
     fleet = {s["measure"]: s for s in samples if s["tool"] == "fleet"}
     floor = {s["measure"]: s for s in samples if s["tool"] == "paramiko-1"}
+    look = {s["measure"]: s for s in samples if s["tool"] == "paramiko-look"}
     assert sorted(fleet) == ["converge", "facts", "rerun"] and sorted(floor) == ["facts", "rerun"]
+    assert sorted(look) == ["rerun"] and look["rerun"]["commands_per_host"] == 1  # fleet's own request, sent raw
     assert all(s["hosts"] == 2 and s["max_rss_kib"] > 0 for s in samples)
     # Counted from the hosts' sshd logs: a converged re-run and facts cost one SSH session per host
     # (one plain exec channel, no agent), like the one-command floor; the first run two (that first
     # look, then the agent that makes the changes).
     assert fleet["rerun"]["sessions_per_host"] == 1 and fleet["rerun"]["commands_per_host"] == 1
     assert fleet["facts"]["sessions_per_host"] == 1
-    assert floor["rerun"]["sessions_per_host"] == 1
+    assert floor["rerun"]["sessions_per_host"] == 1 and look["rerun"]["sessions_per_host"] == 1
     assert fleet["converge"]["sessions_per_host"] == 2
