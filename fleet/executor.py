@@ -45,7 +45,8 @@ from typing import Any
 
 from .batch import MAX_PROBES, Batch, ProbeCall
 from .connection import Connection, TransferFailed
-from .facts import FACTS_PROBE, FACTS_TIMEOUT, Facts, with_overrides
+from .facts import FACTS_TIMEOUT, Facts, PartialFacts, facts_probe, facts_view, merged, with_overrides
+from .factuse import ALL_GROUPS, FIELD_GROUPS, groups_named, play_groups, strings, template_parts
 from .model import CommandResult, FleetError, HostReport, Plan, RunOptions, Status, TaskResult, Unreachable
 from .playbook import Play
 from .probe import as_probe, observe
@@ -93,6 +94,10 @@ class HostExecutor:
         self._play: Play | None = None
         self._cursor = (0, 0)  # (task index, item index) of the task running now
         self._facts_pending = False  # gathering them now: looking ahead must not use them
+        self._facts_groups: frozenset[str] = frozenset()  # the fact groups gathered (fleet/factuse.py)
+        # The groups this host's own variables name (a template in the inventory or -e may use facts).
+        self._host_groups = groups_named(template_parts(strings([self.hostvars, options.extra_vars])))
+        self._facts_call: ProbeCall | None = None  # the facts probe being gathered now
         self._facts_seen: Facts | None = None
         self._facts_dict: Any = {}
 
@@ -123,8 +128,38 @@ class HostExecutor:
         if self.facts is None:
             return {}
         if self._facts_seen is not self.facts:
-            self._facts_seen, self._facts_dict = self.facts, unsafe(self.facts.as_dict())
+            self._facts_seen, self._facts_dict = self.facts, facts_view(self.facts, self._facts_groups)
         return self._facts_dict
+
+    def _ctx_facts(self) -> Any:
+        """The facts as an action sees them: a field of a group not gathered fails where it is read."""
+        if self.facts is None or self._facts_groups >= ALL_GROUPS:
+            return self.facts
+        return PartialFacts(self.facts, self._facts_groups)
+
+    def _gather(self, play: Play) -> None:
+        """Gather the fact groups this play names that no play before it gathered: in the play's
+        first request, with the first probe batch. `facts_override` (a dry-run/test aid) replaces
+        gathered fields, e.g. a GPU's, and counts as gathered."""
+        missing = (play_groups(play) | self._host_groups) - self._facts_groups
+        if not missing:
+            return
+        probe = facts_probe(missing)
+        self._facts_call = ProbeCall(probe.script, timeout=FACTS_TIMEOUT)
+        self._facts_pending = True
+        try:
+            gathered = observe(probe, self._probe(self._facts_call))
+        except FleetError as exc:
+            raise FleetError(f"host {self.host}: {exc}") from None
+        overrides = self.hostvars.get("facts_override")
+        facts = gathered if self.facts is None else merged(self.facts, gathered, missing)
+        try:
+            self.facts = with_overrides(facts, overrides)
+        except FleetError as exc:
+            raise FleetError(f"host {self.host}: {exc}") from None
+        given = {FIELD_GROUPS[str(k)] for k in overrides} if isinstance(overrides, Mapping) else set()
+        self._facts_groups |= missing | given
+        self._facts_pending = False
 
     def flag(self, value: Any, variables: Variables, keyword: str) -> bool:
         """A boolean keyword, which may be a template giving true/false/yes/no."""
@@ -139,15 +174,8 @@ class HostExecutor:
             gather = self.flag(play.gather_facts, self.variables(play), "gather_facts")
         except TemplateError as exc:
             raise FleetError(f"{play.source}: host {self.host}: {exc}") from None
-        self._facts_pending = gather and self.facts is None
-        if self._facts_pending:
-            # `facts_override` (a dry-run/test aid) replaces gathered fields, e.g. a GPU's.
-            try:
-                gathered = observe(FACTS_PROBE, self._probe(ProbeCall(FACTS_PROBE.script, timeout=FACTS_TIMEOUT)))
-                self.facts = with_overrides(gathered, self.hostvars.get("facts_override"))
-                self._facts_pending = False
-            except FleetError as exc:
-                raise FleetError(f"host {self.host}: {exc}") from None
+        if gather:
+            self._gather(play)
         for index, task in enumerate(play.tasks):
             if not self._selected(task, play):
                 continue
@@ -288,7 +316,7 @@ class HostExecutor:
         if prepared is None:
             return self._finish(task, Status.SKIPPED, "condition false", started, item=item)
         action, run_kwargs = prepared
-        ctx = Context(self.host, self.facts, scope, self.options.check)
+        ctx = Context(self.host, self._ctx_facts(), scope, self.options.check)
         probe = as_probe(action.probe())
         for look in ("first", "under the lock"):
             observed, unlocked = None, False
@@ -431,7 +459,7 @@ class HostExecutor:
         calls: list[ProbeCall] = []
         task_index, item_index = self._cursor
         skip_items = item_index + 1
-        if first.script == FACTS_PROBE.script:  # gathering facts: start at the first task
+        if first == self._facts_call and self._facts_pending:  # gathering facts: start at the first task
             task_index, skip_items = 0, 0
         try:
             for task in play.tasks[task_index:]:
@@ -473,7 +501,7 @@ class HostExecutor:
         if seen is None or action.read_only:
             return False
         try:
-            ctx = Context(self.host, self.facts, scope, self.options.check)
+            ctx = Context(self.host, self._ctx_facts(), scope, self.options.check)
             return bool(action.plan(observe(probe, seen), ctx).changes)
         except Exception:  # a probe that failed, a plan that cannot be made yet: no guess
             return False

@@ -10,6 +10,7 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields, replace
 from typing import TYPE_CHECKING, Any
 
+from .factuse import ALL_GROUPS, FIELD_GROUPS
 from .health import PROBE as HEALTH_PROBE
 from .health import HostHealth, parse_health
 from .model import CommandResult, FleetError
@@ -22,28 +23,42 @@ if TYPE_CHECKING:
 # costs the others. nvidia-smi's header holds the CUDA version the driver supports. Files are read
 # with the shell's own `read` (`l FILE FORMAT`) and missing tools cost no process: this runs in
 # every play's first request on every host, where each program started is ~1 ms of the host's CPU.
-SYSTEM_PROBE = r"""
+# The groups are those of fleet/factuse.py: a play gathers the ones it names.
+GROUP_PROBES = {
+    "system": r"""
 s() { printf '\n@@%s\n' "$1"; }
 l() { while IFS= read -r _l || [ -n "$_l" ]; do printf "$2" "$_l"; done <"$1"; }
 s hostname; l /proc/sys/kernel/hostname '%s\n' 2>/dev/null || hostname 2>/dev/null
 s arch; l /proc/sys/kernel/arch '%s\n' 2>/dev/null || uname -m
 s kernel; l /proc/sys/kernel/osrelease '%s\n' 2>/dev/null || uname -r
 s os; l /etc/os-release '%s\n' 2>/dev/null
-s cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
 s mem; while IFS= read -r m; do case $m in MemTotal:*) echo "$m"; break; esac; done </proc/meminfo
+s custom; for f in "$HOME"/.fleet/facts.d/*.json; do
+  [ -f "$f" ] && n=${f##*/} && printf '%s\t' "${n%.json}" && l "$f" '%s' && echo
+done
+""",
+    "resources": r"""s cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
 s disk; df -Pk "$HOME" 2>/dev/null
-s python; python3 --version 2>&1
+""",
+    "tools": r"""s python; python3 --version 2>&1
 s uv; PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH" uv --version 2>/dev/null
-q=index,name,driver_version,memory.total,memory.used,compute_cap
+""",
+    "gpu": r"""q=index,name,driver_version,memory.total,memory.used,compute_cap
 s smi; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi 2>&1 | head -n 5
 s gpus; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=$q --format=csv,noheader,nounits 2>&1
 s nvcc; if command -v nvcc >/dev/null 2>&1 && nvcc --version; then :
 elif [ -x /usr/local/cuda/bin/nvcc ]; then /usr/local/cuda/bin/nvcc --version; fi 2>/dev/null
-s custom; for f in "$HOME"/.fleet/facts.d/*.json; do
-  [ -f "$f" ] && n=${f##*/} && printf '%s\t' "${n%.json}" && l "$f" '%s' && echo
-done
 """
-PROBE = SYSTEM_PROBE + HEALTH_PROBE + "s end\n"
+    + HEALTH_PROBE,
+}
+
+
+def probe_script(groups: frozenset[str] = ALL_GROUPS) -> str:
+    """The facts probe of these groups (system always: it defines the helpers)."""
+    return "".join(GROUP_PROBES[g] for g in GROUP_PROBES if g == "system" or g in groups) + "s end\n"
+
+
+PROBE = probe_script()
 
 
 @dataclass(frozen=True)
@@ -204,6 +219,58 @@ def _parse_result(result: CommandResult) -> Facts:
 
 FACTS_TIMEOUT = 60.0
 FACTS_PROBE = Probe(PROBE, _parse_result)
+
+
+def facts_probe(groups: frozenset[str]) -> Probe[Facts]:
+    """The facts probe of some groups (fleet/factuse.py); the fields of the others keep their defaults
+    in what it gives: show them only through `PartialFacts` or `facts_view`."""
+    return FACTS_PROBE if groups >= ALL_GROUPS else Probe(probe_script(groups), _parse_result)
+
+
+def merged(old: Facts, new: Facts, groups: frozenset[str]) -> Facts:
+    """old with the fields of `groups` taken from new (gathered later in the run, for a play that
+    names more groups than the plays before it)."""
+    return replace(old, **{f.name: getattr(new, f.name) for f in fields(Facts) if FIELD_GROUPS[f.name] in groups})
+
+
+class NotGathered(FleetError):
+    """A fact of a group the play did not gather was used: fail where it is used, never read it empty."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(
+            f"fact {name!r} was not gathered: a play gathers the facts it names (`facts.{name}` in a template; "
+            "Action.facts_used for an action that reads ctx.facts in Python), and nothing here named it"
+        )
+
+
+class PartialFacts:
+    """Facts of some groups, as an action sees them: a field of another group raises NotGathered."""
+
+    def __init__(self, facts: Facts, groups: frozenset[str]) -> None:
+        self._facts, self._groups = facts, groups
+
+    def __getattr__(self, name: str) -> Any:
+        if FIELD_GROUPS.get(name, "system") not in self._groups:
+            raise NotGathered(name)
+        return getattr(self._facts, name)
+
+
+class FactsView(dict):  # type: ignore[type-arg]
+    """Facts as templates see them: a key of a group not gathered raises NotGathered (not a
+    KeyError, which Jinja would turn into an undefined value)."""
+
+    def __missing__(self, key: Any) -> Any:
+        if key in FIELD_GROUPS:
+            raise NotGathered(str(key))
+        raise KeyError(key)
+
+
+def facts_view(facts: Facts, groups: frozenset[str]) -> FactsView:
+    """The template view (strings marked as data: facts come from the host, never templated)."""
+    from .templating import unsafe
+
+    shown = facts.as_dict()
+    return FactsView({k: unsafe(v) for k, v in shown.items() if FIELD_GROUPS.get(k, "system") in groups})
 
 
 def gather_facts(conn: Connection) -> Facts:

@@ -38,6 +38,9 @@ class Action:
     Args: ClassVar[type[Args]]
     # Actions whose apply only reads (e.g. a check) still run in --check mode.
     read_only: ClassVar[bool] = False
+    # The fact groups (fleet/factuse.py) the action reads from ctx.facts in Python; None: all of
+    # them. A play gathers only the groups its templates and actions name; reading another fails.
+    facts_used: ClassVar[frozenset[str] | None] = frozenset()
 
     def __init__(self, args: Args) -> None:
         self.args = args

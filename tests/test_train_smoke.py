@@ -101,7 +101,14 @@ def test_interrupted_smoke_run_resumes_from_its_newest_checkpoint(python, ssh_fl
         assert stopped.returncode == 0, stopped.stdout
         interrupted = status(inv, config, "--hosts", "node-03")[1]["node-03"]
         assert interrupted["state"] == "stopped" and interrupted["step"] < 20, interrupted
-        newest = max(int(p.name.split("-")[1]) for p in run_dir.glob("checkpoint-*"))
+        whole = [p for p in run_dir.glob("checkpoint-*") if (p / "trainer_state.json").is_file()]
+        newest = max(int(p.name.split("-")[1]) for p in whole)
+        # What a stop in the middle of a save leaves: a newer checkpoint without its trainer state.
+        half = run_dir / "checkpoint-19"
+        half.mkdir()
+        (half / "model.safetensors").write_bytes(b"half")
+        for path in (half, half / "model.safetensors"):
+            shutil.chown(path, ssh_fleet.host("node-03").user, ssh_fleet.host("node-03").user)
 
         refused = fleet_train(inv, config, "--hosts", "node-03")
         assert refused.returncode != 0 and "nothing is overwritten" in refused.stdout

@@ -117,6 +117,7 @@ class TrainLaunch(Action):
 
     name = "train_launch"
     Args: ClassVar = LaunchArgs
+    facts_used = None  # the preflight judges GPUs, health and the stack from them
 
     @property
     def spec(self) -> NodeSpec:
@@ -158,6 +159,8 @@ class TrainPreflight(TrainLaunch):
 
 class _RunAction(Action):
     """Looks at the run's job on the host (state_probe)."""
+
+    facts_used = None  # status compares GPU health with the launch's
 
     def probe(self) -> Probe[JobState]:
         return Probe(state_probe(self.args.order.paths[self.args.host]), lambda result: parse_state(result.stdout))

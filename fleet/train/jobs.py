@@ -102,7 +102,12 @@ def log_sections(paths: RunPaths, tail: int) -> str:
 
 
 def checkpoint_section(paths: RunPaths, name: str = "train_checkpoints") -> str:
-    return f"s {name}\nls -d {shell.path(paths.dir)}/checkpoint-* 2>/dev/null | sed 's|.*/||'\n"
+    """The run's whole checkpoints: a checkpoint-N the Trainer wrote its trainer_state.json into
+    (it writes that last; a job stopped while saving leaves one without it, which cannot resume)."""
+    return (
+        f"s {name}\nfor d in {shell.path(paths.dir)}/checkpoint-*; do "
+        '[ -f "$d/trainer_state.json" ] && printf \'%s\\n\' "${d##*/}"; done\n'
+    )
 
 
 def parse_checkpoints(text: str) -> tuple[str, ...]:

@@ -503,9 +503,14 @@ def step_logger() -> Any:
 
 
 def newest_checkpoint(run_dir: Path) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    return get_last_checkpoint(str(run_dir)) if run_dir.is_dir() else None
+    """The newest whole checkpoint-N: the Trainer writes trainer_state.json last, so a job stopped
+    while saving leaves a newer one without it, which cannot resume (transformers'
+    get_last_checkpoint would pick it). fleet's checkpoint probe counts the same ones."""
+    whole = [
+        d for d in (run_dir.glob("checkpoint-*") if run_dir.is_dir() else ())
+        if d.name.partition("-")[2].isdigit() and (d / "trainer_state.json").is_file()
+    ]  # fmt: skip
+    return str(max(whole, key=lambda d: int(d.name.partition("-")[2]))) if whole else None
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

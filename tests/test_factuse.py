@@ -1,0 +1,159 @@
+"""A play gathers the facts it names, and a fact it did not gather fails loudly where it is used.
+
+The groups and what names them are fleet/factuse.py; the runs are on real sshd hosts, and what
+each run's first request gathered is read from its run log (the script sent)."""
+
+from __future__ import annotations
+
+import json
+import textwrap
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import REPO, run_fleet
+
+from fleet.facts import Facts, NotGathered, PartialFacts, facts_view
+from fleet.factuse import ALL_GROUPS, groups_named
+from fleet.templating import TemplateError, render
+
+HOST = "node-02"
+SECTIONS = {"system": "s arch;", "resources": "s cpus;", "tools": "s python;", "gpu": "s smi;"}
+
+
+@pytest.mark.parametrize(
+    ("text", "groups"),
+    [
+        ("{{ facts.arch }}", {"system"}),
+        ("{{ facts['gpus'] | length }} {{ facts.python }}", {"system", "gpu", "tools"}),
+        ('{% if facts["disk_free_bytes"] > 0 %}{{ facts . cpus }}{% endif %}', {"system", "resources"}),
+        ("{{ facts.custom.stack.torch }}", {"system"}),
+        ("{{ facts }}", ALL_GROUPS),  # whole: every group
+        ("{{ facts[name] }}", ALL_GROUPS),  # a computed key
+        ("{{ facts.get('arch') }}", ALL_GROUPS),  # a name fleet does not know
+        ("{{ hostvars[h]['facts']['arch'] }}", ALL_GROUPS),
+        ("gather_facts: false, facts_override: {}", {"system"}),  # other words, not `facts`
+    ],
+)
+def test_the_groups_a_template_names(text, groups):
+    assert groups_named([text]) == groups
+
+
+def test_a_fact_not_gathered_fails_where_it_is_used_never_reads_empty():
+    facts = Facts(arch="aarch64", cpus=0)
+    view = facts_view(facts, frozenset({"system"}))
+    assert render("{{ facts.arch }}", {"facts": view}) == "aarch64"
+    with pytest.raises(NotGathered, match="'cpus' was not gathered"):
+        render("{{ facts.cpus }}", {"facts": view})
+    with pytest.raises(TemplateError):  # not a fact at all: undefined, as before
+        render("{{ facts.nothing }}", {"facts": view})
+    partial = PartialFacts(facts, frozenset({"system"}))
+    assert partial.arch == "aarch64"
+    with pytest.raises(NotGathered, match="'gpus' was not gathered"):
+        _ = partial.gpus
+
+
+def _sent(stdout: str, host: str = HOST) -> list[str]:
+    """The scripts of each request the run sent to the host (from its run log)."""
+    start = next(json.loads(line) for line in stdout.splitlines() if '"run_start"' in line)
+    log = (Path(start["log_dir"]) / f"{host}.log").read_text()
+    return log.split(" command:\n")[1:]
+
+
+def _gathered(script: str) -> set[str]:
+    return {group for group, marker in SECTIONS.items() if marker in script}
+
+
+def _results(stdout: str) -> list[dict]:
+    return [e for e in map(json.loads, stdout.splitlines()) if e["event"] == "task_result"]
+
+
+def test_each_play_gathers_only_the_groups_it_names(ssh_fleet, ssh_inventory, tmp_path):
+    (tmp_path / "arch.j2").write_text("arch={{ facts.arch }} python={{ facts.python }}\n")
+    plays = [
+        {"hosts": HOST, "tasks": [{"copy": {"dest": "~/facts-a", "content": "{{ facts.arch }}\n"}}]},
+        {"hosts": HOST, "tasks": [{"template": {"src": "arch.j2", "dest": "~/facts-b"}}]},  # names python
+        {
+            "hosts": HOST,
+            "vars": {"n": "{{ facts.cpus }}"},
+            "tasks": [{"copy": {"dest": "~/facts-c", "content": "{{ n }}"}}],
+        },
+        {"hosts": HOST, "gather_facts": False, "tasks": [{"copy": {"dest": "~/facts-d", "content": "x"}}]},
+        {"hosts": HOST, "tasks": [{"assert": {"that": ["facts.gpu_count == 0", "facts.cpus > 0"]}}]},
+    ]
+    book = tmp_path / "book.yaml"
+    book.write_text(yaml.safe_dump(plays, sort_keys=False))
+    done = run_fleet("run", book, "-i", ssh_inventory, "--json")
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    scripts = [s for s in _sent(done.stdout) if "s end" in s]  # the requests that gathered facts
+    # Play 1: system only; play 2 adds tools (its template file); play 3 resources (a play var);
+    # play 4 gathers nothing; play 5 adds gpu (an assert's expressions), and cpus is not asked again.
+    assert [_gathered(s) for s in scripts] == [{"system"}, {"system", "tools"}, {"system", "resources"},
+                                               {"system", "gpu"}]  # fmt: skip
+    home = ssh_fleet.host(HOST).home
+    arch = (home / "facts-a").read_text().strip()
+    assert arch and (home / "facts-b").read_text().startswith(f"arch={arch} python=3.")
+    assert int((home / "facts-c").read_text()) > 0
+
+
+def test_the_inventory_and_extra_vars_name_facts_too(ssh_fleet, ssh_inventory, tmp_path):
+    book = tmp_path / "book.yaml"
+    book.write_text(
+        yaml.safe_dump([{"hosts": HOST, "tasks": [{"copy": {"dest": "~/facts-e", "content": "{{ where }}"}}]}])
+    )
+    done = run_fleet(
+        "run", book, "-i", ssh_inventory, "--json", "-e", "where={{ facts.uv or 'no uv' }} {{ facts.disk_free_bytes }}"
+    )
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr
+    assert _gathered(_sent(done.stdout)[0]) == {"system", "tools", "resources"}
+
+
+def test_an_action_reading_facts_in_python_must_name_them(ssh_fleet, ssh_inventory, tmp_path):
+    """An action that reads ctx.facts without Action.facts_used fails with the reason (not a 0 CPU
+    count); naming the group gathers it."""
+    book = tmp_path / "book.py"
+    book.write_text(
+        textwrap.dedent(
+            """
+        from typing import ClassVar
+        from fleet import Play, Task
+        from fleet.model import Plan
+        from fleet.task import Action, Args, action
+
+        class CpuArgs(Args):
+            pass
+
+        @action
+        class CountCpus(Action):
+            name = "count_cpus_silent"
+            Args: ClassVar = CpuArgs
+            read_only = True
+
+            def plan(self, observed, ctx):
+                return Plan(summary=f"{ctx.facts.cpus} cpus")
+
+        @action
+        class CountCpusNamed(CountCpus):
+            name = "count_cpus_named"
+            facts_used = frozenset({"resources"})
+
+        PLAYS = [Play(hosts="HOST_NAME", tasks=[Task("count_cpus_named", {}), Task("count_cpus_silent", {})])]
+    """.replace("HOST_NAME", HOST)
+        )
+    )
+    done = run_fleet("run", book, "-i", ssh_inventory, "--json")
+    named, silent = _results(done.stdout)
+    assert named["status"] == "ok" and named["message"].endswith(" cpus") and not named["message"].startswith("0 ")
+    book.write_text(book.read_text().replace('Task("count_cpus_named", {}), ', ""))
+    done = run_fleet("run", book, "-i", ssh_inventory, "--json")
+    (silent,) = _results(done.stdout)
+    assert done.returncode != 0 and silent["status"] == "failed"
+    assert "fact 'cpus' was not gathered" in silent["message"] and "facts_used" in silent["message"]
+
+
+def test_the_setup_playbook_gathers_every_group_its_checks_need():
+    from fleet.factuse import play_groups
+    from fleet.playbook import load_playbook
+
+    book = load_playbook(REPO / "playbooks" / "setup.yaml")
+    assert set().union(*(play_groups(p) for p in book.plays)) >= {"system", "gpu"}
