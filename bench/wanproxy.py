@@ -50,8 +50,17 @@ async def pump(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, delay
             writer.write(data)
             await writer.drain()
 
-    with contextlib.suppress(ConnectionError, OSError):
-        await asyncio.gather(read(), write())
+    # One side failing (a reset) ends both halves here and closes this direction's writer, so the
+    # other direction sees its end too; nothing is left pending for the garbage collector to find.
+    halves = [asyncio.ensure_future(read()), asyncio.ensure_future(write())]
+    try:
+        await asyncio.gather(*halves)
+    except (ConnectionError, OSError):
+        writer.close()
+    finally:
+        for half in halves:
+            half.cancel()
+        await asyncio.gather(*halves, return_exceptions=True)
 
 
 async def serve(listen: tuple[str, int], target: tuple[str, int], delay: float, slots: asyncio.Semaphore) -> None:
@@ -62,11 +71,14 @@ async def serve(listen: tuple[str, int], target: tuple[str, int], delay: float, 
             except OSError:
                 client_w.close()
                 return
-            for w in (client_w, server_w):
-                w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            await asyncio.gather(pump(client_r, server_w, delay), pump(server_r, client_w, delay))
-            for w in (client_w, server_w):
-                w.close()
+            try:
+                for w in (client_w, server_w):
+                    with contextlib.suppress(OSError, AttributeError):  # a peer already gone
+                        w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+                await asyncio.gather(pump(client_r, server_w, delay), pump(server_r, client_w, delay))
+            finally:
+                for w in (client_w, server_w):
+                    w.close()
 
     server = await asyncio.start_server(handle, *listen, backlog=512)
     async with server:
