@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from . import shell
 
 DIFF_LIMIT = 256 * 1024  # a file up to this size comes whole (for diffs); a larger one is hashed on the host
+# The most content one look fetches: the small files after this much are left to their own probes,
+# so a batch's output stays well inside what a command keeps in memory (1 MiB a stream).
+LOOK_BUDGET = 384 * 1024
 
 
 def file_script(target: str) -> str:
@@ -60,12 +63,12 @@ def look_script(targets: Sequence[str]) -> str:
         "printf '%s\\n' \"$@\"\n"
         "s=$(stat -L -c '%s %a %F' -- \"$@\") || exit\n"
         "printf '%s\\n' \"$s\"\n"
-        "n=$#\n"
+        f"b={LOOK_BUDGET}\n"
         "while read -r size mode type; do\n"
         "  p=$1; shift\n"
         "  case $type in regular*)\n"
-        f'    if [ "$size" -le {DIFF_LIMIT} ]; then set -- "$@" "$p"\n'
-        '    else h=$(sha256sum <"$p") || exit; echo "${h%% *}"; fi\n'
+        f'    if [ "$size" -gt {DIFF_LIMIT} ]; then h=$(sha256sum <"$p") || exit; echo "${{h%% *}}"\n'
+        '    elif [ "$size" -le "$b" ]; then set -- "$@" "$p"; b=$((b - size)); fi\n'
         "  esac\n"
         "done <<EOF\n"
         "$s\n"
@@ -83,8 +86,9 @@ def _file_output(mode: str, sha256: str, content: bytes | None) -> str:
 
 def look_outputs(stdout: str, count: int) -> list[str | None]:
     """What each path's own `file_script` would have printed, from the look's output; None for a
-    path the look cannot answer (a file this user cannot read: its own probe says why). Every path
-    is None when the output is not exactly what an unchanging host gives."""
+    path the look cannot answer (a file this user cannot read: its own probe says why; a small file
+    past LOOK_BUDGET). Every path is None when the output is not exactly what an unchanging host
+    gives."""
     unanswered: list[str | None] = [None] * count
     lines = stdout.split("\n")
     kinds = lines[0]
@@ -105,7 +109,11 @@ def look_outputs(stdout: str, count: int) -> list[str | None]:
             return unanswered  # it changed kind between the builtin tests and stat
         parsed.append((int(size), mode, is_file))
     big = [i for i, (size, _, is_file) in enumerate(parsed) if is_file and size > DIFF_LIMIT]
-    small = [i for i, (size, _, is_file) in enumerate(parsed) if is_file and size <= DIFF_LIMIT]
+    small, budget = [], LOOK_BUDGET  # as the look chose them: in order, while the budget lasts
+    for i, (size, _, is_file) in enumerate(parsed):
+        if is_file and size <= DIFF_LIMIT and size <= budget:
+            small.append(i)
+            budget -= size
     if len(rest) != len(big) + 2 or rest[-1] != "":
         return unanswered
     hashes = dict(zip(big, rest[: len(big)], strict=True))
@@ -120,8 +128,10 @@ def look_outputs(stdout: str, count: int) -> list[str | None]:
             size, mode, is_file = parsed[index]
             if not is_file:
                 out.append(f"directory\n{mode}\n")
-            else:
+            elif index in hashes or index in content_of:
                 out.append(_file_output(mode, hashes.get(index, ""), content_of.get(index)))
+            else:
+                out.append(None)  # past the look's budget: its own probe fetches it
             index += 1
         else:
             out.append({"u": None, "o": "other\n", "a": "absent\n"}[kind])

@@ -17,7 +17,7 @@ from conftest import run_fleet
 
 from fleet.batch import Batch, ProbeCall
 from fleet.connection import connect
-from fleet.filelook import DIFF_LIMIT, file_script, look_outputs
+from fleet.filelook import DIFF_LIMIT, LOOK_BUDGET, file_script, look_outputs
 from fleet.inventory import load_inventory
 from fleet.model import CommandResult
 from fleet.tasks.files import FileState
@@ -93,6 +93,23 @@ def test_one_look_gives_each_path_what_its_own_probe_gives(node):
     assert (states["~/look/link-to-dir"].kind, states["~/look/closed-dir"].mode) == ("directory", 0o700)
     kinds = [states[p].kind for p in ("~/look/dangling", "~/look/fifo", "~/look/absent")]
     assert kinds == ["absent", "other", "absent"]
+
+
+def test_a_look_fetches_at_most_its_budget_and_leaves_the_rest_to_their_own_probes(node):
+    """Small files are fetched in order while LOOK_BUDGET lasts (a batch's output must stay within
+    what a command keeps in memory); the ones past it are unanswered, never cut."""
+    sizes = [200 * 1024, 200 * 1024, 100 * 1024]
+    assert sizes[0] + sizes[1] > LOOK_BUDGET >= sizes[0] + sizes[2]
+    made = node.run("".join(f"head -c {n} /dev/zero | tr '\\0' {i} > ~/look/part{i}\n" for i, n in enumerate(sizes)))
+    assert made.ok, made.stderr
+    paths = [f"~/look/part{i}" for i in range(len(sizes))] + ["~/look/small"]
+    batch = Batch.of([ProbeCall.of(file_script(p), {}, p) for p in paths])
+    done = batch.split(node.run(batch.script(), **batch.run_kwargs()))
+    assert [r is not None for r in done] == [True, False, True, True]  # 200 KiB, over budget, 100 KiB, 6 bytes
+    for path, got in zip(paths, done, strict=True):
+        if got is not None:
+            assert got.stdout == _alone(node, path).stdout, path
+    assert FileState.parse(done[2].stdout).content == b"2" * sizes[2]
 
 
 def test_a_look_that_does_not_add_up_answers_nothing(node):
