@@ -8,7 +8,8 @@ gathers the groups its templates name: every string of its vars, keywords and ta
 `template` tasks render, and the host's variables are read for `facts.NAME` and `facts['NAME']`.
 `facts` used in any other way (whole, by a computed key, a name fleet does not know, a template
 file that cannot be read yet) gathers every group. An action that reads `ctx.facts` in Python
-says which groups with `Action.facts_used`. A fact of a group that was not gathered fails loudly
+says which groups with `Action.facts_used` (one that does not say gets all of them; fleet's own
+actions say when they read any). A fact of a group that was not gathered fails loudly
 where it is used (facts.NotGathered), never reads as empty."""
 
 from __future__ import annotations
@@ -110,9 +111,10 @@ def actions_use(play: Any) -> frozenset[str]:
 
     groups: set[str] = set()
     for task in play.tasks:
-        used = lookup(task.action).facts_used
-        if used is None:
-            return ALL_GROUPS
+        cls = lookup(task.action)
+        used = cls.facts_used
+        if used is None:  # not said: fleet's own actions read none, anyone else's may read any
+            used = frozenset() if cls.__module__.split(".")[0] == "fleet" else ALL_GROUPS
         groups |= used
     return frozenset(groups)
 

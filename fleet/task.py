@@ -38,9 +38,10 @@ class Action:
     Args: ClassVar[type[Args]]
     # Actions whose apply only reads (e.g. a check) still run in --check mode.
     read_only: ClassVar[bool] = False
-    # The fact groups (fleet/factuse.py) the action reads from ctx.facts in Python; None: all of
-    # them. A play gathers only the groups its templates and actions name; reading another fails.
-    facts_used: ClassVar[frozenset[str] | None] = frozenset()
+    # The fact groups (fleet/factuse.py) the action reads from ctx.facts in Python. A play gathers
+    # only the groups its templates and actions name; reading another fails. Not said (None): all
+    # of them for an action written outside fleet, none for fleet's own.
+    facts_used: ClassVar[frozenset[str] | None] = None
 
     def __init__(self, args: Args) -> None:
         self.args = args

@@ -108,9 +108,9 @@ def test_the_inventory_and_extra_vars_name_facts_too(ssh_fleet, ssh_inventory, t
     assert _gathered(_sent(done.stdout)[0]) == {"system", "tools", "resources"}
 
 
-def test_an_action_reading_facts_in_python_must_name_them(ssh_fleet, ssh_inventory, tmp_path):
-    """An action that reads ctx.facts without Action.facts_used fails with the reason (not a 0 CPU
-    count); naming the group gathers it."""
+def test_an_action_reading_facts_in_python_gets_what_it_names(ssh_fleet, ssh_inventory, tmp_path):
+    """An action written outside fleet that says nothing of the facts it reads gets every group;
+    one that names its groups gets those, and reading another fails with the reason (never a 0)."""
     book = tmp_path / "book.py"
     book.write_text(
         textwrap.dedent(
@@ -125,7 +125,7 @@ def test_an_action_reading_facts_in_python_must_name_them(ssh_fleet, ssh_invento
 
         @action
         class CountCpus(Action):
-            name = "count_cpus_silent"
+            name = "count_cpus"
             Args: ClassVar = CpuArgs
             read_only = True
 
@@ -137,18 +137,28 @@ def test_an_action_reading_facts_in_python_must_name_them(ssh_fleet, ssh_invento
             name = "count_cpus_named"
             facts_used = frozenset({"resources"})
 
-        PLAYS = [Play(hosts="HOST_NAME", tasks=[Task("count_cpus_named", {}), Task("count_cpus_silent", {})])]
-    """.replace("HOST_NAME", HOST)
+        @action
+        class CountCpusWrong(CountCpus):
+            name = "count_cpus_wrong"
+            facts_used = frozenset({"tools"})
+
+        PLAYS = [Play(hosts="HOST_NAME", tasks=[Task("TASK", {})])]
+    """
         )
     )
-    done = run_fleet("run", book, "-i", ssh_inventory, "--json")
-    named, silent = _results(done.stdout)
-    assert named["status"] == "ok" and named["message"].endswith(" cpus") and not named["message"].startswith("0 ")
-    book.write_text(book.read_text().replace('Task("count_cpus_named", {}), ', ""))
-    done = run_fleet("run", book, "-i", ssh_inventory, "--json")
-    (silent,) = _results(done.stdout)
-    assert done.returncode != 0 and silent["status"] == "failed"
-    assert "fact 'cpus' was not gathered" in silent["message"] and "facts_used" in silent["message"]
+    source = book.read_text().replace("HOST_NAME", HOST)
+    seen = {}
+    for task in ("count_cpus", "count_cpus_named", "count_cpus_wrong"):
+        book.write_text(source.replace('"TASK"', repr(task)))
+        done = run_fleet("run", book, "-i", ssh_inventory, "--json")
+        ((result,), scripts) = _results(done.stdout), [s for s in _sent(done.stdout) if "s end" in s]
+        seen[task] = (result["status"], result["message"], _gathered(scripts[0]))
+    assert seen["count_cpus"][2] == set(SECTIONS) and seen["count_cpus_named"][2] == {"system", "resources"}
+    for task in ("count_cpus", "count_cpus_named"):
+        status, message, _ = seen[task]
+        assert status == "ok" and message.endswith(" cpus") and not message.startswith("0 "), seen[task]
+    status, message, groups = seen["count_cpus_wrong"]
+    assert status == "failed" and "fact 'cpus' was not gathered" in message and groups == {"system", "tools"}
 
 
 def test_the_setup_playbook_gathers_every_group_its_checks_need():

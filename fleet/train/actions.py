@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 from pydantic import ConfigDict, InstanceOf
 
 from ..facts import Facts
+from ..factuse import ALL_GROUPS
 from ..health import turned_sick
 from ..model import CommandResult, Plan
 from ..probe import Probe
@@ -117,7 +118,7 @@ class TrainLaunch(Action):
 
     name = "train_launch"
     Args: ClassVar = LaunchArgs
-    facts_used = None  # the preflight judges GPUs, health and the stack from them
+    facts_used = ALL_GROUPS  # the preflight judges GPUs, health and the stack from them
 
     @property
     def spec(self) -> NodeSpec:
@@ -160,7 +161,7 @@ class TrainPreflight(TrainLaunch):
 class _RunAction(Action):
     """Looks at the run's job on the host (state_probe)."""
 
-    facts_used = None  # status compares GPU health with the launch's
+    facts_used = ALL_GROUPS  # status compares GPU health with the launch's
 
     def probe(self) -> Probe[JobState]:
         return Probe(state_probe(self.args.order.paths[self.args.host]), lambda result: parse_state(result.stdout))
