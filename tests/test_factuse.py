@@ -167,3 +167,16 @@ def test_the_setup_playbook_gathers_every_group_its_checks_need():
 
     book = load_playbook(REPO / "playbooks" / "setup.yaml")
     assert set().union(*(play_groups(p) for p in book.plays)) >= {"system", "gpu"}
+
+
+def test_every_fact_belongs_to_a_group_and_every_group_has_its_probe():
+    from dataclasses import fields
+
+    from fleet.facts import GROUP_PROBES, probe_script
+    from fleet.factuse import FIELD_GROUPS
+
+    assert {f.name for f in fields(Facts)} <= set(FIELD_GROUPS)
+    assert set(GROUP_PROBES) == ALL_GROUPS
+    for group, marker in SECTIONS.items():  # each group's probe runs its own sections and no other's
+        script = probe_script(frozenset({group}))
+        assert marker in script and all(m not in script for g, m in SECTIONS.items() if g not in (group, "system"))
