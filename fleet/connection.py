@@ -237,13 +237,21 @@ class _Capture:
         return self.head.decode("utf-8", "replace") + note + self.tail.decode("utf-8", "replace")
 
 
-def _captures(keep: int, spill: Path | None) -> tuple[_Capture, _Capture]:
-    """A command's stdout and stderr, spilled beside `spill` when too large."""
+@contextlib.contextmanager
+def _captures(keep: int, spill: Path | None) -> Iterator[tuple[_Capture, _Capture]]:
+    """A command's stdout and stderr, spilled beside `spill` when too large; what was spilled is
+    discarded when the command ends in an exception (it never reaches a result or the run log)."""
 
     def one(stream: str) -> _Capture:
         return _Capture(keep, spill.with_name(f"{spill.name}.{stream}") if spill else None)
 
-    return one("stdout"), one("stderr")
+    out, err = one("stdout"), one("stderr")
+    try:
+        yield out, err
+    except BaseException:
+        out.discard()
+        err.discard()
+        raise
 
 
 def spill_part(path: Path) -> Path:
@@ -329,13 +337,8 @@ class AgentClient:
         started = time.monotonic()
         # The agent enforces the limit; this only guards against a host that stopped answering.
         deadline = started + timeout + 2 * _KILL_GRACE + 10 if timeout else None
-        out, err = _captures(keep, spill)
-        try:
+        with _captures(keep, spill) as (out, err):
             return self._run(rid, script, timeout, deadline, out, err, lock)
-        except BaseException:
-            out.discard()
-            err.discard()
-            raise
 
     def _run(
         self,
@@ -1018,13 +1021,8 @@ class SSHConnection(_AgentHost):
     def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult:
         self.open()
         started = time.monotonic()
-        out, err = _captures(self.output_keep, self._spill())
-        try:
+        with _captures(self.output_keep, self._spill()) as (out, err):
             return self._oneshot(script, timeout, become, user, started, out, err)
-        except BaseException:
-            out.discard()
-            err.discard()
-            raise
 
     def _oneshot(
         self,
