@@ -78,6 +78,11 @@ def look_script(targets: Sequence[str]) -> str:
     )
 
 
+# What a path's own probe prints for the kinds the look's builtin tests settle alone (u: a file
+# this user cannot read, left to its own probe).
+_KIND_OUTPUT: dict[str, str | None] = {"u": None, "o": "other\n", "a": "absent\n"}
+
+
 def _file_output(mode: str, sha256: str, content: bytes | None) -> str:
     if content is None:
         return f"file\n{mode}\n{sha256}\n\n"
@@ -96,7 +101,7 @@ def look_outputs(stdout: str, count: int) -> list[str | None]:
         return unanswered
     found = sum(k in "fd" for k in kinds)
     if found == 0:
-        return [{"u": None, "o": "other\n", "a": "absent\n"}[k] for k in kinds]
+        return [_KIND_OUTPUT[k] for k in kinds]
     paths, stats, rest = lines[1 : 1 + found], lines[1 + found : 1 + 2 * found], lines[1 + 2 * found :]
     if len(stats) != found:
         return unanswered
@@ -134,7 +139,7 @@ def look_outputs(stdout: str, count: int) -> list[str | None]:
                 out.append(None)  # past the look's budget: its own probe fetches it
             index += 1
         else:
-            out.append({"u": None, "o": "other\n", "a": "absent\n"}[kind])
+            out.append(_KIND_OUTPUT[kind])
     return out
 
 
