@@ -455,7 +455,7 @@ class FloorLook(FloorTool):
         """Converge the hosts with fleet, then capture each host's first request of a re-run."""
         if str(REPO) not in sys.path:
             sys.path.insert(0, str(REPO))  # this checkout's fleet, as FleetTool runs it
-        from fleet.connection import framed_script, remote_command
+        from fleet.connection import oneshot_request
         from fleet.facts import FACTS_TIMEOUT
 
         run = [*self.fleet.run_argv(), "-vv"]
@@ -470,8 +470,8 @@ class FloorLook(FloorTool):
             script = "\n".join(line[2:] for line in lines[:end])
             if "<file content" in script or "more characters)" in script:
                 raise BenchError(f"{self.name}: -vv did not show {host}'s request whole")
-            command = remote_command(timeout=FACTS_TIMEOUT)
-            requests[host] = {"command": command, "stdin": framed_script(script.encode()).decode()}
+            command, stdin = oneshot_request(script.encode(), timeout=FACTS_TIMEOUT)
+            requests[host] = {"command": command, "stdin": stdin.decode()}
         (self.workdir / "requests.json").write_text(json.dumps(requests))
 
     def run_argv(self) -> list[str]:

@@ -47,11 +47,13 @@ DIGEST = 32
 CHUNK = 256 * 1024
 KILL_GRACE = 5.0  # from SIGTERM to SIGKILL when a command overruns its limit
 EXIT_GRACE = 1.0  # how long output may trail a command's exit (a background child may hold it open)
-RUN_STDIN_SCRIPT = 'f=$(cat) && eval "$f" </dev/null'
+# Every script runs as one brace group, which sh parses whole before running any of it: a script
+# with a syntax error runs none of it, on this path as on the one-shot one (fleet/connection.py).
+RUN_STDIN_SCRIPT = 'f=$(cat) && eval "{ $f\n}" </dev/null'
 # A script up to this size comes in the environment instead (Linux takes up to 128 KiB per string):
 # that spares a `cat`, a fork and exec per command. Never in argv, which every user can read; the
 # environment only the same user and root can, and the shell drops it before anything else runs.
-RUN_ENV_SCRIPT = 'f=$FLEET_SCRIPT; unset FLEET_SCRIPT; eval "$f" </dev/null'
+RUN_ENV_SCRIPT = 'f=$FLEET_SCRIPT; unset FLEET_SCRIPT; eval "{ $f\n}" </dev/null'
 ENV_SCRIPT_MAX = 96 * 1024
 
 

@@ -23,6 +23,7 @@ import yaml
 from conftest import REPO, wait_until
 
 from fleet.connection import (
+    BRACED_MAX,
     OUTPUT_KEEP,
     HostLock,
     HostLocked,
@@ -33,6 +34,7 @@ from fleet.connection import (
     connect,
     fingerprint,
     lock_holder,
+    oneshot_request,
 )
 from fleet.inventory import load_inventory
 from fleet.model import Unreachable
@@ -212,11 +214,14 @@ def test_a_script_cut_off_mid_transfer_never_runs(ssh_fleet, ssh_inventory):
     assert not marker.exists()
 
 
-def test_a_one_shot_script_cut_off_mid_transfer_never_runs(ssh_fleet, ssh_inventory):
+@pytest.mark.parametrize("padding", [8_000, 4_000_000], ids=["braced", "length-framed"])
+def test_a_one_shot_script_cut_off_mid_transfer_never_runs(ssh_fleet, ssh_inventory, padding):
     host = ssh_fleet.host("node-02")
     marker = host.home / "half-ran-oneshot"
     marker.unlink(missing_ok=True)
-    script = f"{f'touch {marker}'!r} + '\\n: ' + 'x' * 4_000_000 + '\\necho end\\n'"
+    braced = oneshot_request(b"x" * padding)[0] == "exec sh"
+    assert braced == (padding < BRACED_MAX)  # each framing is the one under test once
+    script = f"{f'touch {marker}'!r} + '\\n: ' + 'x' * {padding} + '\\necho end\\n'"
     action = textwrap.dedent(f"""
         import paramiko
         real_sendall = paramiko.Channel.sendall
@@ -318,6 +323,30 @@ def test_host_without_python_falls_back_to_one_framed_session_per_command(conn_t
     assert conn.get("~/oneshot.txt") == b"data"
     # one to find there is no python3, then one per command, put and get
     assert (conn.commands, conn.sessions) == (3, 1 + 3 + 2)
+
+
+@pytest.mark.parametrize(
+    ("python", "padding"),
+    [("none", 0), ("none", 2 * BRACED_MAX), ("python3", 0), ("python3", 100 * 1024)],
+    ids=["one-shot-braced", "one-shot-length-framed", "agent-env", "agent-stdin"],
+)
+def test_a_script_runs_as_written_on_every_path(conn_to, python, padding):
+    """Exit codes, /dev/null as the script's input, a last line without a newline, `exit`
+    part-way, a here-doc holding `}`, and a syntax error that runs none of the script, with the
+    script's own line number: the same on the agent and one-shot paths, however framed."""
+    conn = conn_to("node-02", vars={"python_interpreter": python})
+    pad = f": {'x' * padding}\n" if padding else ""
+    line = 3 if padding else 2
+
+    result = conn.run(f"{pad}cat; echo in=$?\n# a last line without a newline")
+    assert conn.mode == ("one-shot" if python == "none" else "agent")
+    assert (result.stdout, result.exited) == ("in=0\n", 0)  # cat read nothing: not the rest of the script
+    result = conn.run(f"{pad}echo a; exit 3\necho never")
+    assert (result.stdout, result.exited) == ("a\n", 3)
+    broken = conn.run(f"{pad}echo first\nif then\n")
+    assert (broken.stdout, broken.exited) == ("", 2) and f"{line}:" in broken.stderr, broken.stderr
+    heredoc = conn.run(f"{pad}cat <<'EOF'\n}}\nEOF\necho after")
+    assert heredoc.stdout == "}\nafter\n"
 
 
 # ---- the host lock --------------------------------------------------------------------------------------

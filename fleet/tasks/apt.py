@@ -32,29 +32,40 @@ def _installed(result: CommandResult) -> set[str]:
 
 
 _PLAIN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")  # Debian policy's package names: no arch, version or glob
-# The installed ones among plain names, read from dpkg's status file by awk, as dpkg-query prints them.
-_AWK = (
-    "BEGIN { for (i = 2; i < ARGC; i++) want[ARGV[i]] = 1; ARGC = 2 } "
-    '/^$/ { p = "" } /^Package: / { p = substr($0, 10) } '
-    '/^Status: / && (p in want) { print p "\\t" substr($0, 9) }'
+# Pairs each `Package:` line grep found with its record's `Status:` line, printed as dpkg-query
+# prints them. dpkg writes Status at most three lines after Package (after Essential and
+# Protected); a record where it is not there makes the pairing exit 1, and dpkg-query answers.
+_PAIR_STATUS = (
+    "p=; out=\n"
+    "while IFS= read -r l; do\n"
+    "  case $l in\n"
+    '    "Package: "*) [ -z "$p" ] || exit 1; p=${l#Package: };;\n'
+    '    "Status: "*) [ -z "$p" ] || out="$out$p\t${l#Status: }\n"; p=;;\n'
+    '    ""|--) [ -z "$p" ] || exit 1;;\n'
+    "  esac\n"
+    "done\n"
+    '[ -z "$p" ] || exit 1\n'
+    'printf %s "$out"'
 )
 
 
 def packages_script(packages: list[str], admindir: str = "/var/lib/dpkg") -> str:
     """What dpkg-query -W says of the packages (name<TAB>status lines). dpkg-query costs the host
-    ~6 ms of CPU to load its database; one awk over the status file ~1 ms. awk is used only where
-    it reads what dpkg-query would: plain names, awk present, DPKG_ADMINDIR unset and no pending
-    journal in updates/ (an interrupted dpkg run, which dpkg-query would apply first)."""
+    ~6 ms of CPU to load its database; one `grep -F` over the status file ~1 ms (awk took 10 ms
+    over a 5 MB one, a GPU node's size). grep is used only where it reads what dpkg-query would:
+    plain names, DPKG_ADMINDIR unset and no pending journal in updates/ (an interrupted dpkg run,
+    which dpkg-query would apply first)."""
     words = " ".join(quote(p) for p in packages)
     admin = quote(admindir)
     option = "" if admindir == "/var/lib/dpkg" else f" --admindir={admin}"
     query = f"dpkg-query{option} -W -f='${{Package}}\\t${{Status}}\\n' {words} 2>/dev/null; true"
     if not all(_PLAIN_NAME.fullmatch(p) for p in packages):
         return query
+    patterns = " ".join(f"-e {quote('Package: ' + p)}" for p in packages)
     return (
-        f'if [ -z "${{DPKG_ADMINDIR-}}" ] && [ -r {admin}/status ] && command -v awk >/dev/null; then\n'
+        f'if [ -z "${{DPKG_ADMINDIR-}}" ] && [ -r {admin}/status ] && command -v grep >/dev/null; then\n'
         f'  for f in {admin}/updates/[0-9]*; do [ -e "$f" ] && {{ {query}; exit; }}; done\n'
-        f"  exec awk {quote(_AWK)} {admin}/status {words}\n"
+        f"  grep -A3 -xF {patterns} {admin}/status | (\n{_PAIR_STATUS}\n) && exit\n"
         "fi\n"
         f"{query}"
     )
