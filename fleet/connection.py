@@ -55,8 +55,8 @@ NO_PYTHON = 127  # the agent's start command's status when the host has no such 
 # short), with /dev/null as its input, so commands inside it cannot swallow the rest of it.
 # - Up to BRACED_MAX bytes: as one brace group that sh reads itself. A shell parses a compound
 #   command whole before running any of it, so a group cut short is a syntax error that runs
-#   nothing (as does a script with a syntax error, on every path), and no helper program starts (on every converged play's request that spares `head`
-#   and two subshells, ~1.7 ms of host CPU).
+#   nothing (as a script with a syntax error runs nothing, on every path). No helper program
+#   starts: on every converged play's request that spares `head` and two subshells (~1.7 ms).
 # - Larger: after a line with its length, read by `head` and checked before it runs (bash reads a
 #   script from a pipe a byte at a time: at 100 KiB that took 18 ms against head's 7 ms).
 BRACED_MAX = 16 * 1024
