@@ -18,13 +18,13 @@ from __future__ import annotations
 
 import re
 import secrets
-import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from .filelook import look_outputs, look_script, lookable
 from .model import OUTPUT_GAP, CommandResult
+from .shell import env_name, exports
 
 # A batch holds at most this many probes (a loop over hundreds of items is split over requests).
 MAX_PROBES = 200
@@ -46,7 +46,7 @@ class ProbeCall:
         env = run_kwargs.get("env") or {}
         return cls(
             script,
-            tuple((str(k), str(v)) for k, v in env.items()),
+            tuple((env_name(str(k)), str(v)) for k, v in env.items()),  # a bad name fails its own task
             run_kwargs.get("timeout"),
             bool(run_kwargs.get("become")),
             str(run_kwargs.get("become_user") or "root"),
@@ -65,15 +65,6 @@ class ProbeCall:
             "become": self.become,
             "become_user": self.become_user,
         }
-
-
-def _exports(env: tuple[tuple[str, str], ...]) -> str:
-    out = []
-    for name, value in env:
-        if not name.replace("_", "a").isalnum() or name[0].isdigit():
-            raise ValueError(f"{name!r} is not a valid environment variable name")
-        out.append(f"export {name}={shlex.quote(value)}\n")
-    return "".join(out)
 
 
 def _sections(calls: Sequence[ProbeCall]) -> tuple[tuple[int, ...], ...]:
@@ -108,7 +99,7 @@ class Batch:
             first = self.calls[section[0]]
             body = first.script if len(section) == 1 else look_script([self.calls[i].path or "" for i in section])
             parts.append(
-                f"(\n{_exports(first.env)}{body}\n) </dev/null\n"
+                f"(\n{exports(first.env)}{body}\n) </dev/null\n"
                 f"printf '\\n{self.marker} %s\\n' \"$?\"\n"
                 f"printf '\\n{self.marker}\\n' >&2\n"
             )

@@ -41,6 +41,7 @@ from typing import Any, BinaryIO, Protocol
 from . import agent as agent_source
 from .agent import CHUNK, DIGEST, PREFIX, decode, encode
 from .model import OUTPUT_GAP, CommandResult, Unreachable
+from .shell import exports
 from .shell import path as shell_path
 
 _KILL_GRACE = 5
@@ -121,16 +122,7 @@ def _agent_payload() -> bytes:
 
 
 def with_env(script: str, env: Mapping[str, Any] | None) -> str:
-    if not env:
-        return script
-    exports = "".join(f"export {_env_name(k)}={shlex.quote(str(v))}\n" for k, v in env.items())
-    return exports + script
-
-
-def _env_name(name: str) -> str:
-    if not name.replace("_", "a").isalnum() or name[0].isdigit():
-        raise ValueError(f"{name!r} is not a valid environment variable name")
-    return name
+    return exports(env.items()) + script if env else script
 
 
 @dataclass(frozen=True)

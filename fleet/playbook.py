@@ -242,7 +242,11 @@ _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 def _environment(where: str, value: Any) -> dict[str, Any]:
     env = _mapping(where, "environment", value)
     for name in env:
-        if not (isinstance(name, str) and (_ENV_NAME.fullmatch(name) or is_template(name))):
+        if isinstance(name, str) and is_template(name):  # Ansible leaves them as written too
+            raise FleetError(
+                f"{where}: `environment:` name {name!r} is a template; names are not templated, write it out"
+            )
+        if not (isinstance(name, str) and _ENV_NAME.fullmatch(name)):
             raise FleetError(f"{where}: `environment:` name {name!r} is not a valid environment variable name")
     return _compiled(where, "environment", env)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import shlex
+from collections.abc import Iterable
 
 
 def path(value: str) -> str:
@@ -21,6 +22,18 @@ def quote(value: object) -> str:
 
 def join(words: list[str]) -> str:
     return shlex.join(words)
+
+
+def env_name(name: str) -> str:
+    """`name` if it can be an environment variable's name, else ValueError."""
+    if not name.replace("_", "a").isalnum() or name[0].isdigit() or not name.isascii():
+        raise ValueError(f"{name!r} is not a valid environment variable name")
+    return name
+
+
+def exports(env: Iterable[tuple[str, object]]) -> str:
+    """`export NAME=value` lines, every value quoted."""
+    return "".join(f"export {env_name(k)}={shlex.quote(str(v))}\n" for k, v in env)
 
 
 def write_file(target: str, content: bytes, mode: int | None = None) -> str:

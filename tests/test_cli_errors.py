@@ -211,6 +211,10 @@ def test_undefined_variable_fails_the_task_naming_file_line_and_variable(capsys,
     ("task", "needle"),
     [
         ("command: 'true'\n      environment: {BAD-NAME: 1}", ":5: `environment:` name 'BAD-NAME' is not a valid"),
+        (
+            "command: 'true'\n      environment: {'{{ n }}': 1}",
+            ":5: `environment:` name '{{ n }}' is a template; names",
+        ),
         ("line: {path: /tmp/x, line: a, regexp: '(('}", ":5: task 'odd': regexp '((' is not a valid regular"),
     ],
 )
