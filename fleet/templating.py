@@ -12,7 +12,7 @@ variable lookup or a command without one never loads it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -154,24 +154,38 @@ def _expression(source: str) -> Any:
     return environment().compile_expression(source, undefined_to_none=False)
 
 
+class Watch:
+    """Names whose every read is noted: values not known yet, which a template may read without
+    failing (`| default`, `is defined`), so only a read that never happened proves it unused."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = frozenset(names)
+        self.read = False
+
+
 class Variables(Mapping[str, Any]):
     """One host's variables for one task, rendered on first use (see the module's docstring).
 
     `templated` values are rendered; `data` values (magic variables, facts, registered results,
     loop items) are used as they are and win over templated ones of the same name."""
 
-    def __init__(self, templated: Mapping[str, Any], data: Mapping[str, Any] | None = None) -> None:
+    def __init__(
+        self, templated: Mapping[str, Any], data: Mapping[str, Any] | None = None, watch: Watch | None = None
+    ) -> None:
         self._templated = templated
         self._data = dict(data or {})
         self._rendered: dict[str, Any] = {}
         self._rendering: list[str] = []
+        self._watch = watch
 
     def child(self, **data: Any) -> Variables:
         """The same variables plus data (a loop's `item`, a task's `result`)."""
-        return Variables(self._templated, {**self._data, **data})
+        return Variables(self._templated, {**self._data, **data}, self._watch)
 
     def __getitem__(self, name: str) -> Any:
         if name in self._data:
+            if self._watch is not None and name in self._watch.names:
+                self._watch.read = True
             return self._data[name]
         if name in self._rendered:
             return self._rendered[name]
@@ -218,7 +232,7 @@ def _jinja_globals() -> Mapping[str, Any]:
     return environment().globals if environment.cache_info().currsize else {}
 
 
-def layered(*layers: tuple[Mapping[str, Any] | None, bool]) -> Variables:
+def layered(*layers: tuple[Mapping[str, Any] | None, bool], watch: Watch | None = None) -> Variables:
     """Variables from (mapping, templated) layers, lowest precedence first."""
     templated: dict[str, Any] = {}
     data: dict[str, Any] = {}
@@ -226,7 +240,7 @@ def layered(*layers: tuple[Mapping[str, Any] | None, bool]) -> Variables:
         for key, value in (mapping or {}).items():
             (templated if is_templated else data)[key] = value
             (data if is_templated else templated).pop(key, None)
-    return Variables(templated, data)
+    return Variables(templated, data, watch)
 
 
 def _leftover(value: Any, source: Any) -> str | None:
@@ -284,8 +298,10 @@ def render(value: Any, variables: Mapping[str, Any]) -> Any:
             whole = _WHOLE_EXPRESSION.match(value)
             if whole:
                 native = _run_expression(whole.group("expr").strip(), scope)
-                if isinstance(native, list | tuple | Mapping | UnsafeText):
+                if isinstance(native, list | tuple | Mapping):
                     return native
+                if isinstance(native, UnsafeText):  # data from a host stays unsafe, with the text around it
+                    return UnsafeText(value[: whole.start("expr") - 2] + native + value[whole.end("expr") + 2 :])
                 if isinstance(native, jinja2.Undefined):
                     native._fail_with_undefined_error()
             template = _template(value)

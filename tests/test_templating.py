@@ -30,7 +30,7 @@ def test_versions_compare_as_versions_not_text():
 
 
 # ---- lazy, recursive variables ---------------------------------------------------------------------
-from fleet.templating import as_bool, compile_check, layered, unsafe  # noqa: E402
+from fleet.templating import UnsafeText, as_bool, compile_check, layered, unsafe  # noqa: E402
 
 
 def test_variables_render_lazily_and_recursively_across_layers():
@@ -88,3 +88,14 @@ def test_doctor_renders_inventory_templates_too_and_skips_what_needs_facts():
     hostvars = {"project_dir": "/srv/p", "venv": "{{ project_dir }}/.venv", "facts": {}}
     got = lenient_defaults(hostvars, {"venv": "~/x/.venv", "channel": "{{ facts.arch }}", "pyver": "3.12"})
     assert got["venv"] == "/srv/p/.venv" and got["pyver"] == "3.12" and "channel" not in got
+
+
+def test_a_value_from_a_host_keeps_the_text_around_its_expression():
+    """`"{{ facts.arch }}\n"` ends in a newline, as in Ansible (whose copy of `"{{ a }}\n"` writes
+    `x\n`), and the value stays unsafe: a `{{` it holds is data, never a leftover template."""
+    host_data = {"arch": unsafe("aarch64"), "said": unsafe("{{ not a template }}")}
+    assert render("{{ arch }}\n", host_data) == "aarch64\n"
+    assert render("  {{ arch }} ", host_data) == "  aarch64 "
+    kept = render("{{ said }}\n", host_data)
+    assert kept == "{{ not a template }}\n" and isinstance(kept, UnsafeText)
+    assert render("{{ arch }}\n", {"arch": "aarch64"}) == "aarch64\n"  # the same as a plain value
