@@ -53,7 +53,7 @@ from .probe import as_probe, observe
 from .report import Reporter
 from .secrets import MASK, Redactor, hidden_values
 from .task import Action, Context, Task, build
-from .templating import TemplateError, Variables, as_bool, evaluate, layered, render, render_argument, unsafe
+from .templating import TemplateError, Variables, Watch, as_bool, evaluate, layered, render, render_argument, unsafe
 
 
 class HostExecutor:
@@ -93,6 +93,10 @@ class HostExecutor:
         self._changed = False  # whether this play changed the host yet
         self._play: Play | None = None
         self._cursor = (0, 0)  # (task index, item index) of the task running now
+        # What looking ahead prepared (the task decided, its action and run settings, or None when
+        # `when:` was false) for a (task index, item index), from no value unknown then: the task
+        # takes it at its turn instead of rendering everything again.
+        self._prepared: dict[tuple[int, int], tuple[Task, tuple[Action, dict[str, Any]] | None]] = {}
         self._facts_pending = False  # gathering them now: looking ahead must not use them
         self._facts_groups: frozenset[str] = frozenset()  # the fact groups gathered (fleet/factuse.py)
         # The groups this host's own variables name (a template in the inventory or -e may use facts).
@@ -102,10 +106,11 @@ class HostExecutor:
         self._facts_dict: Any = {}
 
     # ---- variables ---------------------------------------------------------------------------
-    def variables(self, play: Play, unknown: Mapping[str, Any] | None = None) -> Variables:
+    def variables(self, play: Play, unknown: Mapping[str, Any] | None = None, watch: Watch | None = None) -> Variables:
         """Lowest precedence first; templates render lazily when used (fleet/templating.py).
         Registered results and facts came from the host: data, never templated. `unknown` (only
-        when looking ahead for a batch) replaces values not known yet with ones that fail when used."""
+        when looking ahead for a batch) replaces values not known yet with ones that fail when used;
+        `watch` notes whether any was read."""
         magic = {
             "inventory_hostname": self.host,
             "check_mode": self.options.check,
@@ -120,6 +125,7 @@ class HostExecutor:
             (self.options.extra_vars, True),
             (magic, False),
             (unknown or {}, False),
+            watch=watch,
         )
 
     def _facts_view(self) -> Any:
@@ -169,6 +175,7 @@ class HostExecutor:
     def run_play(self, play: Play) -> None:
         """Run a play's tasks; stop this host at its first failure (unless ignored)."""
         self._play, self._cursor, self._kept, self._first_look = play, (0, 0), [], True
+        self._prepared = {}
         self._before, self._changed = {}, False
         try:
             gather = self.flag(play.gather_facts, self.variables(play), "gather_facts")
@@ -310,7 +317,8 @@ class HostExecutor:
     def _run_one(self, task: Task, play: Play, scope: Mapping[str, Any], item: Any) -> TaskResult:
         started = time.monotonic()
         try:
-            prepared = self._prepare(task, play, scope)
+            seen = self._prepared.pop(self._cursor, None)
+            prepared = seen[1] if seen is not None and seen[0] == task else self._prepare(task, play, scope)
         except (TemplateError, FleetError) as exc:
             return self._finish(task, Status.FAILED, self._explain(task, exc), started, item=item)
         if prepared is None:
@@ -462,14 +470,17 @@ class HostExecutor:
         if first == self._facts_call and self._facts_pending:  # gathering facts: start at the first task
             task_index, skip_items = 0, 0
         try:
-            for task in play.tasks[task_index:]:
+            for index, task in enumerate(play.tasks[task_index:], start=task_index):
                 if not self._selected(task, play):
                     continue
-                variables = self.variables(play, unknown)
+                watch = Watch(unknown)
+                variables = self.variables(play, unknown, watch)
                 task = self._resolved(task, play, variables)
-                for item in self._loop_items(task, variables)[skip_items:]:
+                for number, item in list(enumerate(self._loop_items(task, variables)))[skip_items:]:
                     scope = variables if item is _NO_ITEM else variables.child(item=item)
                     prepared = self._prepare(task, play, scope)
+                    if not watch.read:
+                        self._prepared[(index, number)] = (task, prepared)
                     if prepared is None:
                         continue
                     action, run_kwargs = prepared

@@ -6,6 +6,7 @@ the first host is touched."""
 from __future__ import annotations
 
 import json
+import subprocess
 
 import pytest
 import yaml
@@ -149,3 +150,31 @@ def test_bad_keywords_stop_the_run_before_any_host_is_touched(
     assert "Traceback" not in result.stderr and result.stderr.count("\n") == 1
     for host in ssh_fleet.hosts:
         assert not (host.home / "touched-first").exists()
+
+
+def test_a_value_read_before_it_was_known_is_rendered_again_at_the_tasks_turn(ssh_fleet, ssh_inventory, tmp_path):
+    """Looking ahead, facts and what later tasks register are not known yet; `| default` and `is
+    defined` read them without failing. A task whose templates read such a value renders again
+    at its turn (the look ahead's rendering is kept only where nothing unknown was read), so the
+    file holds the real values, batched or not, on the first run and the re-run alike."""
+    book = tmp_path / "book.yaml"
+    book.write_text(
+        """\
+- hosts: nodes
+  tasks:
+    - directory: {path: ~/lookahead}
+      register: made
+    - copy: {dest: ~/lookahead/arch.txt, content: "{{ (facts | default({'arch': 'no-facts'})).arch }}\\n"}
+    - copy: {dest: ~/lookahead/made.txt, content: "{{ (made | default({'failed': 'unknown'})).failed }}\\n"}
+    - copy: {dest: ~/lookahead/defined.txt, content: "{{ made is defined }}\\n"}
+      when: facts is defined
+"""
+    )
+    arch = subprocess.run(["uname", "-m"], capture_output=True, text=True).stdout.strip()
+    for flags in ((), (), ("--no-batch",)):
+        result = run_fleet("run", book, "-i", ssh_inventory, "--json", *flags)
+        assert result.returncode == 0, result.stdout + result.stderr
+        for host in ssh_fleet.hosts:
+            assert (host.home / "lookahead" / "arch.txt").read_text() == f"{arch}\n"
+            assert (host.home / "lookahead" / "made.txt").read_text() == "False\n"
+            assert (host.home / "lookahead" / "defined.txt").read_text() == "True\n"
