@@ -93,10 +93,10 @@ class HostExecutor:
         self._changed = False  # whether this play changed the host yet
         self._play: Play | None = None
         self._cursor = (0, 0)  # (task index, item index) of the task running now
-        # What looking ahead prepared (the task decided, its action and run settings, or None when
-        # `when:` was false) for a (task index, item index), from no value unknown then: the task
-        # takes it at its turn instead of rendering everything again.
-        self._prepared: dict[tuple[int, int], tuple[Task, tuple[Action, dict[str, Any]] | None]] = {}
+        # What looking ahead prepared (the task decided, its item, its action and run settings, or
+        # None when `when:` was false) for a (task index, item index), from no value unknown then:
+        # the same task with the same item takes it at its turn instead of rendering it all again.
+        self._prepared: dict[tuple[int, int], tuple[Task, Any, tuple[Action, dict[str, Any]] | None]] = {}
         self._facts_pending = False  # gathering them now: looking ahead must not use them
         self._facts_groups: frozenset[str] = frozenset()  # the fact groups gathered (fleet/factuse.py)
         # The groups this host's own variables name (a template in the inventory or -e may use facts).
@@ -318,7 +318,8 @@ class HostExecutor:
         started = time.monotonic()
         try:
             seen = self._prepared.pop(self._cursor, None)
-            prepared = seen[1] if seen is not None and seen[0] == task else self._prepare(task, play, scope)
+            fresh = seen is None or seen[:2] != (task, item)
+            prepared = self._prepare(task, play, scope) if fresh else seen[2]
         except (TemplateError, FleetError) as exc:
             return self._finish(task, Status.FAILED, self._explain(task, exc), started, item=item)
         if prepared is None:
@@ -480,7 +481,7 @@ class HostExecutor:
                     scope = variables if item is _NO_ITEM else variables.child(item=item)
                     prepared = self._prepare(task, play, scope)
                     if not watch.read:
-                        self._prepared[(index, number)] = (task, prepared)
+                        self._prepared[(index, number)] = (task, None if item is _NO_ITEM else item, prepared)
                     if prepared is None:
                         continue
                     action, run_kwargs = prepared
