@@ -153,13 +153,10 @@ class HostExecutor:
         probe = facts_probe(missing)
         self._facts_call = ProbeCall(probe.script, timeout=FACTS_TIMEOUT)
         self._facts_pending = True
+        overrides = self.hostvars.get("facts_override")
         try:
             gathered = observe(probe, self._probe(self._facts_call))
-        except FleetError as exc:
-            raise FleetError(f"host {self.host}: {exc}") from None
-        overrides = self.hostvars.get("facts_override")
-        facts = gathered if self.facts is None else merged(self.facts, gathered, missing)
-        try:
+            facts = gathered if self.facts is None else merged(self.facts, gathered, missing)
             self.facts = with_overrides(facts, overrides)
         except FleetError as exc:
             raise FleetError(f"host {self.host}: {exc}") from None

@@ -15,6 +15,7 @@ where it is used (facts.NotGathered), never reads as empty."""
 from __future__ import annotations
 
 import re
+import weakref
 from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -119,12 +120,16 @@ def actions_use(play: Any) -> frozenset[str]:
     return frozenset(groups)
 
 
-_PLAYS: dict[int, tuple[Any, frozenset[str]]] = {}  # id(play) -> (play, its groups), for every host of a run
+# id(play) -> (a weak reference to it, its groups): asked by every host of a run, and gone with the
+# play (plays are not hashable, and a long-lived program must not keep every play it ran).
+_PLAYS: dict[int, tuple[weakref.ref[Any], frozenset[str]]] = {}
 
 
 def play_groups(play: Any) -> frozenset[str]:
     """The groups a play names, in its templates or through its actions (asked once per play)."""
-    known = _PLAYS.get(id(play))
-    if known is None or known[0] is not play:
-        known = _PLAYS[id(play)] = (play, groups_named(play_texts(play)) | actions_use(play))
+    key = id(play)
+    known = _PLAYS.get(key)
+    if known is None or known[0]() is not play:
+        ref = weakref.ref(play, lambda _: _PLAYS.pop(key, None))
+        known = _PLAYS[key] = (ref, groups_named(play_texts(play)) | actions_use(play))
     return known[1]

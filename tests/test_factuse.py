@@ -169,6 +169,21 @@ def test_the_setup_playbook_gathers_every_group_its_checks_need():
     assert set().union(*(play_groups(p) for p in book.plays)) >= {"system", "gpu"}
 
 
+def test_what_a_play_names_is_asked_once_and_forgotten_with_the_play():
+    import gc
+
+    from fleet import factuse
+    from fleet.playbook import Play, Task
+
+    play = Play(tasks=[Task(action="assert", args={"that": ["facts.cpus > 0"]})])
+    assert factuse.play_groups(play) == {"system", "resources"}
+    assert factuse.play_groups(play) is factuse._PLAYS[id(play)][1]  # the second host asks the cache
+    key = id(play)
+    del play
+    gc.collect()
+    assert key not in factuse._PLAYS  # a long-lived program keeps no play it ran
+
+
 def test_every_fact_belongs_to_a_group_and_every_group_has_its_probe():
     from dataclasses import fields
 
