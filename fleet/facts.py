@@ -21,20 +21,26 @@ if TYPE_CHECKING:
 
 # One section per marker; every command's failure is tolerated so one missing tool never
 # costs the others. nvidia-smi's header holds the CUDA version the driver supports. Files are read
-# with the shell's own `read` (`l FILE FORMAT`) and missing tools cost no process: this runs in
-# every play's first request on every host, where each program started is ~1 ms of the host's CPU.
+# with the shell's own `read` (`l FILE END`) and missing tools cost no process: this runs in every
+# play's first request on every host, where each program started is ~1 ms of the host's CPU. The
+# system group collects its output (`a`, `l`) and writes it at the next `s` or `o`: one write, so
+# one SSH packet for the controller to take apart, not one per line.
 # The groups are those of fleet/factuse.py: a play gathers the ones it names.
 GROUP_PROBES = {
-    "system": r"""
-s() { printf '\n@@%s\n' "$1"; }
-l() { while IFS= read -r _l || [ -n "$_l" ]; do printf "$2" "$_l"; done <"$1"; }
-s hostname; l /proc/sys/kernel/hostname '%s\n' 2>/dev/null || hostname 2>/dev/null
-s arch; l /proc/sys/kernel/arch '%s\n' 2>/dev/null || uname -m
-s kernel; l /proc/sys/kernel/osrelease '%s\n' 2>/dev/null || uname -r
-s os; l /etc/os-release '%s\n' 2>/dev/null
-s mem; while IFS= read -r m; do case $m in MemTotal:*) echo "$m"; break; esac; done </proc/meminfo
-s custom; for f in "$HOME"/.fleet/facts.d/*.json; do
-  [ -f "$f" ] && n=${f##*/} && printf '%s\t' "${n%.json}" && l "$f" '%s' && echo
+    # Not a raw string: `\n` and `\t` here are the shell's newline and tab characters.
+    "system": """
+_o= _n='\n'
+o() { printf %s "$_o"; _o=; }
+a() { _o="$_o$_n@@$1$_n"; }
+s() { a "$1"; o; }
+l() { while IFS= read -r _l || [ -n "$_l" ]; do _o="$_o$_l$2"; done <"$1"; }
+a hostname; l /proc/sys/kernel/hostname "$_n" 2>/dev/null || { o; hostname 2>/dev/null; }
+a arch; l /proc/sys/kernel/arch "$_n" 2>/dev/null || { o; uname -m; }
+a kernel; l /proc/sys/kernel/osrelease "$_n" 2>/dev/null || { o; uname -r; }
+a os; l /etc/os-release "$_n" 2>/dev/null
+a mem; while IFS= read -r _l; do case $_l in MemTotal:*) _o="$_o$_l$_n"; break; esac; done </proc/meminfo
+a custom; for f in "$HOME"/.fleet/facts.d/*.json; do
+  [ -f "$f" ] && n=${f##*/} && _o="$_o${n%.json}\t" && l "$f" '' && _o="$_o$_n"
 done
 """,
     "resources": r"""s cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN

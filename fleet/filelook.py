@@ -50,19 +50,18 @@ def look_script(targets: Sequence[str]) -> str:
     words = " ".join(shell.path(t) for t in targets)
     return (
         f"set -- {words}\n"
-        "n=$#\n"
+        "n=$# ks=\n"
         "for p; do\n"
         '  if [ -f "$p" ]; then if [ -r "$p" ]; then k=f; else k=u; fi\n'
         '  elif [ -d "$p" ]; then k=d; elif [ -e "$p" ]; then k=o; else k=a; fi\n'
-        '  printf %s "$k"\n'
+        "  ks=$ks$k\n"
         '  case $k in [fd]) set -- "$@" "$p";; esac\n'
         "done\n"
-        "echo\n"
+        'echo "$ks"\n'
         "shift $n\n"
         "[ $# -gt 0 ] || exit 0\n"
-        "printf '%s\\n' \"$@\"\n"
         "s=$(stat -L -c '%s %a %F' -- \"$@\") || exit\n"
-        "printf '%s\\n' \"$s\"\n"
+        'printf \'%s\\n\' "$@" "$s"\n'
         f"b={LOOK_BUDGET}\n"
         "while read -r size mode type; do\n"
         "  p=$1; shift\n"

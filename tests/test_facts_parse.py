@@ -8,8 +8,10 @@ changing values only (name, driver, CUDA, memory, arch): no GH200 output was rec
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
+from pathlib import Path
 
 import pytest
 from conftest import RECORDED, by_host, run_fleet
@@ -150,9 +152,18 @@ def test_custom_facts_from_facts_d(tmp_path):
     facts_d.mkdir(parents=True)
     (facts_d / "stack.json").write_text('{\n  "torch": "2.8.0",\n  "torch_cuda": "12.8"\n}\n')  # multi-line JSON
     (facts_d / "broken.json").write_text("{not json")
+    (facts_d / "last.json").write_text('{"path": "C:\\\\x", "pad": "  two  spaces"}')  # no newline at the end
     facts = parse_facts(run_probe(tmp_path))
     assert facts.stack == {"torch": "2.8.0", "torch_cuda": "12.8"}
     assert facts.custom["broken"] == {"error": "unreadable JSON"}
+    assert facts.custom["last"] == {"path": "C:\\x", "pad": "  two  spaces"}
+    # The system group is read with the shell's own `read`, its output collected and written once.
+    uname = os.uname()
+    assert (facts.hostname, facts.arch, facts.kernel) == (uname.nodename, uname.machine, uname.release)
+    meminfo = Path("/proc/meminfo").read_text().splitlines()
+    mem_kib = next(int(line.split()[1]) for line in meminfo if line.startswith("MemTotal:"))
+    assert facts.memory_bytes == mem_kib * 1024
+    assert facts.os_id == platform.freedesktop_os_release()["ID"]
 
 
 @pytest.mark.parametrize("as_json", [False, True])

@@ -18,7 +18,7 @@ from fleet.factuse import ALL_GROUPS, groups_named
 from fleet.templating import TemplateError, render
 
 HOST = "node-02"
-SECTIONS = {"system": "s arch;", "resources": "s cpus;", "tools": "s python;", "gpu": "s smi;"}
+SECTIONS = {"system": "a arch;", "resources": "s cpus;", "tools": "s python;", "gpu": "s smi;"}
 
 
 @pytest.mark.parametrize(
