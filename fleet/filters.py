@@ -1,6 +1,7 @@
 """The Jinja filters and tests Ansible users write every day, with Ansible's meaning.
 
-Jinja's own `default`/`d`, `unique`, `join`, `map`, ... are used as they are; these add the rest.
+Jinja's own `default`/`d`, `join`, `map`, ... are used as they are; these add the rest, and
+`unique`, which Ansible makes give a list (Jinja's gives a generator, which rendered as text).
 (jinja2-ansible-filters was considered: its last release is from 2022 and it has no tests.)
 """
 
@@ -88,20 +89,19 @@ def regex_replace(value: Any, pattern: str, replacement: str = "", ignorecase: b
 
 
 def regex_search(value: Any, pattern: str, *groups: str, ignorecase: bool = False, multiline: bool = False) -> Any:
-    """The match (or the named/numbered groups `'\\1'`, `'\\g<name>'` as a list); None if none."""
+    r"""The match (or the named/numbered groups `'\1'`, `'\g<name>'` as a list); None if none.
+    A group reference of another form is an error, match or not (as in ansible-core)."""
+    specs = [re.fullmatch(r"\\(\d+)|\\g<(\w+)>", group) for group in groups]
+    for group, spec in zip(groups, specs, strict=True):
+        if not spec:
+            raise _error(f"regex_search: unknown group reference {group!r} (write \\1 or \\g<name> in the template)")
     flags = (re.I if ignorecase else 0) | (re.M if multiline else 0)
     match = re.search(pattern, str(value), flags)
     if not match:
         return None
     if not groups:
         return match.group(0)
-    out = []
-    for group in groups:
-        spec = re.fullmatch(r"\\(\d+)|\\g<(\w+)>", group)
-        if not spec:
-            raise _error(f"regex_search: unknown group reference {group!r} (use '\\\\1' or '\\\\g<name>')")
-        out.append(match.group(int(spec.group(1)) if spec.group(1) else spec.group(2)))
-    return out
+    return [match.group(int(s.group(1)) if s.group(1) else s.group(2)) for s in specs if s]
 
 
 def regex_findall(value: Any, pattern: str, ignorecase: bool = False, multiline: bool = False) -> list[Any]:
@@ -204,6 +204,14 @@ def version_compare(left: Any, first: Any, second: Any = ">=", operator: str | N
     return {"<": a < b, "<=": a <= b, ">": a > b, ">=": a >= b, "==": a == b, "!=": a != b}[_OPERATORS[str(op)]]
 
 
+@jinja2.pass_environment
+def unique(environment: Any, value: Any, case_sensitive: bool = False, attribute: Any = None) -> list[Any]:
+    """Jinja's `unique` (first of each, in order) as a list, as Ansible's is."""
+    from jinja2.filters import do_unique
+
+    return list(do_unique(environment, value, case_sensitive=case_sensitive, attribute=attribute))
+
+
 def _result(value: Any, key: str) -> bool:
     if not isinstance(value, Mapping):
         raise _error(f"the {key} test needs a registered task result, got {type(value).__name__}")
@@ -239,6 +247,7 @@ FILTERS: dict[str, Callable[..., Any]] = {
     "dict2items": dict2items,
     "items2dict": items2dict,
     "flatten": flatten,
+    "unique": unique,
     "ternary": ternary,
     "quote": lambda value: shlex.quote(str(value)),
     "hash": hash_filter,

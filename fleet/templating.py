@@ -74,17 +74,68 @@ def as_bool(value: Any, what: str) -> bool:
     raise TemplateError(f"{what} must be a boolean (true/false, yes/no), got {value!r}")
 
 
-@lru_cache(maxsize=1)
-def environment() -> jinja2.Environment:
-    import jinja2
+def _none_as_empty(value: Any) -> Any:
+    """What `{{ x }}` prints of None inside text: nothing, as ansible-core 2.19 does (`x{{ none }}x`
+    gives `xx`; a whole expression still gives None itself)."""
+    return "" if value is None else value
 
+
+def _configured(env: jinja2.Environment) -> jinja2.Environment:
     from .filters import FILTERS, TESTS
 
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False)
     env.filters.update(FILTERS)
     env.tests.update(TESTS)
     env.globals["version_compare"] = FILTERS["version_compare"]
     return env
+
+
+@lru_cache(maxsize=1)
+def environment() -> jinja2.Environment:
+    """Jinja as template files and bare `when`-style expressions are read, string literals
+    unescaped as Jinja unescapes them (ansible-core reads those two the same way)."""
+    import jinja2
+
+    return _configured(
+        jinja2.Environment(
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, finalize=_none_as_empty
+        )
+    )
+
+
+@lru_cache(maxsize=1)
+def playbook_environment() -> jinja2.Environment:
+    r"""Jinja as strings of a playbook or inventory are read (arguments, vars, keywords): inside
+    `{{ }}` a string literal keeps its backslashes as written, as ansible-core reads them. YAML
+    has already taken one level of escapes, so `"{{ v | regex_replace('(a)', '\1') }}"` in a
+    playbook means the regex group , never the character chr(1). `{% %}` blocks, template files
+    and bare expressions unescape literals as Jinja does."""
+    import functools
+
+    import jinja2
+    from jinja2.lexer import TOKEN_STRING, TOKEN_VARIABLE_BEGIN, TOKEN_VARIABLE_END, Lexer
+
+    class PlaybookLexer(Lexer):
+        def tokeniter(self, source: str, name: Any, filename: Any = None, state: Any = None) -> Any:
+            inside = state == "variable"  # a whole expression is compiled on its own, already inside
+            for lineno, token, value in super().tokeniter(source, name, filename, state):
+                if token == TOKEN_VARIABLE_BEGIN:
+                    inside = True
+                elif token == TOKEN_VARIABLE_END:
+                    inside = False
+                elif token == TOKEN_STRING and inside:
+                    value = value.replace("\\", "\\\\")  # Jinja's unescaping then gives the text as written
+                yield lineno, token, value
+
+    class PlaybookEnvironment(jinja2.Environment):
+        @functools.cached_property
+        def lexer(self) -> Lexer:  # type: ignore[override]
+            return PlaybookLexer(self)
+
+    return _configured(
+        PlaybookEnvironment(
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, finalize=_none_as_empty
+        )
+    )
 
 
 def _explain(exc: Exception) -> str:
@@ -138,7 +189,7 @@ def compile_file(path: Any) -> None:
     except (OSError, UnicodeDecodeError) as exc:
         raise TemplateError(f"template {path}: cannot read it: {exc}") from None
     try:
-        _template(text)
+        _file_template(text)
     except jinja2.TemplateSyntaxError as exc:
         raise TemplateError(f"template {path}:{exc.lineno}: Jinja syntax error: {exc.message}") from None
 
@@ -146,12 +197,19 @@ def compile_file(path: Any) -> None:
 # Compiled once per run: compiling costs ~30x rendering, and every host renders the same task texts.
 @lru_cache(maxsize=4096)
 def _template(source: str) -> jinja2.Template:
+    return playbook_environment().from_string(source)
+
+
+@lru_cache(maxsize=256)
+def _file_template(source: str) -> jinja2.Template:
     return environment().from_string(source)
 
 
 @lru_cache(maxsize=4096)
-def _expression(source: str) -> Any:
-    return environment().compile_expression(source, undefined_to_none=False)
+def _expression(source: str, playbook: bool = False) -> Any:
+    """A bare expression (`when:`), or with `playbook` the inside of a string's whole `{{ }}`."""
+    env = playbook_environment() if playbook else environment()
+    return env.compile_expression(source, undefined_to_none=False)
 
 
 class Watch:
@@ -199,7 +257,7 @@ class Variables(Mapping[str, Any]):
         raw = self._templated[name]
         self._rendering.append(name)
         try:
-            value = render(raw, self)
+            value = render(raw, self, native=True)
         except TemplateError as exc:
             if str(exc).startswith("variable cycle"):
                 raise
@@ -274,20 +332,23 @@ def _variables(variables: Mapping[str, Any]) -> Variables:
 _WHOLE_EXPRESSION = re.compile(r"^\s*\{\{(?P<expr>(?:(?!\{\{|\}\}).)*)\}\}\s*$", re.S)
 
 
-def _run_expression(source: str, variables: Variables) -> Any:
+def _run_expression(source: str, variables: Variables, playbook: bool = False) -> Any:
     from jinja2.utils import consume
 
-    template = _expression(source)._template  # TemplateExpression copies its variables; ours are lazy
+    template = _expression(source, playbook)._template  # TemplateExpression copies its variables; ours are lazy
     context = template.new_context(variables, shared=True)
     consume(template.root_render_func(context))
     return context.vars["result"]
 
 
-def render(value: Any, variables: Mapping[str, Any]) -> Any:
-    """Render every string inside value (lists and mappings recursively).
+def render(value: Any, variables: Mapping[str, Any], *, native: bool = False) -> Any:
+    """Render every string inside value (lists and mappings recursively), as a playbook's.
 
-    A string that is one whole `{{ expression }}` giving a list or mapping keeps that type, so
-    `packages: "{{ build_packages }}"` passes a list, not its text."""
+    A string that is one whole `{{ expression }}` giving a list, a mapping or None gives that
+    itself, so `packages: "{{ build_packages }}"` passes a list, not its text. Other values
+    become text (task arguments: each field's type then reads it), unless `native`: a variable's
+    value keeps its type (`n: "{{ i + 1 }}"` is a number, `{{ n * 2 }}` arithmetic, not repetition;
+    `f: "{{ i > 9 }}"` is false, never the true-looking text "False"), as in ansible-core 2.19."""
     if isinstance(value, str):
         if not is_template(value):
             return value
@@ -297,22 +358,37 @@ def render(value: Any, variables: Mapping[str, Any]) -> Any:
         try:
             whole = _WHOLE_EXPRESSION.match(value)
             if whole:
-                native = _run_expression(whole.group("expr").strip(), scope)
-                if isinstance(native, list | tuple | Mapping):
-                    return native
-                if isinstance(native, UnsafeText):  # data from a host stays unsafe, with the text around it
-                    return UnsafeText(value[: whole.start("expr") - 2] + native + value[whole.end("expr") + 2 :])
-                if isinstance(native, jinja2.Undefined):
-                    native._fail_with_undefined_error()
+                result = _run_expression(whole.group("expr").strip(), scope, playbook=True)
+                if isinstance(result, jinja2.Undefined):
+                    result._fail_with_undefined_error()
+                if result is None or isinstance(result, list | tuple | Mapping):
+                    return result
+                if isinstance(result, UnsafeText):  # data from a host stays unsafe, with the text around it
+                    return UnsafeText(value[: whole.start("expr") - 2] + result + value[whole.end("expr") + 2 :])
+                if native and not isinstance(result, str):
+                    return result
             template = _template(value)
             return template.environment.concat(template.root_render_func(template.new_context(scope, shared=True)))
         except (jinja2.UndefinedError, jinja2.TemplateError, TypeError) as exc:
             raise TemplateError(_explain(exc)) from None
     if isinstance(value, Mapping):
-        return {k: render(v, variables) for k, v in value.items()}
+        return {k: render(v, variables, native=native) for k, v in value.items()}
     if isinstance(value, list | tuple):
-        return [render(v, variables) for v in value]
+        return [render(v, variables, native=native) for v in value]
     return value
+
+
+def render_file(text: str, variables: Mapping[str, Any]) -> str:
+    """A template file's text, rendered (always text; string literals as Jinja reads them)."""
+    import jinja2
+
+    template = _file_template(text)
+    try:
+        return template.environment.concat(
+            template.root_render_func(template.new_context(_variables(variables), shared=True))
+        )
+    except (jinja2.UndefinedError, jinja2.TemplateError, TypeError) as exc:
+        raise TemplateError(_explain(exc)) from None
 
 
 def render_argument(value: Any, variables: Mapping[str, Any], what: str) -> Any:

@@ -18,7 +18,7 @@ from ..filelook import DIFF_LIMIT, file_script
 from ..model import CommandResult, FleetError, Plan, Upload
 from ..probe import Probe
 from ..task import Action, Args, Context, action
-from ..templating import TemplateError, render
+from ..templating import TemplateError, render_file
 
 EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 
@@ -206,7 +206,7 @@ class Template(Action):
     def plan(self, state: FileState, ctx: Context) -> Plan:
         source = _local_source(self.args.src, ctx)
         try:
-            text = render(source.read_text(), ctx.vars)
+            text = render_file(source.read_text(), ctx.vars)
         except TemplateError as exc:
             raise FleetError(f"template {source}: {exc}") from None
         return plan_content(self.args.dest, state, text.encode(), self.args.mode)
