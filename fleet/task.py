@@ -64,7 +64,21 @@ class Action:
 
     def applied(self, plan: Plan, result: CommandResult, ctx: Context) -> Mapping[str, Any]:
         """Data to register after the apply script ran (stdout etc.)."""
-        return {"rc": result.exited, "stdout": result.stdout, "stderr": result.stderr}
+        return output_data(result)
+
+
+def output_data(result: CommandResult) -> dict[str, Any]:
+    """What a command registers, as ansible-core's command module gives it: `rc`, `stdout` and
+    `stderr` without their trailing newlines (`"{{ out.stdout }}/bin"` is one line), and
+    `stdout_lines`/`stderr_lines`."""
+    stdout, stderr = result.stdout.rstrip("\r\n"), result.stderr.rstrip("\r\n")
+    return {
+        "rc": result.exited,
+        "stdout": stdout,
+        "stderr": stderr,
+        "stdout_lines": stdout.splitlines(),
+        "stderr_lines": stderr.splitlines(),
+    }
 
 
 ACTIONS: dict[str, type[Action]] = {}

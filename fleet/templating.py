@@ -5,6 +5,9 @@ template uses it, against the same variables, wherever it was written (play vars
 inventory, vars_files, -e). A cycle (a -> b -> a) is an error naming the chain, and a value that
 still holds `{{`, `{%` or `{#` after rendering is an error naming the variable, so template text
 never reaches a host. Data that came from hosts (registered results, facts) is never templated.
+A variable keeps the type its expression gives; inside `{{ }}` of a playbook string a string
+literal keeps its backslashes (see playbook_environment); tests/test_templating_differential.py
+holds both, and the rest, against ansible-core's own Templar.
 Jinja2 is imported when the first template is compiled or rendered, not before: a playbook, a
 variable lookup or a command without one never loads it.
 """

@@ -132,7 +132,8 @@ def test_every_task_type_gives_the_same_results_batched_and_unbatched(ssh_fleet,
     home = ssh_fleet.host(BATCHED).home / WORK
     assert (home / "conf/env.sh").read_text() == "mode = prod\ntag = t1\n"  # the second line saw the first
     registered = json.loads((home / "registered.json").read_text())
-    assert registered["check"]["stdout"] == "py 3\n" and registered["check"]["rc"] == 0
+    assert registered["check"]["stdout"] == "py 3" and registered["check"]["rc"] == 0
+    assert registered["check"]["stdout_lines"] == ["py 3"]  # as ansible-core registers a command
     assert commands(first) < commands(first_alone)
 
     both(ssh_fleet, ssh_inventory, book)  # the registered results now say "ok" where they said "changed"

@@ -60,7 +60,7 @@ def test_every_event_of_real_commands_matches_the_schema(ssh_fleet, tmp_path):
     run = lines(outputs["run"].stdout)
     assert len({e["run_id"] for e in run}) == 1 and run[0]["event"] == "run_start" and run[-1]["event"] == "run_end"
     failed = next(e for e in run if e["event"] == "task_result" and e["status"] == "failed" and not e.get("ignored"))
-    assert (failed["host"], failed["rc"], failed["stdout"], failed["stderr"]) == ("node-04", 7, "out\n", "err\n")
+    assert (failed["host"], failed["rc"], failed["stdout"], failed["stderr"]) == ("node-04", 7, "out", "err")
     quiet = [e for e in run if e["event"] == "task_result" and e["task"] == "quiet"]
     assert quiet and all(e["stdout"] == "" and e["rc"] is None for e in quiet)
     end = run[-1]

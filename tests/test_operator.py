@@ -324,7 +324,7 @@ def test_retries_until_and_delay(ssh_fleet, ssh_inventory, tmp_path):
     assert (results["until"]["status"], results["until"]["attempts"], results["until"]["stdout"]) == (
         "changed",
         2,
-        "5\n",
+        "5",
     )
     assert (results["never"]["status"], results["never"]["attempts"]) == ("failed", 2)
     assert (host.home / "tries").read_text().strip() == "5"

@@ -315,7 +315,9 @@ def test_python_check_fails_with_the_snippets_message():
     err = "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'torch'\n"
     failed = out("\n@@fleet-snippet-exit 1\n", stderr=err)  # the probe exits 0; the snippet's status comes last
     assert plan_from(check, failed, CTX).fail == "ModuleNotFoundError: No module named 'torch'"
-    assert plan_from(check, failed, CTX).data == {"rc": 1, "stdout": "", "stderr": err}
+    assert plan_from(check, failed, CTX).data == {
+        "rc": 1, "stdout": "", "stderr": err.rstrip("\n"), "stdout_lines": [], "stderr_lines": err.splitlines()
+    }  # fmt: skip
     in_check = plan_from(check, failed, CHECK)
     assert in_check.always_runs and "fails now: ModuleNotFoundError" in in_check.summary
     ok = plan_from(check, out("Torch: 2.9.0 | CUDA: 12.8 | GPU: NVIDIA GH200 480GB\n\n@@fleet-snippet-exit 0\n"), CTX)

@@ -36,7 +36,7 @@ from .. import shell
 from ..facts import sections
 from ..model import CommandResult, FleetError, Plan
 from ..probe import Probe
-from ..task import Action, Context, action
+from ..task import Action, Context, action, output_data
 from .uv import UvEnvironment, uv_command, venv_python
 from .uvplan import NO_CHANGES, Change, parse_changes, summarize, uv_error
 
@@ -406,7 +406,7 @@ class Pip(Action):
     def applied(self, plan: Plan, result: CommandResult, ctx: Context) -> Mapping[str, Any]:
         """What uv really did, from its own report; a note when it differs from its plan."""
         done = parse_changes(result.stderr + "\n" + result.stdout)
-        data: dict[str, Any] = {"rc": result.exited, "stdout": result.stdout, "stderr": result.stderr}
+        data: dict[str, Any] = output_data(result)
         if "changes" not in plan.data or not result.ok:
             return data
         applied = _change_data(done)

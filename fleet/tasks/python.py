@@ -11,7 +11,7 @@ from typing import ClassVar
 from .. import shell
 from ..model import CommandResult, FleetError, Plan
 from ..probe import Probe
-from ..task import Action, Args, Context, action
+from ..task import Action, Args, Context, action, output_data
 from .uv import venv_python
 
 _RC = "@@fleet-snippet-exit"
@@ -47,7 +47,7 @@ class PythonCheck(Action):
         return Probe(f"( {self.snippet()}\n); printf '\\n{_RC} %s\\n' \"$?\"", snippet_result)
 
     def plan(self, result: CommandResult, ctx: Context) -> Plan:
-        data = {"rc": result.exited, "stdout": result.stdout, "stderr": result.stderr}
+        data = output_data(result)
         if result.ok:
             lines = [line.strip() for line in result.stdout.splitlines() if line.strip()]
             return Plan(summary=lines[-1] if lines else "passed", data=data)
