@@ -110,7 +110,7 @@ def playbook_environment() -> jinja2.Environment:
     r"""Jinja as strings of a playbook or inventory are read (arguments, vars, keywords): inside
     `{{ }}` a string literal keeps its backslashes as written, as ansible-core reads them. YAML
     has already taken one level of escapes, so `"{{ v | regex_replace('(a)', '\1') }}"` in a
-    playbook means the regex group , never the character chr(1). `{% %}` blocks, template files
+    playbook means the regex group \1, never the character chr(1). `{% %}` blocks, template files
     and bare expressions unescape literals as Jinja does."""
     import functools
 
