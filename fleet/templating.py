@@ -290,7 +290,10 @@ def _jinja_globals() -> Mapping[str, Any]:
     """Jinja's globals (range, dict, ..., version_compare), which templates see among the variables.
     Only a template uses them, and rendering one has built the environment already: a plain
     lookup before that (become, command_timeout) needs no Jinja."""
-    return environment().globals if environment.cache_info().currsize else {}
+    for built in (playbook_environment, environment):  # the same globals in both
+        if built.cache_info().currsize:
+            return built().globals
+    return {}
 
 
 def layered(*layers: tuple[Mapping[str, Any] | None, bool], watch: Watch | None = None) -> Variables:

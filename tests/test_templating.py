@@ -99,3 +99,22 @@ def test_a_value_from_a_host_keeps_the_text_around_its_expression():
     kept = render("{{ said }}\n", host_data)
     assert kept == "{{ not a template }}\n" and isinstance(kept, UnsafeText)
     assert render("{{ arch }}\n", {"arch": "aarch64"}) == "aarch64\n"  # the same as a plain value
+
+
+def test_jinjas_globals_are_there_whichever_template_comes_first():
+    """`range`, `dict`, ... in the first template a fresh process renders (a playbook string, a
+    bare expression or a template file builds a different environment first)."""
+    import subprocess
+    import sys
+
+    code = (
+        "from fleet.templating import render, evaluate, render_file\n"
+        "first = __import__('sys').argv[1]\n"
+        "if first == 'file': print(render_file('{{ range(2) | list }}', {}))\n"
+        "if first == 'expression': print(evaluate('1 in range(2)', {}))\n"
+        "print(render('{{ range(3) | list }} {{ dict(a=1) }}', {}))\n"
+    )
+    for first in ("string", "file", "expression"):
+        done = subprocess.run([sys.executable, "-c", code, first], capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines()[-1] == "[0, 1, 2] {'a': 1}", first
