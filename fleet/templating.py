@@ -15,7 +15,7 @@ variable lookup or a command without one never loads it.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import ItemsView, Iterable, Iterator, KeysView, Mapping, ValuesView
 from functools import lru_cache
 from typing import TYPE_CHECKING, Any
 
@@ -77,10 +77,21 @@ def as_bool(value: Any, what: str) -> bool:
     raise TemplateError(f"{what} must be a boolean (true/false, yes/no), got {value!r}")
 
 
-def _none_as_empty(value: Any) -> Any:
-    """What `{{ x }}` prints of None inside text: nothing, as ansible-core 2.19 does (`x{{ none }}x`
-    gives `xx`; a whole expression still gives None itself)."""
-    return "" if value is None else value
+def _materialized(value: Any) -> Any:
+    """A lazy sequence as the list it stands for, as ansible-core gives it: `map`, `select`,
+    `reverse`, `.keys()`, `.items()` (as [key, value] lists), `range(n)`. Never the text
+    `<generator object ...>` in a file or an argument."""
+    if isinstance(value, ItemsView):
+        return [list(pair) for pair in value]
+    if isinstance(value, Iterator | KeysView | ValuesView | range):
+        return list(value)
+    return value
+
+
+def _printed(value: Any) -> Any:
+    """What `{{ x }}` prints inside text: nothing for None, as ansible-core 2.19 does (`x{{ none }}x`
+    gives `xx`; a whole expression still gives None itself), and a lazy sequence as its list."""
+    return "" if value is None else _materialized(value)
 
 
 def _configured(env: jinja2.Environment) -> jinja2.Environment:
@@ -100,7 +111,7 @@ def environment() -> jinja2.Environment:
 
     return _configured(
         jinja2.Environment(
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, finalize=_none_as_empty
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, finalize=_printed
         )
     )
 
@@ -136,7 +147,7 @@ def playbook_environment() -> jinja2.Environment:
 
     return _configured(
         PlaybookEnvironment(
-            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, finalize=_none_as_empty
+            undefined=jinja2.StrictUndefined, keep_trailing_newline=True, autoescape=False, finalize=_printed
         )
     )
 
@@ -364,7 +375,7 @@ def render(value: Any, variables: Mapping[str, Any], *, native: bool = False) ->
         try:
             whole = _WHOLE_EXPRESSION.match(value)
             if whole:
-                result = _run_expression(whole.group("expr").strip(), scope, playbook=True)
+                result = _materialized(_run_expression(whole.group("expr").strip(), scope, playbook=True))
                 if isinstance(result, jinja2.Undefined):
                     result._fail_with_undefined_error()
                 if result is None or isinstance(result, list | tuple | Mapping):
@@ -422,7 +433,7 @@ def evaluate(expression: Any, variables: Mapping[str, Any]) -> Any:
     import jinja2
 
     try:
-        result = _run_expression(_bare(str(expression)), _variables(variables))
+        result = _materialized(_run_expression(_bare(str(expression)), _variables(variables)))
         if isinstance(result, jinja2.Undefined):
             result._fail_with_undefined_error()
         return result
