@@ -53,7 +53,18 @@ from .probe import as_probe, observe
 from .report import Reporter
 from .secrets import MASK, Redactor, hidden_values
 from .task import Action, Context, Task, build
-from .templating import TemplateError, Variables, Watch, as_bool, evaluate, layered, render, render_argument, unsafe
+from .templating import (
+    TemplateError,
+    Variables,
+    Watch,
+    as_bool,
+    condition,
+    evaluate,
+    layered,
+    render,
+    render_argument,
+    unsafe,
+)
 
 
 class HostExecutor:
@@ -257,7 +268,7 @@ class HostExecutor:
     def _prepare(self, task: Task, play: Play, scope: Variables) -> tuple[Action, dict[str, Any]] | None:
         """The task's action and run settings for one item, or None when `when:` is false. The
         same code decides a task at its turn and when looking ahead for a batch."""
-        if task.when is not None and not evaluate(task.when, scope):
+        if task.when is not None and not condition(task.when, scope):
             return None
         args = render_argument(task.args, scope, "arguments")
         env = render_argument({**play.environment, **task.environment}, scope, "environment")
@@ -293,7 +304,7 @@ class HostExecutor:
                 outcome = _registered(result, data)
                 try:
                     view = scope.child(result=outcome, **({task.register: outcome} if task.register else {}))
-                    done = bool(evaluate(task.until, view)) if task.until else result.status is not Status.FAILED
+                    done = condition(task.until, view, "until") if task.until else result.status is not Status.FAILED
                 except TemplateError as exc:
                     result, done = replace(result, status=Status.FAILED, message=self._explain(task, exc)), True
                 if done or attempt == attempts:
@@ -536,13 +547,13 @@ class HostExecutor:
             view = scope.child(result=outcome, **({task.register: outcome} if task.register else {}))
             try:
                 if task.failed_when is not None:
-                    failed = bool(evaluate(task.failed_when, view))
+                    failed = condition(task.failed_when, view, "failed_when")
                     if failed and status is not Status.FAILED:
                         status, message = Status.FAILED, f"failed_when is true: {task.failed_when}"
                     elif not failed and status is Status.FAILED:
                         status, message = (Status.CHANGED if plan.changes else Status.OK), plan.summary
                 if task.changed_when is not None and status is not Status.FAILED:
-                    status = Status.CHANGED if evaluate(task.changed_when, view) else Status.OK
+                    status = Status.CHANGED if condition(task.changed_when, view, "changed_when") else Status.OK
             except TemplateError as exc:
                 status, message = Status.FAILED, self._explain(task, exc)
         return self._finish(task, status, message, started, diff=plan.diff, item=item, data=data)

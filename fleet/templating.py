@@ -441,6 +441,22 @@ def evaluate(expression: Any, variables: Mapping[str, Any]) -> Any:
         raise TemplateError(f"{_explain(exc)} in {str(expression)!r}") from None
 
 
+def condition(expression: Any, variables: Mapping[str, Any], keyword: str = "when") -> bool:
+    """A conditional keyword's verdict (`when`, `until`, `changed_when`, `failed_when`, an
+    `assert`'s `that`; a list: all of them), which must be true or false, as ansible-core 2.19
+    requires. Text, a number, a list or None is an error naming the expression, never its
+    truthiness: after `-e flag=false`, `when: flag` must not run the task."""
+    if isinstance(expression, list | tuple):
+        return all(condition(e, variables, keyword) for e in expression)
+    result = evaluate(expression, variables)
+    if isinstance(result, bool):
+        return result
+    raise TemplateError(
+        f"{keyword}: {str(expression)!r} gives {type(result).__name__} {result!r}, not true or false; compare it, "
+        "or write `| bool` (text such as 'yes' or 'false') or `| length > 0` (a list)"
+    )
+
+
 def with_defaults(variables: Mapping[str, Any], defaults: Mapping[str, Any]) -> Variables:
     """variables (used as they are) over defaults (rendered lazily when used)."""
     return layered((defaults, True), (variables, False))

@@ -310,6 +310,22 @@ def test_local_connection_runs_tasks_and_times_out(tmp_path):
     assert gone(int(pidfile.read_text()))
 
 
+def test_a_quoted_false_condition_fails_the_task_and_runs_nothing(tmp_path):
+    """`flag: "false"` (text, as a quoted YAML value or an INI inventory gives it) is not false:
+    `when: flag` fails the task with the reason, as ansible-core 2.19 does, and nothing runs."""
+    marker = tmp_path / "ran.txt"
+    book = playbook(tmp_path, [{"hosts": "localhost", "gather_facts": False, "vars": {"flag": "false"}, "tasks": [
+        {"name": "guarded", "command": f"touch {marker}", "when": "flag"},
+        {"name": "fixed", "copy": {"dest": str(tmp_path / "fixed.txt"), "content": "x"}, "when": "not (flag | bool)"},
+    ]}])  # fmt: skip
+    result = run_fleet("run", book, "-i", "inventories/local", "--json")
+    assert result.returncode == 2 and not marker.exists()
+    (failed,) = [e for e in task_events(result.stdout) if e["status"] == "failed"]
+    assert failed["task"] == "guarded" and "'flag' gives str 'false', not true or false" in failed["message"]
+    result = run_fleet("run", book, "-i", "inventories/local", "--json", "--start-at-task", "fixed")
+    assert result.returncode == 0 and (tmp_path / "fixed.txt").read_text() == "x"
+
+
 # ---- playbook keywords ---------------------------------------------------------------------------
 FEATURES = [
     {

@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import yaml
 
-from fleet.templating import TemplateError, evaluate, layered, render, render_file
+from fleet.templating import TemplateError, condition, evaluate, layered, render, render_file
 
 pytest.importorskip("ansible")
 
@@ -153,6 +153,32 @@ def test_what_ansible_core_refuses_fleet_refuses(templar, text):
 @pytest.mark.parametrize("expression", EXPRESSIONS)
 def test_a_bare_expression_is_what_ansible_core_evaluates(templar, expression):
     assert plain(evaluate(expression, VARIABLES)) == plain(templar.evaluate(expression))
+
+
+# Conditionals (`when:`, `until:`, `changed_when:`, `failed_when:`, `assert: that:`) must give true or
+# false. ansible-core 2.19 refuses anything else ("broken conditional"), and so does fleet: the
+# quoted "false" of a YAML file or an inventory must never run a task by being non-empty text.
+CONDITIONS = ["word_off", "s", "empty", "zero", "i", "l", "n", "d", "one"]
+
+
+@pytest.mark.parametrize("expression", CONDITIONS)
+def test_a_condition_that_is_not_true_or_false_is_refused_as_ansible_core_refuses_it(expression):
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    with pytest.raises(Exception, match="Conditional result"):
+        Templar(loader=DataLoader(), variables=VARIABLES).evaluate_conditional(trust_as_template(expression))
+    with pytest.raises(TemplateError, match=r"not true or false; compare it, or write `\| bool`"):
+        condition(expression, VARIABLES)
+
+
+@pytest.mark.parametrize("expression", ["word_off | bool", "l | length > 0", "n is none", "i > 3", "not (one | bool)"])
+def test_a_condition_that_is_true_or_false_is_what_ansible_core_decides(expression):
+    from ansible.parsing.dataloader import DataLoader
+    from ansible.template import Templar, trust_as_template
+
+    oracle = Templar(loader=DataLoader(), variables=VARIABLES)
+    assert condition(expression, VARIABLES) is oracle.evaluate_conditional(trust_as_template(expression))
 
 
 def test_variables_built_from_expressions_keep_their_types_through_later_templates(templar):

@@ -6,7 +6,7 @@ from typing import ClassVar
 
 from ..model import CommandResult, FleetError, Plan
 from ..task import Action, Args, Context, action
-from ..templating import TemplateError, evaluate
+from ..templating import TemplateError, condition
 
 
 class AssertArgs(Args):
@@ -23,11 +23,11 @@ class Assert(Action):
 
     def plan(self, observed: CommandResult | None, ctx: Context) -> Plan:
         conditions = [self.args.that] if isinstance(self.args.that, str) else self.args.that
-        for condition in conditions:
+        for that in conditions:
             try:
-                holds = evaluate(condition, ctx.vars)
+                holds = condition(that, ctx.vars, "assert")
             except TemplateError as exc:
                 raise FleetError(f"assert: {exc}") from None
             if not holds:
-                return Plan(fail=self.args.msg or f"assertion failed: {condition}")
+                return Plan(fail=self.args.msg or f"assertion failed: {that}")
         return Plan(summary=self.args.success_msg or "all assertions passed")
