@@ -55,7 +55,9 @@ def playbook() -> list[dict]:
     tasks = [{**register, "changed_when": False}]
     # A registered command's stdout as ansible-core's command module gives it: no trailing newline.
     special = {"v_reg": "{{ v_reg.stdout }}", "reg_lines": "{{ v_reg.stdout_lines }}"}
-    for name in NAMES:
+    # `-e n=3 -e flag=false`: text in ansible-core, typed (YAML) in fleet: the deliberate difference.
+    special["e_types"] = "{{ e_number is number }} {{ e_flag is sameas false }}"
+    for name in [*NAMES, "e_types"]:
         value = special.get(name, "{{ " + name + " }}")
         tasks.append({"name": f"write {name}", "copy": {"dest": "{{ out }}/" + name, "content": f"{name}={value}\n"}})
     return [
@@ -88,7 +90,7 @@ def test_every_variable_ends_up_with_the_value_ansible_core_gives_it(tmp_path):
     by_ansible, by_fleet = tmp_path / "ansible", tmp_path / "fleet"
     by_ansible.mkdir()
     by_fleet.mkdir()
-    extra = ["-e", "v_extra=extra-vars"]
+    extra = ["-e", "v_extra=extra-vars", "-e", "e_number=3", "-e", "e_flag=false"]
     done = subprocess.run(
         [shutil.which("ansible-playbook") or "ansible-playbook", "-i", str(tmp_path / "inventory" / "hosts.ini"),
          str(book), *extra, "-e", f"out={by_ansible}", "-e", f"ansible_python_interpreter={sys.executable}"],
@@ -107,3 +109,6 @@ def test_every_variable_ends_up_with_the_value_ansible_core_gives_it(tmp_path):
         "lazy": "inventory-host+play-vars", "typed": "40",
     }  # fmt: skip
     assert got == {name: f"{name}={value}\n" for name, value in won.items()}
+    # The one deliberate difference (README): `-e key=value` is read as YAML by fleet, as text by ansible-core.
+    assert (by_fleet / "e_types").read_text() == "e_types=True True\n"
+    assert (by_ansible / "e_types").read_text() == "e_types=False False\n"
