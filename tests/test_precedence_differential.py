@@ -4,8 +4,9 @@ variable ends up with to a file; the two folders must be identical, byte for byt
 
 Each variable is defined at a different set of levels (inventory group `all`, a group, the host,
 group_vars/ and host_vars/ beside the inventory, play `vars:`, `vars_files:`, a registered result,
-`-e`), so each file says which level won. Templates in values are rendered lazily in both tools, and
-a value built from an expression keeps its type (`{{ n * 2 }}`)."""
+`-e`), so each file says which level won; a registered loop gives the same `results`. Templates
+in values are rendered lazily in both tools, and a value built from an expression keeps its type
+(`{{ n * 2 }}`)."""
 
 from __future__ import annotations
 
@@ -46,15 +47,20 @@ VARS_FILE = {"v_files": "vars_files", "v_extra": "vars_files", "v_reg": "vars_fi
 
 NAMES = [
     "v_all", "v_group", "v_host", "v_play", "v_files", "v_extra", "v_gv", "v_gv_only", "v_hv", "v_reg", "reg_lines",
-    "lazy", "typed",
+    "loop_reg", "lazy", "typed",
 ]  # fmt: skip
 
 
 def playbook() -> list[dict]:
     register = {"name": "register one", "command": {"cmd": "echo registered"}, "register": "v_reg"}
-    tasks = [{**register, "changed_when": False}]
+    looped = {"name": "register a loop", "command": "echo {{ item }}", "loop": ["a", "b"], "register": "looped"}
+    tasks = [{**register, "changed_when": False}, looped]
     # A registered command's stdout as ansible-core's command module gives it: no trailing newline.
     special = {"v_reg": "{{ v_reg.stdout }}", "reg_lines": "{{ v_reg.stdout_lines }}"}
+    special["loop_reg"] = (
+        "{{ looped.results | map(attribute='stdout') | list }} {{ looped.results | map(attribute='item') | list }} "
+        "{{ looped.changed }} {{ looped.results | map(attribute='rc') | list }}"
+    )
     # `-e n=3 -e flag=false`: text in ansible-core, typed (YAML) in fleet: the deliberate difference.
     special["e_types"] = "{{ e_number is number }} {{ e_flag is sameas false }}"
     for name in [*NAMES, "e_types"]:
@@ -106,6 +112,7 @@ def test_every_variable_ends_up_with_the_value_ansible_core_gives_it(tmp_path):
         "v_all": "inventory-all", "v_group": "inventory-group", "v_host": "inventory-host", "v_play": "play-vars",
         "v_files": "vars_files", "v_extra": "extra-vars", "v_gv": "group_vars-nodes", "v_gv_only": "group_vars-nodes",
         "v_hv": "host_vars-localhost", "v_reg": "registered", "reg_lines": "['registered']",
+        "loop_reg": "['a', 'b'] ['a', 'b'] True [0, 0]",
         "lazy": "inventory-host+play-vars", "typed": "40",
     }  # fmt: skip
     assert got == {name: f"{name}={value}\n" for name, value in won.items()}
