@@ -451,8 +451,9 @@ def condition(expression: Any, variables: Mapping[str, Any], keyword: str = "whe
     result = evaluate(expression, variables)
     if isinstance(result, bool):
         return result
+    shown = repr(result) if len(repr(result)) <= 80 else repr(result)[:80] + "…"  # `…`: the redactor hides a cut secret
     raise TemplateError(
-        f"{keyword}: {str(expression)!r} gives {type(result).__name__} {result!r}, not true or false; compare it, "
+        f"{keyword}: {str(expression)!r} gives {type(result).__name__} {shown}, not true or false; compare it, "
         "or write `| bool` (text such as 'yes' or 'false') or `| length > 0` (a list)"
     )
 

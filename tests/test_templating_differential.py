@@ -172,6 +172,14 @@ def test_a_condition_that_is_not_true_or_false_is_refused_as_ansible_core_refuse
         condition(expression, VARIABLES)
 
 
+def test_a_refused_condition_shows_at_most_the_start_of_a_long_value():
+    with pytest.raises(TemplateError) as refused:
+        condition("big", {"big": list(range(10_000))}, "until")
+    message = str(refused.value)
+    assert message.startswith("until: 'big' gives list [0, 1, 2, ") and "…, not true or false" in message
+    assert len(message) < 250
+
+
 @pytest.mark.parametrize("expression", ["word_off | bool", "l | length > 0", "n is none", "i > 3", "not (one | bool)"])
 def test_a_condition_that_is_true_or_false_is_what_ansible_core_decides(expression):
     from ansible.parsing.dataloader import DataLoader
