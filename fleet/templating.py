@@ -384,8 +384,7 @@ def render(value: Any, variables: Mapping[str, Any], *, native: bool = False) ->
                     return UnsafeText(value[: whole.start("expr") - 2] + result + value[whole.end("expr") + 2 :])
                 if native and not isinstance(result, str):
                     return result
-            template = _template(value)
-            return template.environment.concat(template.root_render_func(template.new_context(scope, shared=True)))
+            return _rendered(_template(value), scope)
         except (jinja2.UndefinedError, jinja2.TemplateError, TypeError) as exc:
             raise TemplateError(_explain(exc)) from None
     if isinstance(value, Mapping):
@@ -399,13 +398,15 @@ def render_file(text: str, variables: Mapping[str, Any]) -> str:
     """A template file's text, rendered (always text; string literals as Jinja reads them)."""
     import jinja2
 
-    template = _file_template(text)
     try:
-        return template.environment.concat(
-            template.root_render_func(template.new_context(_variables(variables), shared=True))
-        )
+        return _rendered(_file_template(text), _variables(variables))
     except (jinja2.UndefinedError, jinja2.TemplateError, TypeError) as exc:
         raise TemplateError(_explain(exc)) from None
+
+
+def _rendered(template: jinja2.Template, scope: Variables) -> str:
+    """A template's text against lazy variables (shared: Jinja copies nothing into a new dict)."""
+    return template.environment.concat(template.root_render_func(template.new_context(scope, shared=True)))
 
 
 def render_argument(value: Any, variables: Mapping[str, Any], what: str) -> Any:
