@@ -1,10 +1,11 @@
 """Many probes in one remote command, and their results taken apart again.
 
-Each probe runs in its own subshell (its `exit` ends only itself, its exports stay its own) with
-stdin closed, then a marker line carrying its exit status goes to stdout and a bare marker to
-stderr. The marker holds a random nonce, so no probe output can forge one. Every marker starts
-with a newline that the splitter removes again, so each probe's stdout and stderr come back byte
-for byte as if it had run alone.
+Each probe runs in its own subshell (its `exit` ends only itself, its exports stay its own), or,
+when it is written to allow it (Probe.inline: the creates checks, the facts), in the batch's own
+shell without a fork; either way with stdin closed. Then a marker line carrying its exit status
+goes to stdout and a bare marker to stderr. The marker holds a random nonce, so no probe output
+can forge one. Every marker starts with a newline that the splitter removes again, so each
+probe's stdout and stderr come back byte for byte as if it had run alone.
 
 A probe whose end marker never came (the batch timed out, or sudo refused before anything ran)
 has no result here: the caller runs it again on its own, so what it reports is exactly what an
@@ -12,15 +13,15 @@ unbatched run reports.
 
 File probes (a call with a `path`) are not run one by one: the batch looks at all their paths
 with one look (fleet/filelook.py), which gives each the output its own script would have given.
-A path the look cannot answer has no result here either."""
+The look reads stdout's bytes (file content need not be text); every other probe reads the text,
+as it would alone. A path the look cannot answer has no result here either."""
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, AnyStr
 
 from .filelook import look_outputs, look_script, lookable
 from .model import OUTPUT_GAP, CommandResult
@@ -40,9 +41,10 @@ class ProbeCall:
     become: bool = False
     become_user: str = "root"
     path: str | None = None  # a file probe's path (its script is filelook.file_script of it)
+    inline: bool = False  # it may run in the batch's own shell (fleet.probe.Probe.inline)
 
     @classmethod
-    def of(cls, script: str, run_kwargs: Mapping[str, Any], path: str | None = None) -> ProbeCall:
+    def of(cls, script: str, run_kwargs: Mapping[str, Any], path: str | None = None, inline: bool = False) -> ProbeCall:
         env = run_kwargs.get("env") or {}
         return cls(
             script,
@@ -51,6 +53,7 @@ class ProbeCall:
             bool(run_kwargs.get("become")),
             str(run_kwargs.get("become_user") or "root"),
             path,
+            inline,
         )
 
     @property
@@ -98,11 +101,11 @@ class Batch:
         for section in self.sections:
             first = self.calls[section[0]]
             body = first.script if len(section) == 1 else look_script([self.calls[i].path or "" for i in section])
-            parts.append(
-                f"(\n{exports(first.env)}{body}\n) </dev/null\n"
-                f"printf '\\n{self.marker} %s\\n' \"$?\"\n"
-                f"printf '\\n{self.marker}\\n' >&2\n"
-            )
+            if (len(section) > 1 or first.inline) and not first.env:  # a look is always inline
+                run = f"{{\n{body}\n}} </dev/null\n"  # in this shell: no fork
+            else:
+                run = f"(\n{exports(first.env)}{body}\n) </dev/null\n"
+            parts.append(f"{run}printf '\\n{self.marker} %s\\n' \"$?\"\nprintf '\\n{self.marker}\\n' >&2\n")
         return "".join(parts)
 
     def run_kwargs(self) -> dict[str, Any]:
@@ -110,7 +113,12 @@ class Batch:
         time leaves its unfinished probes to run alone, each with its own limit)."""
         limits = [c.timeout for c in self.calls if c.timeout]
         first = self.calls[0]
-        return {"timeout": min(limits) if limits else None, "become": first.become, "become_user": first.become_user}
+        return {
+            "timeout": min(limits) if limits else None,
+            "become": first.become,
+            "become_user": first.become_user,
+            "keep_bytes": any(len(section) > 1 for section in self.sections),  # a look reads bytes
+        }
 
     def split(self, result: CommandResult) -> list[CommandResult | None]:
         """Each call's result, in the calls' order; None for a call the batch did not answer (it
@@ -118,8 +126,10 @@ class Batch:
         stdout, stderr = result.stdout, result.stderr
         if result.dropped:  # the middle of a huge output was not kept: only what came before it is whole
             stdout, stderr = stdout.split(OUTPUT_GAP, 1)[0], stderr.split(OUTPUT_GAP, 1)[0]
-        pieces = re.split(rf"\n{re.escape(self.marker)} (\d+)\n", stdout)
+        pieces = _marked(stdout, f"\n{self.marker} ")
         errors = stderr.split(f"\n{self.marker}\n")
+        raw = result.stdout_bytes  # the same pieces as bytes, for the looks (None: not kept)
+        raw_pieces = _marked(raw, f"\n{self.marker} ".encode()) if raw is not None else []
         done: list[CommandResult | None] = [None] * len(self.calls)
         for number in range(min(len(pieces) // 2, len(errors) - 1, len(self.sections))):
             section = self.sections[number]
@@ -128,7 +138,29 @@ class Batch:
                 done[section[0]] = CommandResult(out, err, code)
                 continue
             # A look that failed answers nothing: each of its paths says why on its own.
-            outputs = look_outputs(out, len(section)) if code == 0 else [None] * len(section)
+            looked = code == 0 and len(raw_pieces) == len(pieces)
+            outputs = look_outputs(raw_pieces[2 * number], len(section)) if looked else [None] * len(section)
             for index, output in zip(section, outputs, strict=True):
                 done[index] = None if output is None else CommandResult(output, "", 0)
         return done
+
+
+def _marked(output: AnyStr, start: AnyStr) -> list[AnyStr]:
+    """`output` split at its marker lines (`start`, an exit status, a newline) as re.split with
+    the status as a group splits it: [out, status, out, status, ..., rest]. Without a regular
+    expression: each batch's marker is new, and compiling one cost ~1 ms a host."""
+    newline = start[:1]
+    pieces: list[AnyStr] = []
+    taken = 0
+    at = output.find(start)
+    while at != -1:
+        end = output.find(newline, at + len(start))
+        status = output[at + len(start) : end]
+        if end != -1 and status.isdigit() and status.isascii():
+            pieces += [output[taken:at], status]
+            taken = end + 1
+            at = output.find(start, taken)
+        else:  # not a whole marker line (output cut short): it stays part of the output
+            at = output.find(start, at + 1)
+    pieces.append(output[taken:])
+    return pieces

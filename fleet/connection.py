@@ -20,6 +20,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import fcntl
+import functools
 import hashlib
 import io
 import itertools
@@ -157,6 +158,7 @@ class Connection(Protocol):
         become_user: str = "root",
         observe_only: bool = False,
         plain: bool = False,
+        keep_bytes: bool = False,
     ) -> CommandResult: ...
 
     def put(
@@ -186,8 +188,9 @@ class _Capture:
     dropped (and counted); with a spill path, the whole stream also goes to `<spill>.part`
     (owner-only, raw), which whoever keeps the run's log masks into `<spill>` (fleet.runlog)."""
 
-    def __init__(self, keep: int, spill: Path | None) -> None:
+    def __init__(self, keep: int, spill: Path | None, keep_bytes: bool = False) -> None:
         self.keep = keep
+        self.keep_bytes = keep_bytes
         self.head = bytearray()
         self.tail = bytearray()
         self.total = 0
@@ -219,6 +222,10 @@ class _Capture:
     def dropped(self) -> int:
         return self.total - len(self.head) - len(self.tail)
 
+    def data(self) -> bytes | None:
+        """The stream's bytes as they came, when asked for and none were dropped."""
+        return bytes(self.head + self.tail) if self.keep_bytes and not self.dropped else None
+
     def discard(self) -> None:
         """The command gave no result (its connection or agent was lost): no run log will mask
         the raw spilled output, so it goes."""
@@ -238,12 +245,15 @@ class _Capture:
 
 
 @contextlib.contextmanager
-def _captures(keep: int, spill: Path | None) -> Iterator[tuple[_Capture, _Capture]]:
+def _captures(keep: int, spill: Path | None, keep_bytes: bool = False) -> Iterator[tuple[_Capture, _Capture]]:
     """A command's stdout and stderr, spilled beside `spill` when too large; what was spilled is
-    discarded when the command ends in an exception (it never reaches a result or the run log)."""
+    discarded when the command ends in an exception (it never reaches a result or the run log).
+    `keep_bytes`: stdout's bytes also come back as they were (CommandResult.stdout_bytes)."""
 
     def one(stream: str) -> _Capture:
-        return _Capture(keep, spill.with_name(f"{spill.name}.{stream}") if spill else None)
+        return _Capture(
+            keep, spill.with_name(f"{spill.name}.{stream}") if spill else None, stream == "stdout" and keep_bytes
+        )
 
     out, err = one("stdout"), one("stderr")
     try:
@@ -329,7 +339,13 @@ class AgentClient:
                 return head, body
 
     def run(
-        self, script: bytes, timeout: float | None, keep: int, spill: Path | None, lock: HostLock | None = None
+        self,
+        script: bytes,
+        timeout: float | None,
+        keep: int,
+        spill: Path | None,
+        lock: HostLock | None = None,
+        keep_bytes: bool = False,
     ) -> CommandResult:
         if self.stream.ended():
             raise _AgentLost(False)
@@ -337,7 +353,7 @@ class AgentClient:
         started = time.monotonic()
         # The agent enforces the limit; this only guards against a host that stopped answering.
         deadline = started + timeout + 2 * _KILL_GRACE + 10 if timeout else None
-        with _captures(keep, spill) as (out, err):
+        with _captures(keep, spill, keep_bytes) as (out, err):
             return self._run(rid, script, timeout, deadline, out, err, lock)
 
     def _run(
@@ -367,7 +383,9 @@ class AgentClient:
                     self.stream.close()  # a stuck agent: the next command starts a new one
                     spilled = tuple(str(c.raw_path) for c in (out, err) if c.raw_path)
                     stdout, stderr = out.text("stdout"), err.text("stderr")
-                    return CommandResult(stdout, stderr, 124, timeout or 0.0, timed_out=True, spilled=spilled)
+                    return CommandResult(
+                        stdout, stderr, 124, timeout or 0.0, timed_out=True, spilled=spilled, stdout_bytes=out.data()
+                    )
                 if head["op"] == "started":
                     begun = True
                 elif head["op"] == "locked" and lock is not None:
@@ -388,6 +406,7 @@ class AgentClient:
                         interrupted=bool(head.get("interrupted")),
                         dropped=out.dropped + err.dropped,
                         spilled=tuple(str(c.raw_path) for c in (out, err) if c.raw_path),
+                        stdout_bytes=out.data(),
                     )
 
     def put(self, chunks: Iterator[bytes], path: str, mode: int | None) -> None:
@@ -500,7 +519,9 @@ class _AgentHost:
         return False
 
     def _reopen(self) -> None: ...
-    def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult: ...
+    def _run_oneshot(
+        self, script: bytes, timeout: float | None, become: bool, user: str, keep_bytes: bool = False
+    ) -> CommandResult: ...
     def _get_oneshot(self, path: str) -> bytes: ...
     def _hold_lock_without_agent(self, lock: HostLock) -> None: ...
     def _python(self) -> str: ...
@@ -624,24 +645,27 @@ class _AgentHost:
         become_user: str = "root",
         observe_only: bool = False,
         plain: bool = False,
+        keep_bytes: bool = False,
     ) -> CommandResult:
         """Run a script on the host.
 
         `observe_only`: the script only looks (probes, facts), so it takes no host lock; whoever
         changes the host from what it saw must look again once locked() (fleet.executor does).
         `plain` (with observe_only): while no agent runs on this host, it goes over one plain
-        exec channel and starts none: a play's first look at a host, `fleet facts`."""
+        exec channel and starts none: a play's first look at a host, `fleet facts`.
+        `keep_bytes`: stdout's bytes come back too, as they came (CommandResult.stdout_bytes), for
+        output that is not text: a look at files (fleet/filelook.py)."""
         self.commands += 1
         user = self._become_key(become, become_user)
         text = with_env(script, env).encode()
         if plain and observe_only and self._plain_read():
-            return self._run_oneshot(text, timeout, become, become_user)
+            return self._run_oneshot(text, timeout, become, become_user, keep_bytes)
         for attempt in (1, 2):  # an agent found dead before the request went out is restarted once
             agent = self._agent(user)
             if agent is None:
                 if not observe_only:
                     self._ensure_lock()
-                return self._run_oneshot(text, timeout, become, become_user)
+                return self._run_oneshot(text, timeout, become, become_user, keep_bytes)
             if isinstance(agent, CommandResult):
                 return agent
             lock = None if observe_only else self._wanted_lock()
@@ -649,7 +673,7 @@ class _AgentHost:
                 self._ensure_lock()  # held by the login agent, not this one
                 lock = None
             try:
-                result = agent.run(text, timeout, self.output_keep, self._spill(), lock)
+                result = agent.run(text, timeout, self.output_keep, self._spill(), lock, keep_bytes)
                 if lock is not None:
                     self._lock_held = True
                 return result
@@ -782,7 +806,9 @@ class LocalConnection(_AgentHost):
     def _get_oneshot(self, path: str) -> bytes:
         raise AssertionError("the local agent runs under this very python")
 
-    def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult:
+    def _run_oneshot(
+        self, script: bytes, timeout: float | None, become: bool, user: str, keep_bytes: bool = False
+    ) -> CommandResult:
         raise AssertionError("the local agent runs under this very python")
 
 
@@ -1018,10 +1044,12 @@ class SSHConnection(_AgentHost):
         self._conn = conn
 
     # ---- the one-shot path: a play's first look, and hosts without python3 ------------------------
-    def _run_oneshot(self, script: bytes, timeout: float | None, become: bool, user: str) -> CommandResult:
+    def _run_oneshot(
+        self, script: bytes, timeout: float | None, become: bool, user: str, keep_bytes: bool = False
+    ) -> CommandResult:
         self.open()
         started = time.monotonic()
-        with _captures(self.output_keep, self._spill()) as (out, err):
+        with _captures(self.output_keep, self._spill(), keep_bytes) as (out, err):
             return self._oneshot(script, timeout, become, user, started, out, err)
 
     def _oneshot(
@@ -1075,6 +1103,7 @@ class SSHConnection(_AgentHost):
             interrupted=interrupted,
             dropped=out.dropped + err.dropped,
             spilled=tuple(str(c.raw_path) for c in (out, err) if c.raw_path),
+            stdout_bytes=out.data(),
         )
 
     def _hold_lock_without_agent(self, lock: HostLock) -> None:
@@ -1212,7 +1241,7 @@ class _Hop:
         elif self.gateway:
             sock = paramiko.ProxyCommand(self.gateway)
         kwargs = {"port": self.port, "username": self.user, "timeout": self.connect_timeout, "sock": sock}
-        self.client.connect(self.host, **kwargs, **self.connect_kwargs)
+        self.client.connect(self.host, **kwargs, transport_factory=_transport_class(), **self.connect_kwargs)
         self.transport = self.client.get_transport()
 
     def sftp(self) -> Any:
@@ -1300,6 +1329,22 @@ def _close_hops(conn: Any) -> None:
 _paramiko_lock = threading.Lock()
 _ssh_config_lock = threading.Lock()
 _parsed_ssh_configs: dict[tuple[tuple[str, int, int], ...], Any] = {}  # (path, mtime, size)... -> SSHConfig
+
+
+@functools.cache
+def _transport_class() -> Any:
+    """paramiko's Transport asking for AES-GCM first. An AEAD cipher checks each packet inside
+    OpenSSL; with CTR and an HMAC, paramiko compares every packet's MAC in a Python loop, which
+    was the controller's largest cost on a converged run after imports. A server that offers no
+    GCM cipher gets paramiko's usual order."""
+    paramiko = _paramiko()
+    usual = paramiko.Transport._preferred_ciphers
+    first = tuple(c for c in ("aes128-gcm@openssh.com", "aes256-gcm@openssh.com") if c in usual)
+
+    class Transport(paramiko.Transport):
+        _preferred_ciphers = (*first, *(c for c in usual if c not in first))
+
+    return Transport
 
 
 def _paramiko() -> Any:

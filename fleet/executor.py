@@ -162,7 +162,7 @@ class HostExecutor:
         if not missing:
             return
         probe = facts_probe(missing)
-        self._facts_call = ProbeCall(probe.script, timeout=FACTS_TIMEOUT)
+        self._facts_call = ProbeCall(probe.script, timeout=FACTS_TIMEOUT, inline=probe.inline)
         self._facts_pending = True
         overrides = self.hostvars.get("facts_override")
         try:
@@ -339,7 +339,7 @@ class HostExecutor:
             observed, unlocked = None, False
             try:
                 if probe is not None:
-                    call = ProbeCall.of(probe.script, run_kwargs, probe.path)
+                    call = ProbeCall.of(probe.script, run_kwargs, probe.path, probe.inline)
                     # Under the lock the look is again to change the host, which sends the
                     # probes after it again anyway; after a change, one expected to change too.
                     alone = look != "first" or (self._changed and self._expects_change(action, probe, call, scope))
@@ -498,7 +498,7 @@ class HostExecutor:
                         if action.read_only:
                             continue
                         return calls  # it will run something: the probes after it must wait
-                    call = ProbeCall.of(probe.script, run_kwargs, probe.path)
+                    call = ProbeCall.of(probe.script, run_kwargs, probe.path, probe.inline)
                     if call.user != first.user or len(calls) + 2 > MAX_PROBES:
                         return calls
                     calls.append(call)

@@ -39,8 +39,8 @@ a arch; l /proc/sys/kernel/arch "$_n" 2>/dev/null || { o; uname -m; }
 a kernel; l /proc/sys/kernel/osrelease "$_n" 2>/dev/null || { o; uname -r; }
 a os; l /etc/os-release "$_n" 2>/dev/null
 a mem; while IFS= read -r _l; do case $_l in MemTotal:*) _o="$_o$_l$_n"; break; esac; done </proc/meminfo
-a custom; for f in "$HOME"/.fleet/facts.d/*.json; do
-  [ -f "$f" ] && n=${f##*/} && _o="$_o${n%.json}\t" && l "$f" '' && _o="$_o$_n"
+a custom; for _f in "$HOME"/.fleet/facts.d/*.json; do
+  [ -f "$_f" ] && _b=${_f##*/} && _o="$_o${_b%.json}\t" && l "$_f" '' && _o="$_o$_n"
 done
 """,
     "resources": r"""s cpus; nproc 2>/dev/null || getconf _NPROCESSORS_ONLN
@@ -49,9 +49,9 @@ s disk; df -Pk "$HOME" 2>/dev/null
     "tools": r"""s python; python3 --version 2>&1
 s uv; PATH="$HOME/.local/bin:$HOME/.cargo/bin:$PATH" uv --version 2>/dev/null
 """,
-    "gpu": r"""q=index,name,driver_version,memory.total,memory.used,compute_cap
+    "gpu": r"""_q=index,name,driver_version,memory.total,memory.used,compute_cap
 s smi; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi 2>&1 | head -n 5
-s gpus; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=$q --format=csv,noheader,nounits 2>&1
+s gpus; command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi --query-gpu=$_q --format=csv,noheader,nounits 2>&1
 s nvcc; if command -v nvcc >/dev/null 2>&1 && nvcc --version; then :
 elif [ -x /usr/local/cuda/bin/nvcc ]; then /usr/local/cuda/bin/nvcc --version; fi 2>/dev/null
 """
@@ -59,9 +59,13 @@ elif [ -x /usr/local/cuda/bin/nvcc ]; then /usr/local/cuda/bin/nvcc --version; f
 }
 
 
+# The probe leaves nothing behind in the shell it ran in, so a batch runs it without a subshell.
+_CLEANUP = "unset -f o a s l; unset _o _n _l _f _b _q\n"
+
+
 def probe_script(groups: frozenset[str] = ALL_GROUPS) -> str:
     """The facts probe of these groups (system always: it defines the helpers)."""
-    return "".join(GROUP_PROBES[g] for g in GROUP_PROBES if g == "system" or g in groups) + "s end\n"
+    return "".join(GROUP_PROBES[g] for g in GROUP_PROBES if g == "system" or g in groups) + "s end\n" + _CLEANUP
 
 
 PROBE = probe_script()
@@ -224,13 +228,13 @@ def _parse_result(result: CommandResult) -> Facts:
 
 
 FACTS_TIMEOUT = 60.0
-FACTS_PROBE = Probe(PROBE, _parse_result)
+FACTS_PROBE = Probe(PROBE, _parse_result, inline=True)
 
 
 def facts_probe(groups: frozenset[str]) -> Probe[Facts]:
     """The facts probe of some groups (fleet/factuse.py); the fields of the others keep their defaults
     in what it gives: show them only through `PartialFacts` or `facts_view`."""
-    return FACTS_PROBE if groups >= ALL_GROUPS else Probe(probe_script(groups), _parse_result)
+    return FACTS_PROBE if groups >= ALL_GROUPS else Probe(probe_script(groups), _parse_result, inline=True)
 
 
 def merged(old: Facts, new: Facts, groups: frozenset[str]) -> Facts:

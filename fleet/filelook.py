@@ -3,11 +3,13 @@ that gives each path the output its own script would have printed, byte for byte
 
 A file probe costs a path's `stat` and `base64`, two program starts of about 1 ms of host CPU
 each, and most tasks of a setup play probe a file. One look at every path of a probe batch costs
-three programs however many paths there are: a `stat` of all of them, a `head -v` that prints the
-small files one after another, each after a `==> path <==` header, and a `base64` of that. The
-controller splits the content by the sizes `stat` gave and checks every header at the offset it
-must be at, so a file that changed between the two programs can never lend its bytes to another:
-the look then answers nothing and each path is probed on its own, as unbatched."""
+two programs however many paths there are: a `stat` of all of them and a `head -v` that prints the
+small files one after another, raw, each after a `==> path <==` header. The look's output is taken
+as bytes (CommandResult.stdout_bytes), never as text, so binary content comes whole without a
+`base64` on the host. The controller splits the content by the sizes `stat` gave and checks every
+header at the offset it must be at, so a file that changed between the two programs can never lend
+its bytes to another: the look then answers nothing and each path is probed on its own, as
+unbatched."""
 
 from __future__ import annotations
 
@@ -46,9 +48,9 @@ def look_script(targets: Sequence[str]) -> str:
     """The look at many paths. Output lines: one kind letter per path (f readable file, u a file
     this user cannot read, d directory, o other, a absent); the files' and directories' paths as
     the host spelled them; `stat` of each (size, mode, type); the sha256 of each file too large to
-    fetch; then the small files' content, with headers, in base64 on one line."""
+    fetch; then the small files' raw content, each after its `head -v` header, to the end."""
     words = " ".join(shell.path(t) for t in targets)
-    return (
+    body = (
         f"set -- {words}\n"
         "n=$# ks=\n"
         "for p; do\n"
@@ -59,22 +61,23 @@ def look_script(targets: Sequence[str]) -> str:
         "done\n"
         'echo "$ks"\n'
         "shift $n\n"
-        "[ $# -gt 0 ] || exit 0\n"
-        "s=$(stat -L -c '%s %a %F' -- \"$@\") || exit\n"
+        "[ $# -gt 0 ] || return 0\n"
+        "s=$(stat -L -c '%s %a %F' -- \"$@\") || return\n"
         'printf \'%s\\n\' "$@" "$s"\n'
         f"b={LOOK_BUDGET}\n"
         "while read -r size mode type; do\n"
         "  p=$1; shift\n"
         "  case $type in regular*)\n"
-        f'    if [ "$size" -gt {DIFF_LIMIT} ]; then h=$(sha256sum <"$p") || exit; echo "${{h%% *}}"\n'
+        f'    if [ "$size" -gt {DIFF_LIMIT} ]; then h=$(sha256sum <"$p") || return; echo "${{h%% *}}"\n'
         '    elif [ "$size" -le "$b" ]; then set -- "$@" "$p"; b=$((b - size)); fi\n'
         "  esac\n"
         "done <<EOF\n"
         "$s\n"
         "EOF\n"
-        f'[ $# -gt 0 ] && head -c {DIFF_LIMIT + 1} -v -- "$@" | base64 -w0\n'
-        "echo\n"
+        f'[ $# -eq 0 ] || head -c {DIFF_LIMIT + 1} -v -- "$@"'
     )
+    # A function (its `set --` is its own) that leaves nothing behind: a batch runs it inline.
+    return shell.run_once("_fleet_look", body, "n ks k p s b size mode type h")
 
 
 # What a path's own probe prints for the kinds the look's builtin tests settle alone (u: a file
@@ -88,25 +91,26 @@ def _file_output(mode: str, sha256: str, content: bytes | None) -> str:
     return f"file\n{mode}\n\n{base64.b64encode(content).decode()}\n"
 
 
-def look_outputs(stdout: str, count: int) -> list[str | None]:
-    """What each path's own `file_script` would have printed, from the look's output; None for a
-    path the look cannot answer (a file this user cannot read: its own probe says why; a small file
-    past LOOK_BUDGET). Every path is None when the output is not exactly what an unchanging host
-    gives."""
+def look_outputs(stdout: bytes, count: int) -> list[str | None]:
+    """What each path's own `file_script` would have printed, from the look's output as bytes;
+    None for a path the look cannot answer (a file this user cannot read: its own probe says why;
+    a small file past LOOK_BUDGET). Every path is None when the output is not exactly what an
+    unchanging host gives."""
     unanswered: list[str | None] = [None] * count
-    lines = stdout.split("\n")
-    kinds = lines[0]
+    kinds_line, _, after = stdout.partition(b"\n")
+    kinds = kinds_line.decode("ascii", "replace")
     if len(kinds) != count or set(kinds) - set("fudoa"):
         return unanswered
     found = sum(k in "fd" for k in kinds)
     if found == 0:
-        return [_KIND_OUTPUT[k] for k in kinds]
-    paths, stats, rest = lines[1 : 1 + found], lines[1 + found : 1 + 2 * found], lines[1 + 2 * found :]
-    if len(stats) != found:
+        return [_KIND_OUTPUT[k] for k in kinds] if after == b"" else unanswered
+    lines = after.split(b"\n", 2 * found)
+    if len(lines) != 2 * found + 1:
         return unanswered
+    paths, stats, rest = lines[:found], lines[found : 2 * found], lines[2 * found]
     parsed = []
     for kind, stat in zip((k for k in kinds if k in "fd"), stats, strict=True):
-        size, _, rest_of_line = stat.partition(" ")
+        size, _, rest_of_line = stat.decode("ascii", "replace").partition(" ")
         mode, _, filetype = rest_of_line.partition(" ")
         is_file, is_dir = filetype.startswith("regular"), filetype == "directory"
         if not (size.isdigit() and mode.isdigit()) or is_file != (kind == "f") or is_dir != (kind == "d"):
@@ -118,10 +122,11 @@ def look_outputs(stdout: str, count: int) -> list[str | None]:
         if is_file and size <= DIFF_LIMIT and size <= budget:
             small.append(i)
             budget -= size
-    if len(rest) != len(big) + 2 or rest[-1] != "":
+    tail = rest.split(b"\n", len(big))
+    if len(tail) != len(big) + 1:
         return unanswered
-    hashes = dict(zip(big, rest[: len(big)], strict=True))
-    contents = _split_heads(rest[len(big)], [(paths[i], parsed[i][0]) for i in small])
+    hashes = {i: h.decode("ascii", "replace") for i, h in zip(big, tail[: len(big)], strict=True)}
+    contents = _split_heads(tail[-1], [(paths[i], parsed[i][0]) for i in small])
     if contents is None or any(len(h) != 64 for h in hashes.values()):
         return unanswered
     content_of = dict(zip(small, contents, strict=True))
@@ -142,20 +147,15 @@ def look_outputs(stdout: str, count: int) -> list[str | None]:
     return out
 
 
-def _split_heads(encoded: str, files: Sequence[tuple[str, int]]) -> list[bytes] | None:
+def _split_heads(data: bytes, files: Sequence[tuple[bytes, int]]) -> list[bytes] | None:
     """Each file's content from `head -v`'s output, by the sizes stat gave; None unless every
     header is where it must be and nothing is left over."""
-    try:
-        data = base64.b64decode(encoded, validate=True)
-    except ValueError:
-        return None
     contents, at = [], 0
     for number, (path, size) in enumerate(files):
-        header = ("\n" if number else "") + f"==> {path} <==\n"
-        raw = header.encode("utf-8", "surrogateescape")
-        if data[at : at + len(raw)] != raw:
+        header = (b"\n" if number else b"") + b"==> " + path + b" <==\n"
+        if data[at : at + len(header)] != header:
             return None
-        at += len(raw)
+        at += len(header)
         contents.append(data[at : at + size])
         at += size
     return contents if at == len(data) and all(len(c) == s for c, (_, s) in zip(contents, files, strict=True)) else None

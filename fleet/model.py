@@ -31,6 +31,9 @@ class CommandResult:
     interrupted: bool = False  # stopped by Connection.interrupt() (Ctrl-C, SIGTERM)
     dropped: int = 0  # bytes of output not kept in memory (their place is marked by OUTPUT_GAP)
     spilled: tuple[str, ...] = ()  # raw `<file>.part` copies of that output, masked into <file> by the run log
+    # stdout's bytes as they came, kept only when the caller asked (`run(..., keep_bytes=True)`) and
+    # none were dropped: for output that is not text (file content in a look, fleet/filelook.py).
+    stdout_bytes: bytes | None = field(default=None, repr=False, compare=False)
 
     @property
     def ok(self) -> bool:

@@ -28,6 +28,9 @@ class Probe(Generic[T]):
     script: str
     parse: Callable[[CommandResult], T]
     path: str | None = None  # set for a file probe (filelook.file_script): a batch may look at many at once
+    # The script may run in a batch's own shell instead of a subshell, sparing a fork (~0.7 ms of
+    # host CPU): it never exits, reads no stdin, and leaves no variable or function behind.
+    inline: bool = False
 
 
 def _unparsed(result: CommandResult) -> CommandResult:

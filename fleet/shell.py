@@ -36,6 +36,14 @@ def exports(env: Iterable[tuple[str, object]]) -> str:
     return "".join(f"export {env_name(k)}={shlex.quote(str(v))}\n" for k, v in env)
 
 
+def run_once(name: str, body: str, variables: str) -> str:
+    """`body` as a function that runs once and is removed with the `variables` it sets: a script a
+    probe batch may run in its own shell, without the fork of a subshell (fleet.probe.Probe.inline).
+    `return` ends it early; its exit status is kept as 0 or 1."""
+    clear = f"unset -f {name}; unset {variables}"
+    return f"{name}() {{\n{body}\n}}\n{name}; case $? in 0) {clear};; *) {clear}; false;; esac\n"
+
+
 def write_file(target: str, content: bytes, mode: int | None = None) -> str:
     """A script that writes content to target atomically: a temp file beside it, then rename,
     so a reader never sees half a file and a failure leaves the old one in place."""

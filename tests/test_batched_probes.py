@@ -230,3 +230,69 @@ def test_a_first_run_observes_each_task_once_not_again_after_every_change(ssh_fl
 
     assert run() == (count, count)  # the first look only; later probes went alone
     assert run() == (count, 0)  # converged: the first look, and nothing else
+
+
+@pytest.mark.parametrize("kind", [str, bytes])
+def test_marker_lines_split_as_the_regular_expression_splits_them(kind):
+    """Batch output is split at its marker lines without compiling a pattern per batch; on
+    outputs with whole, cut and look-alike markers that gives what re.split gives."""
+    import random
+    import re
+
+    from fleet.batch import _marked
+
+    marker = "@@fleet-probe-0123abcd"
+    bits = ["a", "\n", f"\n{marker} 0\n", f"\n{marker} 17\n", f"\n{marker} ", f"\n{marker} x\n", "7", "\n@@other 0\n"]
+    rng = random.Random(7)
+    pattern = re.compile(rf"\n{re.escape(marker)} (\d+)\n")
+    for _ in range(2000):
+        text = "".join(rng.choice(bits) for _ in range(rng.randint(0, 12)))
+        want = pattern.split(text)
+        if kind is bytes:
+            assert _marked(text.encode(), f"\n{marker} ".encode()) == [w.encode() for w in want], text
+        else:
+            assert _marked(text, f"\n{marker} ") == want, text
+
+
+def test_probes_run_without_a_subshell_leave_nothing_behind(ssh_fleet, ssh_inventory):
+    """The facts, the creates checks, the look at many files and the package check run in the
+    batch's own shell (no fork each); a probe after them sees no variable, function or argument
+    they used, exactly as when it runs alone."""
+    from fleet.batch import Batch, ProbeCall
+    from fleet.connection import connect
+    from fleet.facts import facts_probe
+    from fleet.filelook import file_script
+    from fleet.inventory import load_inventory
+    from fleet.tasks.apt import Apt
+    from fleet.tasks.command import Command
+
+    names = "_o _n _l _f _b _q n ks k p s b size mode type h f"  # f: set by the agent's own runner
+    report = (
+        f'for _v in {names}; do eval "[ -z \\"\\${{$_v+x}}\\" ]" || echo "variable $_v"; done\n'
+        'for _v in o a s l _fleet_look _fleet_dpkg; do command -v $_v >/dev/null && echo "function $_v"; done\n'
+        'echo "arguments $#"\n'
+    )
+    facts = facts_probe(frozenset({"system"}))
+    creates = Command(Command.Args(cmd="true", creates="~/.bashrc", removes="~/nothing")).probe()
+    packages = Apt(Apt.Args(packages=["coreutils"])).probe()
+    paths = ["~/.bashrc", "~", "~/nothing"]
+    calls = [
+        ProbeCall(facts.script, inline=facts.inline),
+        ProbeCall(creates.script, inline=creates.inline),
+        *(ProbeCall(file_script(p), path=p) for p in paths),
+        ProbeCall(packages.script, inline=packages.inline),
+        ProbeCall(report),
+    ]
+    batch = Batch.of(calls)
+    assert batch.script().count("(\n") == 1 + batch.script().count("| (\n")  # only the report forks
+    conn = connect("node-01", load_inventory(ssh_inventory).host("node-01").vars)
+    try:
+        done = batch.split(conn.run(batch.script(), **batch.run_kwargs()))
+        assert all(r is not None and r.exited == 0 for r in done), done
+        assert done[-1].stdout == conn.run(report).stdout
+        assert done[-1].stdout.replace("variable f\n", "") == "arguments 0\n"
+        alone = [conn.run(c.script) for c in calls[:-1]]
+        for call, got, own in zip(calls, done, alone, strict=False):
+            assert (got.stdout, got.exited) == (own.stdout, own.exited), call.script[:60]
+    finally:
+        conn.close()

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import textwrap
@@ -403,6 +404,53 @@ def test_changed_host_key_shows_the_openssh_sha256_fingerprint(ssh_fleet, tmp_pa
     assert printed.startswith("SHA256:") and f"got ssh-ed25519 {printed})" in str(caught.value)
     key = paramiko.Ed25519Key(filename=str(host.dir / "ssh_host_ed25519_key"))
     assert fingerprint(key) == printed
+
+
+def test_the_transport_asks_for_aes_gcm_and_still_reaches_a_server_without_it(ssh_fleet, tmp_path):
+    """fleet prefers AES-GCM (an AEAD cipher: no per-packet MAC compared in Python); a server that
+    offers none (here a second sshd of node-03 limited to aes256-ctr) is reached as before."""
+    from sshfleet import SSHD, free_port
+
+    host = ssh_fleet.host("node-03")
+
+    def listening(address: str, port: int) -> bool:
+        try:
+            socket.create_connection((address, port), timeout=0.2).close()
+            return True
+        except OSError:
+            return False
+
+    def connected(port: int, known: Path) -> SSHConnection:
+        options = SSHOptions(
+            address=host.address, port=port, user=host.user, key=str(ssh_fleet.client_key),
+            known_hosts=str(known), ssh_config="",
+        )  # fmt: skip
+        conn = SSHConnection("node-03", options)
+        assert conn.run("echo hi").stdout == "hi\n"
+        return conn
+
+    usual = connected(host.port, ssh_fleet.known_hosts)
+    try:
+        assert usual._conn.transport.remote_cipher == "aes128-gcm@openssh.com"
+    finally:
+        usual.close()
+    port = free_port(host.address)
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[{host.address}]:{port} {' '.join(host.host_public_key)}\n")
+    log = open(tmp_path / "sshd.log", "wb")  # noqa: SIM115 - the child's
+    argv = [SSHD, "-D", "-e", "-f", str(host.dir / "sshd_config"), "-o", f"Port={port}", "-o", "Ciphers=aes256-ctr"]
+    sshd = subprocess.Popen(argv, stdout=log, stderr=log, start_new_session=True)
+    try:
+        assert wait_until(lambda: listening(host.address, port))
+        plain = connected(port, known)
+        try:
+            assert plain._conn.transport.remote_cipher == "aes256-ctr"
+        finally:
+            plain.close()
+    finally:
+        os.killpg(sshd.pid, 15)
+        sshd.wait(10)
+        log.close()
 
 
 # ---- the local connection: the same agent -------------------------------------------------------------------

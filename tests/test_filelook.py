@@ -7,7 +7,7 @@ look whose output does not add up (a file that changed between `stat` and `head`
 
 from __future__ import annotations
 
-import base64
+import dataclasses
 import json
 import shutil
 
@@ -118,24 +118,46 @@ def test_a_look_that_does_not_add_up_answers_nothing(node):
     paths = ["~/look/small", "~/look/dir", "~/look/with space", "~/look/absent"]
     batch = Batch.of([ProbeCall.of(file_script(p), {}, p) for p in paths])
     result = node.run(batch.script(), **batch.run_kwargs())
-    out = result.stdout.split(f"\n{batch.marker} ", 1)[0]
+    out = result.stdout_bytes.split(f"\n{batch.marker} ".encode(), 1)[0]
     assert all(r is not None for r in look_outputs(out, len(paths)))
-    lines = out.split("\n")
-    kinds, small_stat, content = lines[0], lines[4], lines[-2]
-    assert (kinds, small_stat.split()[0]) == ("fdfa", "6")
-    data = base64.b64decode(content)
+    lines = out.split(b"\n", 7)
+    kinds, small_stat, content = lines[0], lines[4], lines[7]
+    assert (kinds, small_stat.split()[0]) == (b"fdfa", b"6")
+    assert content.startswith(b"==> ") and content.endswith(b"no newline at the end")  # raw, as head printed it
+    small_header = content.split(b"\n", 1)[0]
     tampered = {
-        "a file grew": out.replace(small_stat, "7" + small_stat[1:], 1),
-        "a file shrank": out.replace(small_stat, "5" + small_stat[1:], 1),
-        "a file became a directory": out.replace(small_stat, "6 644 directory", 1),
-        "bytes shifted past a header": out.replace(content, base64.b64encode(data[:5] + b"X" + data[5:]).decode()),
-        "content cut short": out.replace(content, base64.b64encode(data[:-1]).decode()),
-        "a stat line missing": out.replace(small_stat + "\n", "", 1),
-        "kinds of another count": out.replace(kinds, kinds + "a", 1),
-        "not base64": out.replace(content, content[:-4] + "!!!!"),
+        "a file grew": out.replace(small_stat, b"7" + small_stat[1:], 1),
+        "a file shrank": out.replace(small_stat, b"5" + small_stat[1:], 1),
+        "a file became a directory": out.replace(small_stat, b"6 644 directory", 1),
+        "bytes shifted past a header": out.replace(content, content[:5] + b"X" + content[5:]),
+        "content cut short": out[:-1],
+        "bytes left over": out + b"x",
+        "a header naming another path": out.replace(small_header, small_header.replace(b"small", b"smalm"), 1),
+        "a stat line missing": out.replace(small_stat + b"\n", b"", 1),
+        "kinds of another count": out.replace(kinds, kinds + b"a", 1),
     }
-    for why, text in tampered.items():
-        assert look_outputs(text, len(paths)) == [None] * len(paths), why
+    for why, data in tampered.items():
+        assert look_outputs(data, len(paths)) == [None] * len(paths), why
+
+
+def test_a_look_without_its_bytes_answers_nothing_and_every_path_runs_alone(node):
+    """A look is read from stdout's bytes; a result that did not keep them (a connection that
+    cannot, output too large to keep) leaves each of its paths to its own probe, while the
+    batch's other probes are still answered from the text."""
+    paths = ["~/look/small", "~/look/binary"]
+    calls = [ProbeCall.of(file_script(p), {}, p) for p in paths] + [ProbeCall.of("echo other", {})]
+    batch = Batch.of(calls)
+    assert batch.run_kwargs()["keep_bytes"] is True
+    result = node.run(batch.script(), **batch.run_kwargs())
+    assert result.stdout_bytes is not None and "\ufffd" in result.stdout  # \377 is not text
+    answered = batch.split(result)
+    assert all(r is not None for r in answered)
+    assert FileState.parse(answered[1].stdout).content == b"\0bin\377ary\n==> small <==\n"
+    textual = dataclasses.replace(result, stdout_bytes=None)
+    assert [r is None for r in batch.split(textual)] == [True, True, False]
+    assert batch.split(textual)[2].stdout == "other\n"
+    alone = Batch.of([ProbeCall.of("echo other", {})])
+    assert alone.run_kwargs()["keep_bytes"] is False  # no look: nothing kept twice
 
 
 def test_a_file_behind_a_symbolic_link_converges(ssh_fleet, ssh_inventory, tmp_path):

@@ -7,7 +7,7 @@ from typing import ClassVar, Literal
 
 from ..model import CommandResult, Plan
 from ..probe import Probe
-from ..shell import join, quote
+from ..shell import join, quote, run_once
 from ..task import Action, Args, Context, action
 
 
@@ -62,13 +62,14 @@ def packages_script(packages: list[str], admindir: str = "/var/lib/dpkg") -> str
     if not all(_PLAIN_NAME.fullmatch(p) for p in packages):
         return query
     patterns = " ".join(f"-e {quote('Package: ' + p)}" for p in packages)
-    return (
+    body = (
         f'if [ -z "${{DPKG_ADMINDIR-}}" ] && [ -r {admin}/status ] && command -v grep >/dev/null; then\n'
-        f'  for f in {admin}/updates/[0-9]*; do [ -e "$f" ] && {{ {query}; exit; }}; done\n'
-        f"  grep -A3 -xF {patterns} {admin}/status | (\n{_PAIR_STATUS}\n) && exit\n"
+        f'  for _f in {admin}/updates/[0-9]*; do [ -e "$_f" ] && {{ {query}; return; }}; done\n'
+        f"  grep -A3 -xF {patterns} {admin}/status | (\n{_PAIR_STATUS}\n) && return\n"
         "fi\n"
         f"{query}"
     )
+    return run_once("_fleet_dpkg", body, "_f")  # a batch runs it without a subshell
 
 
 @action
@@ -77,7 +78,7 @@ class Apt(Action):
     Args: ClassVar = AptArgs
 
     def probe(self) -> Probe[set[str]]:
-        return Probe(packages_script(self.args.packages), _installed)
+        return Probe(packages_script(self.args.packages), _installed, inline=True)
 
     def plan(self, have: set[str], ctx: Context) -> Plan:
         wanted = [p.split("=")[0] for p in self.args.packages]

@@ -55,7 +55,7 @@ class Command(Action):
             checks.append(f"[ -e {shell.path(a.creates)} ] && echo creates-present || echo creates-absent")
         if a.removes:
             checks.append(f"[ -e {shell.path(a.removes)} ] && echo removes-present || echo removes-absent")
-        return Probe("; ".join(checks), Guards.of)
+        return Probe("; ".join(checks), Guards.of, inline=True)  # builtin tests only: no fork needed
 
     def command_text(self) -> str:
         cmd = self.args.cmd
