@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -94,4 +95,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    # Ended as fleet ends its process (fleet.cli.run): no interpreter teardown after the output.
+    code = main()
+    sys.stdout.flush()
+    os._exit(code)

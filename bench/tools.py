@@ -456,7 +456,13 @@ class FloorLook(FloorTool):
         if str(REPO) not in sys.path:
             sys.path.insert(0, str(REPO))  # this checkout's fleet, as FleetTool runs it
         from fleet.connection import oneshot_request
-        from fleet.facts import FACTS_TIMEOUT
+        from fleet.facts import facts_timeout
+        from fleet.factuse import play_groups
+        from fleet.playbook import load_playbook
+
+        # the request's time limit, as fleet sets it: the facts' limit when they start programs
+        (play,) = load_playbook(WORKLOAD / "fleet.yaml").plays
+        limit = facts_timeout(play_groups(play))
 
         run = [*self.fleet.run_argv(), "-vv"]
         for _ in range(2):
@@ -470,7 +476,7 @@ class FloorLook(FloorTool):
             script = "\n".join(line[2:] for line in lines[:end])
             if "<file content" in script or "more characters)" in script:
                 raise BenchError(f"{self.name}: -vv did not show {host}'s request whole")
-            command, stdin = oneshot_request(script.encode(), timeout=FACTS_TIMEOUT)
+            command, stdin = oneshot_request(script.encode(), timeout=limit)
             requests[host] = {"command": command, "stdin": stdin.decode()}
         (self.workdir / "requests.json").write_text(json.dumps(requests))
 

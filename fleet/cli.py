@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import os
@@ -376,5 +377,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             gc.freeze()
 
 
+def run() -> None:
+    """The `fleet` command as a process: main(), then the process ends at once with its code.
+    The interpreter's teardown frees every module's objects one by one while paramiko's transport
+    threads notice their closed sockets: ~0.03 s of a one-host run, ~0.08 s of a 50-host one,
+    after everything was written. Under a tracer or coverage (whose results are saved at exit)
+    the process ends the usual way."""
+    code = main()
+    if sys.gettrace() is not None or "coverage" in sys.modules:
+        sys.exit(code)
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):  # a closed pipe or stream: nothing more to say
+            stream.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()

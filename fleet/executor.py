@@ -45,7 +45,7 @@ from typing import Any
 
 from .batch import MAX_PROBES, Batch, ProbeCall
 from .connection import Connection, TransferFailed
-from .facts import FACTS_TIMEOUT, Facts, PartialFacts, facts_probe, facts_view, merged, with_overrides
+from .facts import Facts, PartialFacts, facts_probe, facts_timeout, facts_view, merged, with_overrides
 from .factuse import ALL_GROUPS, FIELD_GROUPS, groups_named, play_groups, strings, template_parts
 from .model import CommandResult, FleetError, HostReport, Plan, RunOptions, Status, TaskResult, Unreachable
 from .playbook import Play
@@ -162,7 +162,7 @@ class HostExecutor:
         if not missing:
             return
         probe = facts_probe(missing)
-        self._facts_call = ProbeCall(probe.script, timeout=FACTS_TIMEOUT, inline=probe.inline)
+        self._facts_call = ProbeCall(probe.script, timeout=facts_timeout(missing), inline=probe.inline)
         self._facts_pending = True
         overrides = self.hostvars.get("facts_override")
         try:

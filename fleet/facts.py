@@ -231,6 +231,14 @@ FACTS_TIMEOUT = 60.0
 FACTS_PROBE = Probe(PROBE, _parse_result, inline=True)
 
 
+def facts_timeout(groups: frozenset[str]) -> float | None:
+    """The facts probe's time limit: FACTS_TIMEOUT when it starts programs that can hang (nvidia-smi
+    on a failing GPU, df on a dead network home, python3, uv); none for the system group alone,
+    shell builtins reading /proc and /etc, so a play's first request then needs no `timeout`
+    program on the host (~1.8 ms of its CPU) unless a task's probe has a limit of its own."""
+    return FACTS_TIMEOUT if groups - {"system"} else None
+
+
 def facts_probe(groups: frozenset[str]) -> Probe[Facts]:
     """The facts probe of some groups (fleet/factuse.py); the fields of the others keep their defaults
     in what it gives: show them only through `PartialFacts` or `facts_view`."""

@@ -266,7 +266,7 @@ def test_probes_run_without_a_subshell_leave_nothing_behind(ssh_fleet, ssh_inven
     from fleet.tasks.apt import Apt
     from fleet.tasks.command import Command
 
-    names = "_o _n _l _f _b _q n ks k p s b size mode type h f"  # f: set by the agent's own runner
+    names = "_o _n _l _f _b _q _g _p _out _ok n ks k p s b size mode type h f"  # f: set by the agent's own runner
     report = (
         f'for _v in {names}; do eval "[ -z \\"\\${{$_v+x}}\\" ]" || echo "variable $_v"; done\n'
         'for _v in o a s l _fleet_look _fleet_dpkg; do command -v $_v >/dev/null && echo "function $_v"; done\n'

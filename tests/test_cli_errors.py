@@ -5,6 +5,10 @@ as a traceback would); a few run the real `fleet` command in a subprocess to che
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
 import textwrap
 from pathlib import Path
 
@@ -315,3 +319,26 @@ def test_what_a_playbook_gets_wrong_is_found_before_task_one_runs(capsys, tmp_pa
     code, _, err = fleet(capsys, "run", book, "-i", LOCAL)
     assert code == 1 and not marker.exists()
     assert needle.format(dir=tmp_path) in err and err.count("\n") == 1, err
+
+
+def test_the_process_ends_at_once_with_all_its_output_and_its_exit_code(tmp_path):
+    """`python -m fleet.cli` (and the console script, `fleet.cli:run`) ends the process without
+    the interpreter's teardown: everything it wrote still arrives whole through a pipe, and the
+    exit code is main()'s, on success and on bad input."""
+    inventory = tmp_path / "hosts.ini"
+    inventory.write_text("[nodes]\n" + "".join(f"node-{i:05d} ansible_host=127.0.0.1\n" for i in range(5000)))
+    buffered = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # as a user's shell has it
+    done = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "inventory", "-i", str(inventory), "--json"],
+        capture_output=True, text=True, timeout=120, env=buffered,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert len(done.stdout) > 256 * 1024  # several times what a pipe holds
+    names = {json.loads(line).get("host") for line in done.stdout.splitlines()}
+    assert {f"node-{i:05d}" for i in range(5000)} <= names
+    bad = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "inventory", "-i", str(tmp_path / "missing.ini")],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert bad.returncode == 1 and bad.stderr.startswith("fleet: error:") and "Traceback" not in bad.stderr
+    assert main(["inventory", "-i", str(tmp_path / "missing.ini")]) == 1  # in-process: main() returns it

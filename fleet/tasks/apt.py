@@ -32,20 +32,22 @@ def _installed(result: CommandResult) -> set[str]:
 
 
 _PLAIN_NAME = re.compile(r"[a-z0-9][a-z0-9+.-]*")  # Debian policy's package names: no arch, version or glob
-# Pairs each `Package:` line grep found with its record's `Status:` line, printed as dpkg-query
-# prints them. dpkg writes Status at most three lines after Package (after Essential and
-# Protected); a record where it is not there makes the pairing exit 1, and dpkg-query answers.
+# Pairs each `Package:` line grep found (in $_g) with its record's `Status:` line, printed as
+# dpkg-query prints them. dpkg writes Status at most three lines after Package (after Essential
+# and Protected); a record where it is not there leaves _ok empty, and dpkg-query answers. Read
+# from a here-document in this shell: no subshell, no pipe.
 _PAIR_STATUS = (
-    "p=; out=\n"
-    "while IFS= read -r l; do\n"
-    "  case $l in\n"
-    '    "Package: "*) [ -z "$p" ] || exit 1; p=${l#Package: };;\n'
-    '    "Status: "*) [ -z "$p" ] || out="$out$p\t${l#Status: }\n"; p=;;\n'
-    '    ""|--) [ -z "$p" ] || exit 1;;\n'
+    "_p=; _out=; _ok=1\n"
+    "while IFS= read -r _l; do\n"
+    "  case $_l in\n"
+    '    "Package: "*) [ -z "$_p" ] || { _ok=; break; }; _p=${_l#Package: };;\n'
+    '    "Status: "*) [ -z "$_p" ] || _out="$_out$_p\t${_l#Status: }\n"; _p=;;\n'
+    '    ""|--) [ -z "$_p" ] || { _ok=; break; };;\n'
     "  esac\n"
-    "done\n"
-    '[ -z "$p" ] || exit 1\n'
-    'printf %s "$out"'
+    "done <<EOF\n"
+    "$_g\n"
+    "EOF\n"
+    '[ -z "$_p" ] || _ok=\n'
 )
 
 
@@ -65,11 +67,15 @@ def packages_script(packages: list[str], admindir: str = "/var/lib/dpkg") -> str
     body = (
         f'if [ -z "${{DPKG_ADMINDIR-}}" ] && [ -r {admin}/status ] && command -v grep >/dev/null; then\n'
         f'  for _f in {admin}/updates/[0-9]*; do [ -e "$_f" ] && {{ {query}; return; }}; done\n'
-        f"  grep -A3 -xF {patterns} {admin}/status | (\n{_PAIR_STATUS}\n) && return\n"
+        f"  _g=$(grep -A3 -xF {patterns} {admin}/status)\n"
+        "  if [ $? -le 1 ]; then  # 1: none of them; 2: grep could not read it, dpkg-query answers\n"
+        f"{_PAIR_STATUS}"
+        '    [ -n "$_ok" ] && { printf %s "$_out"; return; }\n'
+        "  fi\n"
         "fi\n"
         f"{query}"
     )
-    return run_once("_fleet_dpkg", body, "_f")  # a batch runs it without a subshell
+    return run_once("_fleet_dpkg", body, "_f _g _p _out _ok _l")  # a batch runs it without a subshell
 
 
 @action
