@@ -421,8 +421,9 @@ class Floor1(FloorTool):
     rerun_commands = 1
     measures = ("rerun", "facts")
     how = (
-        "bench/floor.py: raw paramiko, every host in parallel, strict host keys, TCP_NODELAY; re-run: one "
-        "command (`true`) per host; facts: one script of the same system facts per host (the raw batched gather)."
+        "bench/floor.py: raw paramiko, every host in parallel, strict host keys, fleet's transport settings "
+        "(TCP_NODELAY, AES-GCM first) and its exit (no interpreter teardown); re-run: one command (`true`) per "
+        "host; facts: one script of the same system facts per host (the raw batched gather)."
     )
 
 
