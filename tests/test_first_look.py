@@ -10,6 +10,7 @@ Ctrl-C and the time limit end it, output beyond the cap is spilled whole."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -311,6 +312,7 @@ def test_a_connection_lost_mid_spill_leaves_no_raw_output_on_disk(plain_conn, tm
     worker.start()
     assert wait_until(lambda: pidfile.exists() and pidfile.read_text().strip(), 30)
     shell_pid = int(pidfile.read_text())
+    group = os.getpgid(shell_pid)  # the script's process group: its `sleep` too
     session = shell_pid
     while Path(f"/proc/{session}/comm").read_text().strip() != "sshd":  # up to the host's sshd session
         session = int(Path(f"/proc/{session}/stat").read_text().rsplit(")", 1)[1].split()[1])
@@ -319,6 +321,8 @@ def test_a_connection_lost_mid_spill_leaves_no_raw_output_on_disk(plain_conn, tm
     pidfile.unlink()
     if not gone(shell_pid, 5):
         os.kill(shell_pid, 9)
+    with contextlib.suppress(ProcessLookupError):  # what this test started, so the host's user can be removed
+        os.killpg(group, 9)
     assert errors and type(errors[0]).__name__ == "Unreachable", errors
     left = {p.name: p.read_bytes() for p in (tmp_path / "out").rglob("*") if p.is_file()}
     assert not [name for name, data in left.items() if b"raw-secret-value" in data], sorted(left)
