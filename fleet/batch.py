@@ -1,11 +1,12 @@
 """Many probes in one remote command, and their results taken apart again.
 
 Each probe runs in its own subshell (its `exit` ends only itself, its exports stay its own), or,
-when it is written to allow it (Probe.inline: the creates checks, the facts), in the batch's own
-shell without a fork; either way with stdin closed. Then a marker line carrying its exit status
-goes to stdout and a bare marker to stderr. The marker holds a random nonce, so no probe output
-can forge one. Every marker starts with a newline that the splitter removes again, so each
-probe's stdout and stderr come back byte for byte as if it had run alone.
+when it is written to allow it (Probe.inline: the facts, the creates checks, the apt probe; a look
+always), in the batch's own shell without a fork; either way with stdin closed. Then a marker
+line carrying its exit status goes to stdout and a bare marker to stderr. The marker holds a
+random nonce, so no probe output can forge one. Every marker starts with a newline that the
+splitter removes again, so each probe's stdout and stderr come back byte for byte as if it had
+run alone.
 
 A probe whose end marker never came (the batch timed out, or sudo refused before anything ran)
 has no result here: the caller runs it again on its own, so what it reports is exactly what an
